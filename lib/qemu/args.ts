@@ -1,0 +1,82 @@
+/**
+ * Option checking and the QEMU argument vector (an array: QEMU is never started through a shell).
+ */
+export type QemuArch = 'x86_64' | 'aarch64';
+
+export interface QemuMachine {
+  arch: QemuArch;
+  /** x86_64: q35 (default) or pc; aarch64: virt,gic-version=3 (default) */
+  machine?: string;
+  cpus: number;
+  /** MiB */
+  memoryMiB: number;
+  kernel: string;
+  initrd: string;
+  /** the full kernel command line */
+  cmdline: string;
+  /** host directory shared read-only over 9p with mount tag `share` */
+  share?: string;
+}
+
+/** Host `process.arch` → QEMU architecture name, or undefined when QEMU guests of it are not supported. */
+export function qemuArchFor(nodeArch: string): QemuArch | undefined {
+  return nodeArch === 'x64' ? 'x86_64' : nodeArch === 'arm64' ? 'aarch64' : undefined;
+}
+
+export function qemuBinaryFor(arch: QemuArch): string {
+  return `qemu-system-${arch}`;
+}
+
+/** The console device the kernel should print to. */
+export function consoleFor(arch: QemuArch): string {
+  return arch === 'x86_64' ? 'ttyS0' : 'ttyAMA0';
+}
+
+/** Parses "512", "512M", "2G" (MiB by default) into MiB. */
+export function parseMemory(value: string | number): number {
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value) || value < 64) throw new RangeError(`memory must be a whole number of MiB >= 64, got ${value}`);
+    return value;
+  }
+  const m = /^(\d+)([MG]?)$/i.exec(value.trim());
+  if (m === null) throw new RangeError(`memory must look like 512, 512M or 2G, got ${JSON.stringify(value)}`);
+  return parseMemory(Number(m[1]) * (m[2]!.toUpperCase() === 'G' ? 1024 : 1));
+}
+
+export function checkCpus(cpus: number): number {
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > 64) throw new RangeError(`cpus must be a whole number from 1 to 64, got ${cpus}`);
+  return cpus;
+}
+
+/** The kernel command line: console, quiet boot, no reboot loop on panic, then the caller's text. */
+export function kernelCmdline(arch: QemuArch, append: string | undefined): string {
+  const base = `console=${consoleFor(arch)} rdinit=/init panic=-1 quiet`;
+  return append === undefined || append.trim() === '' ? base : `${base} ${append.trim()}`;
+}
+
+export function buildQemuArgs(m: QemuMachine): string[] {
+  const args: string[] = [];
+  if (m.arch === 'x86_64') {
+    const machine = m.machine ?? 'q35';
+    if (!/^(q35|pc)(,|$)/.test(machine)) throw new RangeError(`x86_64 machine must be q35 or pc, got ${JSON.stringify(machine)}`);
+    args.push('-machine', machine, '-accel', 'tcg');
+  } else {
+    const machine = m.machine ?? 'virt,gic-version=3';
+    if (!/^virt(,|$)/.test(machine)) throw new RangeError(`aarch64 machine must be virt, got ${JSON.stringify(machine)}`);
+    args.push('-machine', machine, '-accel', 'tcg', '-cpu', 'max');
+  }
+  args.push(
+    '-smp', String(checkCpus(m.cpus)),
+    '-m', `${parseMemory(m.memoryMiB)}M`,
+    '-nographic', '-no-reboot', '-nic', 'none',
+    '-kernel', m.kernel,
+    '-initrd', m.initrd,
+    '-append', m.cmdline,
+  );
+  if (m.arch === 'x86_64') args.push('-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04');
+  if (m.share !== undefined) {
+    if (m.share.includes(',')) throw new RangeError(`the share directory must not contain a comma (QEMU option syntax): ${m.share}`);
+    args.push('-virtfs', `local,path=${m.share},mount_tag=share,security_model=none,readonly=on,multidevs=remap`);
+  }
+  return args;
+}

@@ -1,0 +1,229 @@
+/**
+ * Boots a kernel under QEMU (TCG), runs one command in a generated initramfs and returns the
+ * command's exit code. Scratch files and the QEMU process are cleaned up on every path: normal
+ * end, error, timeout, abort, and the Node process exiting underneath.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { MultikernelError } from '../errors';
+import { buildQemuArgs, checkCpus, kernelCmdline, parseMemory, qemuArchFor, qemuBinaryFor, type QemuArch } from './args';
+import { buildInitramfs } from './initramfs';
+import { type QemuPhase, SerialParser } from './serial';
+
+export interface QemuFile {
+  /** host path */
+  source: string;
+  /** absolute guest path */
+  target: string;
+  mode?: number;
+}
+
+export interface QemuOptions {
+  /** kernel image (x86 bzImage, arm64 Image) */
+  kernel: string;
+  /** static busybox for the guest's architecture */
+  busybox: string;
+  /** argv of the guest command, e.g. ['node', '/share/test/qemu/guest/basic.mjs'] */
+  command: readonly string[];
+  /** default: the host's architecture */
+  arch?: QemuArch;
+  /** x86_64: 'q35' (default) or 'pc'; aarch64: 'virt,gic-version=3' (default) */
+  machine?: string;
+  /** default 2 */
+  cpus?: number;
+  /** MiB as a number, or '512M' / '2G'; default 1024 */
+  memory?: number | string;
+  /** appended to `console=… rdinit=/init panic=-1 quiet` */
+  append?: string;
+  /** .ko files (host paths) to insmod in order before the share is mounted */
+  modules?: readonly string[];
+  /** environment of the guest command (NO_COLOR=1, PATH, HOME and TERM=dumb are preset) */
+  env?: Readonly<Record<string, string>>;
+  /** host directory shared read-only over 9p (needs the 9p modules or a kernel with 9p built in) */
+  share?: string;
+  /** where the share is mounted in the guest; default '/share' */
+  shareMount?: string;
+  /** working directory of the command; default the share mount, or '/' without a share */
+  cwd?: string;
+  /**
+   * node binary for /usr/bin/node (its ldd libraries come along). Default: this process's node
+   * when the guest has the host's architecture, otherwise none. `false`: no node.
+   */
+  node?: string | false;
+  /** host executables copied to the same guest path with their ldd libraries (e.g. /usr/sbin/capsh) */
+  binaries?: readonly string[];
+  /** further files for the initramfs */
+  files?: readonly QemuFile[];
+  /** kill QEMU after this long; default 300000 */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** serial console text as it arrives */
+  onOutput?: (text: string) => void;
+  onPhase?: (phase: QemuPhase, elapsedMs: number) => void;
+  /** default `qemu-system-<arch>` from PATH */
+  qemuBinary?: string;
+  /** parent of the scratch directory; default os.tmpdir() */
+  tmpDir?: string;
+}
+
+export interface QemuResult {
+  /** the guest command's exit status (0..255) */
+  exitCode: number;
+  /** the whole serial console */
+  output: string;
+  /** milliseconds from the start of runQemu to each phase */
+  phases: { phase: QemuPhase; atMs: number }[];
+  durationMs: number;
+  /** QEMU's own exit status */
+  qemuStatus: number | null;
+  /** the argument vector QEMU ran with (scratch paths are gone by now) */
+  qemuArgs: string[];
+}
+
+export type QemuFailure = 'timeout' | 'aborted' | 'spawn' | 'guest-setup' | 'no-exit-code';
+
+function failure(reason: QemuFailure, message: string, details: Record<string, unknown>, cause?: unknown): MultikernelError {
+  return new MultikernelError('ERR_MK_QEMU', message, { details: { reason, ...details }, ...(cause === undefined ? {} : { cause }) });
+}
+
+/** Boots, runs `options.command`, resolves with its exit code; rejects with ERR_MK_QEMU. */
+export async function runQemu(options: QemuOptions): Promise<QemuResult> {
+  const started = Date.now();
+  const arch = options.arch ?? qemuArchFor(process.arch);
+  if (arch === undefined) throw new RangeError(`no QEMU guest architecture for host ${process.arch}; pass arch`);
+  if (options.command.length === 0) throw new RangeError('command must name the program to run in the guest');
+  const cpus = checkCpus(options.cpus ?? 2);
+  const memoryMiB = parseMemory(options.memory ?? 1024);
+  const timeoutMs = options.timeoutMs ?? 300_000;
+  if (!(timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
+  const shareMount = options.shareMount ?? '/share';
+  for (const p of [shareMount, ...(options.cwd === undefined ? [] : [options.cwd])]) {
+    if (!p.startsWith('/')) throw new RangeError(`guest paths must be absolute, got ${JSON.stringify(p)}`);
+  }
+  const node = options.node === false ? undefined : (options.node ?? (qemuArchFor(process.arch) === arch ? process.execPath : undefined));
+  options.signal?.throwIfAborted();
+
+  const phases: QemuResult['phases'] = [];
+  const notePhase = (phase: QemuPhase): void => {
+    const atMs = Date.now() - started;
+    phases.push({ phase, atMs });
+    options.onPhase?.(phase, atMs);
+  };
+  notePhase('starting');
+
+  const scratch = await mkdtemp(path.join(options.tmpDir ?? os.tmpdir(), 'mkqemu-'));
+  try {
+    const initrd = path.join(scratch, 'initramfs.cpio');
+    await buildInitramfs(initrd, {
+      arch,
+      busybox: options.busybox,
+      modules: options.modules ?? [],
+      binaries: options.binaries ?? [],
+      files: options.files ?? [],
+      ...(node === undefined ? {} : { node }),
+      ...(options.share === undefined ? {} : { shareMount }),
+      cwd: options.cwd ?? (options.share === undefined ? '/' : shareMount),
+      env: options.env ?? {},
+      command: options.command,
+    });
+    const qemuArgs = buildQemuArgs({
+      arch,
+      ...(options.machine === undefined ? {} : { machine: options.machine }),
+      cpus,
+      memoryMiB,
+      kernel: options.kernel,
+      initrd,
+      cmdline: kernelCmdline(arch, options.append),
+      ...(options.share === undefined ? {} : { share: path.resolve(options.share) }),
+    });
+    return await supervise(options.qemuBinary ?? qemuBinaryFor(arch), qemuArgs, timeoutMs, options, started, phases, notePhase);
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+function supervise(
+  binary: string,
+  qemuArgs: string[],
+  timeoutMs: number,
+  options: QemuOptions,
+  started: number,
+  phases: QemuResult['phases'],
+  notePhase: (phase: QemuPhase) => void,
+): Promise<QemuResult> {
+  return new Promise((resolve, reject) => {
+    const parser = new SerialParser();
+    let output = '';
+    let stderr = '';
+    let exitCode: number | undefined;
+    let setupFailure: string | undefined;
+    let stopReason: 'timeout' | 'aborted' | undefined;
+    let spawnError: Error | undefined;
+
+    const child = spawn(binary, qemuArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // if this process exits while QEMU runs (uncaught error, process.exit), take QEMU along
+    const killOnExit = (): void => {
+      child.kill('SIGKILL');
+    };
+    process.once('exit', killOnExit);
+    const stop = (reason: 'timeout' | 'aborted'): void => {
+      stopReason ??= reason;
+      child.kill('SIGKILL');
+    };
+    const timer = setTimeout(() => stop('timeout'), timeoutMs);
+    const onAbort = (): void => stop('aborted');
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (text: string) => {
+      output += text;
+      options.onOutput?.(text);
+      for (const ev of parser.push(text)) {
+        if (ev.kind === 'phase') notePhase(ev.phase);
+        else if (ev.kind === 'exit') exitCode = ev.code;
+        else if (ev.kind === 'fail') setupFailure ??= ev.reason;
+      }
+    });
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (text: string) => {
+      stderr += text;
+    });
+    child.on('error', (err) => {
+      spawnError = err;
+    });
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
+      process.removeListener('exit', killOnExit);
+      const elapsed = Date.now() - started;
+      const details = { phase: parser.currentPhase, qemuStatus: status, signal, stderr: stderr.trim(), consoleTail: parser.lastLines(), elapsedMs: elapsed };
+      if (spawnError !== undefined) {
+        const missing = (spawnError as NodeJS.ErrnoException).code === 'ENOENT';
+        reject(failure('spawn', missing ? `${binary} is not installed (Debian: apt-get install qemu-system-${binary.endsWith('x86_64') ? 'x86' : 'arm'})` : `could not start ${binary}: ${spawnError.message}`, details, spawnError));
+        return;
+      }
+      if (stopReason === 'timeout') {
+        reject(failure('timeout', `QEMU timed out after ${timeoutMs} ms during "${parser.currentPhase}"; it was killed`, details));
+        return;
+      }
+      if (stopReason === 'aborted') {
+        reject(failure('aborted', `QEMU run aborted during "${parser.currentPhase}"; it was killed`, details, options.signal?.reason));
+        return;
+      }
+      if (setupFailure !== undefined) {
+        reject(failure('guest-setup', `guest setup failed: ${setupFailure}`, details));
+        return;
+      }
+      // isa-debug-exit makes QEMU exit with 2*code+1; the console marker carries the full byte
+      if (exitCode === undefined && status !== null && status % 2 === 1) exitCode = (status - 1) / 2;
+      if (exitCode === undefined) {
+        const why = stderr.trim() !== '' ? `QEMU said: ${stderr.trim()}` : `last console lines:\n${parser.lastLines()}`;
+        reject(failure('no-exit-code', `the guest ended without reporting an exit code (QEMU status ${status}, phase "${parser.currentPhase}"); ${why}`, details));
+        return;
+      }
+      resolve({ exitCode, output, phases, durationMs: elapsed, qemuStatus: status, qemuArgs });
+    });
+  });
+}
