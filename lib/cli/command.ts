@@ -1,0 +1,45 @@
+/**
+ * What a mkctl command is: a name, a help text and a run function that gets its arguments and
+ * the process's streams, and resolves with the exit code. Commands never call process.exit and
+ * never touch process.stdout directly, so tests drive them with in-memory streams.
+ */
+export interface CliOutput {
+  write(text: string): unknown;
+  /** progress lines are only drawn on a terminal */
+  readonly isTTY?: boolean;
+}
+
+export interface CliIo {
+  stdout: CliOutput;
+  stderr: CliOutput;
+  env: Readonly<Record<string, string | undefined>>;
+  cwd: string;
+  /** aborted on SIGINT/SIGTERM: commands stop their work and clean up */
+  signal: AbortSignal;
+}
+
+export interface Command {
+  /** words that select it, e.g. ['qemu', 'run'] */
+  path: readonly string[];
+  summary: string;
+  /** the full --help text */
+  help: string;
+  run(args: string[], io: CliIo): Promise<number>;
+}
+
+/** Exit codes shared by all commands. */
+export const EXIT = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  timeout: 124,
+  harness: 125,
+  interrupted: 130,
+} as const;
+
+/** A wrong command line: printed with a hint to --help, exit code 2. */
+export class UsageError extends Error {
+  override get name(): string {
+    return 'UsageError';
+  }
+}
