@@ -20,4 +20,10 @@ Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const char* 
   return error;
 }
 
+Napi::Promise RejectedPromise(Napi::Env env, const Napi::Error& error) {
+  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+  deferred.Reject(error.Value());
+  return deferred.Promise();
+}
+
 }  // namespace mk

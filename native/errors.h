@@ -9,4 +9,7 @@ namespace mk {
 // `err` is a positive errno value.
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const char* path = nullptr);
 
+// Promise-returning functions never throw: argument errors become a rejected promise.
+Napi::Promise RejectedPromise(Napi::Env env, const Napi::Error& error);
+
 }  // namespace mk

@@ -78,12 +78,20 @@ Napi::Object ArgObject(Napi::Value value, const char* name) {
 }  // namespace
 
 Napi::Value Addon::KexecLoad(const Napi::CallbackInfo& info) {
-  Napi::Object args = ArgObject(info[0], "args");
-  int kernelFd = ArgFd(args.Get("kernelFd"), "args.kernelFd");
-  int initrdFd = ArgFd(args.Get("initrdFd"), "args.initrdFd", true);
-  std::string cmdline = ArgString(args.Get("cmdline"), "args.cmdline", uapi::COMMAND_LINE_SIZE - 1);
-  int id = ArgMkId(args.Get("id"), "args.id");
-  bool debug = ArgBool(args.Get("debug"), "args.debug");
+  int kernelFd, initrdFd, id;
+  bool debug;
+  std::string cmdline;
+  try {
+    Napi::Object args = ArgObject(info[0], "args");
+    kernelFd = ArgFd(args.Get("kernelFd"), "args.kernelFd");
+    initrdFd = ArgFd(args.Get("initrdFd"), "args.initrdFd", true);
+    // COMMAND_LINE_SIZE counts the terminating NUL.
+    cmdline = ArgString(args.Get("cmdline"), "args.cmdline", uapi::COMMAND_LINE_SIZE - 1);
+    id = ArgMkId(args.Get("id"), "args.id");
+    debug = ArgBool(args.Get("debug"), "args.debug");
+  } catch (const Napi::Error& e) {
+    return RejectedPromise(info.Env(), e);
+  }
   auto* worker = new KexecWorker(info.Env(), kernelFd, initrdFd, std::move(cmdline), true,
                                  Flags(id, initrdFd != -1, debug, false));
   Napi::Promise promise = worker->Promise();
@@ -92,7 +100,12 @@ Napi::Value Addon::KexecLoad(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Addon::KexecUnload(const Napi::CallbackInfo& info) {
-  int id = ArgMkId(info[0]);
+  int id;
+  try {
+    id = ArgMkId(info[0]);
+  } catch (const Napi::Error& e) {
+    return RejectedPromise(info.Env(), e);
+  }
   auto* worker = new KexecWorker(info.Env(), -1, -1, std::string(), false, Flags(id, false, false, true));
   Napi::Promise promise = worker->Promise();
   worker->Queue();

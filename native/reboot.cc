@@ -50,7 +50,12 @@ Napi::Value Addon::RebootStart(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Addon::RebootHalt(const Napi::CallbackInfo& info) {
-  int id = ArgMkId(info[0]);
+  int id;
+  try {
+    id = ArgMkId(info[0]);
+  } catch (const Napi::Error& e) {
+    return RejectedPromise(info.Env(), e);
+  }
   auto* worker = new HaltWorker(info.Env(), id);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
