@@ -1,0 +1,268 @@
+/**
+ * Host side of a kerf exec session over an already connected stream (a vsock connection to the
+ * instance's kerf-init on port 1023): send OPEN, wait for STARTED, forward stdin within the
+ * STDIN_ACK credit window, collect STDOUT/STDERR until EXIT.
+ * Source: kerf `src/kerf/exec/client.py` and `main.py` (the Python client this mirrors).
+ */
+import type { Duplex, Readable } from 'node:stream';
+import { constants as osConstants } from 'node:os';
+import {
+  FrameDecoder,
+  FrameType,
+  MAX_PAYLOAD,
+  OPEN_FLAG_STDIN,
+  OPEN_FLAG_TTY,
+  OPEN_FLAG_USER,
+  STDIN_WINDOW,
+  decodeError,
+  decodeExit,
+  decodeStarted,
+  decodeStdinAck,
+  encodeFrame,
+  encodeOpen,
+  encodeSignal,
+  errnoName,
+  errorExitCode,
+  shellStatus,
+} from './protocol';
+
+/** kerf's default PATH for exec'd commands (client.py DEFAULT_PATH). */
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The signal sent to the remote command when the caller aborts. */
+export const ABORT_SIGNAL = osConstants.signals.SIGTERM;
+
+export interface ExecRequest {
+  argv: string[];
+  /** merged over `{ PATH: DEFAULT_PATH, HOME: '/root' }`, like kerf's build_env */
+  env?: Record<string, string>;
+  /** default '/' */
+  cwd?: string;
+  /** giving uid or gid sets the USER flag; the missing one of the two defaults to 0 */
+  uid?: number;
+  gid?: number;
+  groups?: number[];
+  /** run the command on a pty of this size (stdout and stderr then arrive merged as stdout) */
+  tty?: { rows: number; cols: number };
+  /** forwarded as the command's stdin (sets the STDIN flag); without it stdin is /dev/null */
+  stdin?: Readable | Uint8Array;
+  /** aborting sends SIGNAL(SIGTERM) when the command has started, then closes the connection */
+  signal?: AbortSignal;
+  /** called with the remote pid when STARTED arrives */
+  onStarted?: (pid: number) => void;
+  /** stream stdout to this callback instead of collecting it */
+  onStdout?: (chunk: Buffer) => void;
+  /** stream stderr to this callback instead of collecting it */
+  onStderr?: (chunk: Buffer) => void;
+}
+
+export interface ExecResult {
+  /** the shell's status: the exit code, or 128 + signal when signaled */
+  exitCode: number;
+  signaled: boolean;
+  /** the signal number when signaled */
+  signal?: number;
+  /** collected output (empty when onStdout / onStderr stream it) */
+  stdout: Buffer;
+  stderr: Buffer;
+  pid: number;
+}
+
+export type ExecErrorCode = 'ERR_MK_EXEC_REMOTE' | 'ERR_MK_EXEC_LOST_CONNECTION';
+
+/** The agent could not start the command (an ERROR frame). */
+export class ExecRemoteError extends Error {
+  readonly code: ExecErrorCode = 'ERR_MK_EXEC_REMOTE';
+  /** positive errno number from the spawn */
+  readonly errno: number;
+  /** errno name such as 'ENOENT', when known */
+  readonly errnoCode: string | undefined;
+  /** kerf's exit status for this failure: 127 for ENOENT (command not found), 126 otherwise */
+  readonly exitCode: number;
+  constructor(errno: number, remoteMessage: string) {
+    super(`the instance could not run the command: ${remoteMessage}`);
+    this.errno = errno;
+    this.errnoCode = errnoName(errno);
+    this.exitCode = errorExitCode(errno);
+  }
+  override get name(): string {
+    return 'ExecRemoteError';
+  }
+}
+
+/** The connection ended (or broke the protocol) before EXIT. */
+export class ExecLostConnectionError extends Error {
+  readonly code: ExecErrorCode = 'ERR_MK_EXEC_LOST_CONNECTION';
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super(`connection to the instance lost ${detail}; check that the instance is still running`, options);
+  }
+  override get name(): string {
+    return 'ExecLostConnectionError';
+  }
+}
+
+function buildOpen(request: ExecRequest): Buffer {
+  const env = { PATH: DEFAULT_PATH, HOME: '/root', ...request.env };
+  const user = request.uid !== undefined || request.gid !== undefined;
+  return encodeFrame(
+    FrameType.OPEN,
+    encodeOpen({
+      flags: (request.tty ? OPEN_FLAG_TTY : 0) | (request.stdin !== undefined ? OPEN_FLAG_STDIN : 0) | (user ? OPEN_FLAG_USER : 0),
+      uid: request.uid ?? 0,
+      gid: request.gid ?? 0,
+      groups: request.groups ?? [],
+      rows: request.tty?.rows ?? 0,
+      cols: request.tty?.cols ?? 0,
+      cwd: request.cwd ?? '/',
+      argv: request.argv,
+      env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    }),
+  );
+}
+
+/**
+ * Runs one command through a kerf-init agent on `stream` and resolves with its exit status and
+ * output. Rejects with ExecRemoteError (ERROR frame), ExecLostConnectionError (closed before
+ * EXIT), `signal.reason` when aborted, or the stdin stream's error. The stream is ended when the
+ * session is over; the caller keeps ownership of `stdin`.
+ */
+export function execOverStream(stream: Duplex, request: ExecRequest): Promise<ExecResult> {
+  return new Promise<ExecResult>((resolve, reject) => {
+    let open: Buffer;
+    try {
+      open = buildOpen(request);
+    } catch (e) {
+      reject(e);
+      return;
+    }
+    const decoder = new FrameDecoder();
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    let pid = -1;
+    let credit = STDIN_WINDOW;
+    let creditWaiter: (() => void) | undefined;
+    let done = false;
+    const signal = request.signal;
+
+    const send = (type: number, payload?: Uint8Array): void => {
+      if (!stream.destroyed && !stream.writableEnded) stream.write(encodeFrame(type, payload));
+    };
+    const finish = (error: unknown, result?: ExecResult): void => {
+      if (done) return;
+      done = true;
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('close', onEnd);
+      stream.off('error', onError);
+      signal?.removeEventListener('abort', onAbort);
+      creditWaiter?.();
+      stream.on('error', () => {}); // late errors of a finished session are of no interest
+      stream.end();
+      if (result) resolve(result);
+      else reject(error);
+    };
+
+    const waitForCredit = (): Promise<void> =>
+      new Promise((wake) => {
+        creditWaiter = () => {
+          creditWaiter = undefined;
+          wake();
+        };
+      });
+    const sendStdin = async (data: Uint8Array): Promise<void> => {
+      let offset = 0;
+      while (offset < data.length && !done) {
+        if (credit === 0) {
+          await waitForCredit();
+          continue;
+        }
+        const n = Math.min(data.length - offset, credit, MAX_PAYLOAD);
+        credit -= n;
+        send(FrameType.STDIN, data.subarray(offset, offset + n));
+        offset += n;
+      }
+    };
+    const forwardStdin = async (input: Readable | Uint8Array): Promise<void> => {
+      if (input instanceof Uint8Array) {
+        await sendStdin(input);
+      } else {
+        for await (const chunk of input.iterator({ destroyOnReturn: false })) {
+          if (done) return;
+          await sendStdin(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Uint8Array));
+        }
+      }
+      if (!done) send(FrameType.STDIN_EOF);
+    };
+
+    const onFrame = (type: number, payload: Buffer): void => {
+      switch (type) {
+        case FrameType.STARTED:
+          pid = decodeStarted(payload);
+          request.onStarted?.(pid);
+          if (request.stdin !== undefined) forwardStdin(request.stdin).catch((e: unknown) => finish(e));
+          break;
+        case FrameType.STDOUT:
+          if (request.onStdout) request.onStdout(payload);
+          else stdout.push(payload);
+          break;
+        case FrameType.STDERR:
+          if (request.onStderr) request.onStderr(payload);
+          else stderr.push(payload);
+          break;
+        case FrameType.STDIN_ACK:
+          credit += decodeStdinAck(payload);
+          creditWaiter?.();
+          break;
+        case FrameType.EXIT: {
+          const status = decodeExit(payload);
+          finish(undefined, {
+            exitCode: shellStatus(status),
+            signaled: status.signaled,
+            ...(status.signaled ? { signal: status.code } : {}),
+            stdout: Buffer.concat(stdout),
+            stderr: Buffer.concat(stderr),
+            pid,
+          });
+          break;
+        }
+        case FrameType.ERROR: {
+          const error = decodeError(payload);
+          finish(new ExecRemoteError(error.errno, error.message));
+          break;
+        }
+        // Like kerf's client, other frame types are ignored.
+      }
+    };
+    function onData(chunk: Buffer): void {
+      try {
+        for (const frame of decoder.push(chunk)) {
+          onFrame(frame.type, frame.payload);
+          if (done) return;
+        }
+      } catch (e) {
+        finish(new ExecLostConnectionError('(the agent broke the protocol)', { cause: e }));
+      }
+    }
+    function onEnd(): void {
+      finish(new ExecLostConnectionError(pid < 0 ? 'before the command started' : 'before the command exited'));
+    }
+    function onError(e: Error): void {
+      finish(new ExecLostConnectionError(`(${e.message})`, { cause: e }));
+    }
+    function onAbort(): void {
+      if (pid >= 0) send(FrameType.SIGNAL, encodeSignal(ABORT_SIGNAL));
+      finish(signal!.reason);
+    }
+
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    stream.on('close', onEnd);
+    stream.on('error', onError);
+    stream.write(open);
+  });
+}

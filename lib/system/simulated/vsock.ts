@@ -1,0 +1,331 @@
+/**
+ * AF_VSOCK in the simulated kernel: the multikernel transport (CID = instance id, host = CID 0)
+ * and the loopback transport (CID 1), following net/vmw_vsock/mk_transport.c,
+ * net/vmw_vsock/af_vsock.c and kernel/multikernel/ipi.c (docs/kernel-interface-channels.md).
+ * Connected sockets are in-memory Duplex pairs with a 64 KiB buffer per direction (the
+ * transport's buf_alloc) and back-pressure: a write completes once the peer has room for it.
+ */
+import { Duplex } from 'node:stream';
+import { systemError } from '../../errors';
+import { VMADDR_CID_ANY, VMADDR_CID_LOCAL, VMADDR_PORT_ANY } from '../../uapi';
+import type { VsockConnectOptions, VsockListenOptions, VsockServer, VsockStream } from '../system';
+import type { SimChannelHost, SimInstanceInfo } from './channels';
+
+/** The host's CID on the multikernel transport (the host is instance 0). */
+export const HOST_CID = 0;
+/** Per-direction buffer, mk_transport's buf_alloc. */
+export const VSOCK_BUFFER_BYTES = 64 * 1024;
+/** af_vsock's VSOCK_DEFAULT_CONNECT_TIMEOUT (2 * HZ). */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
+/** Ports up to this one need CAP_NET_BIND_SERVICE (af_vsock LAST_RESERVED_PORT). */
+export const LAST_RESERVED_PORT = 1023;
+const DEFAULT_BACKLOG = 128;
+
+export interface VsockEndpoint {
+  cid: number;
+  port: number;
+}
+
+/** One end of a connected pair. */
+export class SimVsockStream extends Duplex implements VsockStream {
+  readonly localCid: number;
+  readonly localPort: number;
+  readonly remoteCid: number;
+  readonly remotePort: number;
+  peer!: SimVsockStream;
+  /** set after a panic of the instance: nothing moves any more, nothing closes */
+  frozen = false;
+  #blockedWrite: (() => void) | undefined;
+  readonly #onClose: () => void;
+
+  constructor(local: VsockEndpoint, remote: VsockEndpoint, onClose: () => void) {
+    super({ highWaterMark: VSOCK_BUFFER_BYTES, allowHalfOpen: true });
+    this.localCid = local.cid;
+    this.localPort = local.port;
+    this.remoteCid = remote.cid;
+    this.remotePort = remote.port;
+    this.#onClose = onClose;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.frozen) {
+      // A panicked kernel never drains its queue: the bytes vanish, the writer is not told.
+      callback();
+      return;
+    }
+    const peer = this.peer;
+    if (peer.destroyed || peer.readableEnded) {
+      callback(systemError('EPIPE', 'write'));
+      return;
+    }
+    if (peer.push(chunk)) callback();
+    else this.#blockedWrite = () => callback();
+  }
+
+  override _read(): void {
+    const blocked = this.peer.#blockedWrite;
+    this.peer.#blockedWrite = undefined;
+    blocked?.();
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    // shutdown(SHUT_WR): the peer reads end of file.
+    if (!this.frozen && !this.peer.destroyed) this.peer.push(null);
+    callback();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#onClose();
+    const peer = this.peer;
+    if (!this.frozen && !peer.destroyed) {
+      // release() sends OP_SHUTDOWN: the peer reads end of file, its writes fail.
+      if (!peer.readableEnded) peer.push(null);
+      const blocked = peer.#blockedWrite;
+      peer.#blockedWrite = undefined;
+      blocked?.();
+    }
+    callback(error);
+  }
+}
+
+class SimVsockServer implements VsockServer {
+  readonly port: number;
+  readonly backlog: number;
+  readonly #queue: SimVsockStream[] = [];
+  readonly #waiters: { resolve: (s: SimVsockStream) => void; reject: (e: unknown) => void }[] = [];
+  #closed = false;
+  readonly #onClose: () => void;
+
+  constructor(port: number, backlog: number, onClose: () => void) {
+    this.port = port;
+    this.backlog = backlog;
+    this.#onClose = onClose;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** sk_acceptq_is_full */
+  get full(): boolean {
+    return this.#queue.length >= this.backlog;
+  }
+
+  enqueue(stream: SimVsockStream): void {
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter.resolve(stream);
+    else this.#queue.push(stream);
+  }
+
+  accept(options: { signal?: AbortSignal } = {}): Promise<SimVsockStream> {
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.#closed) return Promise.reject(systemError('EBADF', 'accept'));
+    const ready = this.#queue.shift();
+    if (ready) return Promise.resolve(ready);
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+        reject(signal!.reason);
+      };
+      const waiter = {
+        resolve: (s: SimVsockStream) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(s);
+        },
+        reject: (e: unknown) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#onClose();
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(systemError('EBADF', 'accept'));
+    // Connections never accepted are reset, as when a listening socket with a backlog is closed.
+    for (const pending of this.#queue.splice(0)) pending.peer.destroy(systemError('ECONNRESET', 'read'));
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<SimVsockStream> {
+    while (!this.#closed) {
+      try {
+        yield await this.accept();
+      } catch (e) {
+        if (this.#closed) return;
+        throw e;
+      }
+    }
+  }
+}
+
+/** What the vsock layer needs from the rest of the simulated kernel. */
+export interface SimVsockOptions {
+  /** may bind ports <= 1023 (CAP_NET_BIND_SERVICE) */
+  privileged: boolean;
+  connectTimeoutMs: number;
+  /** the socket listening on `port` inside the instance, if any: it takes the instance's end of a new connection */
+  instanceListener(info: SimInstanceInfo, port: number): ((stream: SimVsockStream) => void) | undefined;
+}
+
+interface InstanceConnection {
+  hostSide: SimVsockStream;
+  guestSide: SimVsockStream;
+}
+
+export class SimVsock {
+  readonly #host: SimChannelHost;
+  readonly #options: SimVsockOptions;
+  /** ports bound by host sockets: listeners and connecting sockets share one table, as in af_vsock */
+  readonly #boundPorts = new Set<number>();
+  readonly #listeners = new Map<number, SimVsockServer>();
+  readonly #byInstance = new Map<number, Set<InstanceConnection>>();
+  readonly #loopback = new Set<SimVsockStream>();
+  #nextEphemeral = LAST_RESERVED_PORT + 1;
+
+  constructor(host: SimChannelHost, options: SimVsockOptions) {
+    this.#host = host;
+    this.#options = options;
+  }
+
+  #bind(port: number | undefined, syscall: string): number {
+    if (port === undefined || port === VMADDR_PORT_ANY) {
+      // af_vsock starts its counter at a random port above 1023; the simulator counts from 1024.
+      while (this.#boundPorts.has(this.#nextEphemeral)) this.#nextEphemeral++;
+      port = this.#nextEphemeral++;
+    } else {
+      if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) throw systemError('EINVAL', syscall);
+      if (port <= LAST_RESERVED_PORT && !this.#options.privileged) throw systemError('EACCES', syscall);
+      if (this.#boundPorts.has(port)) throw systemError('EADDRINUSE', syscall);
+    }
+    this.#boundPorts.add(port);
+    return port;
+  }
+
+  async listen(options: VsockListenOptions): Promise<VsockServer> {
+    const cid = options.cid ?? VMADDR_CID_ANY;
+    if (cid !== VMADDR_CID_ANY && cid !== (options.multikernel === false ? VMADDR_CID_LOCAL : HOST_CID)) throw systemError('EADDRNOTAVAIL', 'bind');
+    const port = this.#bind(options.port, 'bind');
+    const server = new SimVsockServer(port, options.backlog ?? DEFAULT_BACKLOG, () => {
+      this.#listeners.delete(port);
+      this.#boundPorts.delete(port);
+    });
+    this.#listeners.set(port, server);
+    return server;
+  }
+
+  async connect(options: VsockConnectOptions): Promise<VsockStream> {
+    const { signal } = options;
+    if (signal?.aborted) throw signal.reason;
+    const multikernel = options.multikernel ?? true;
+    // The loopback transport only reaches CID 1; without a guest/host transport other CIDs have none.
+    if (!multikernel && options.cid !== VMADDR_CID_LOCAL) throw systemError('ENODEV', 'connect');
+    const localPort = this.#bind(options.localPort, options.localPort === undefined ? 'connect' : 'bind');
+    let ok = false;
+    try {
+      const fault = await this.#host.faults.hit('vsock.connect', { id: options.cid, syscall: 'connect' });
+      const stream =
+        fault === 'halfway'
+          ? await this.#timeout(signal)
+          : multikernel
+            ? await this.#connectInstance(options.cid, options.port, localPort, signal)
+            : this.#connectLoopback(options.port, localPort);
+      ok = true;
+      return stream;
+    } finally {
+      if (!ok) this.#boundPorts.delete(localPort);
+    }
+  }
+
+  #pair(local: VsockEndpoint, remote: VsockEndpoint, onClose: () => void): [SimVsockStream, SimVsockStream] {
+    let open = 2;
+    const release = (): void => {
+      if (--open === 0) onClose();
+    };
+    const hostSide = new SimVsockStream(local, remote, () => {
+      this.#boundPorts.delete(local.port);
+      release();
+    });
+    const other = new SimVsockStream(remote, local, release);
+    hostSide.peer = other;
+    other.peer = hostSide;
+    return [hostSide, other];
+  }
+
+  #connectLoopback(port: number, localPort: number): SimVsockStream {
+    const server = this.#listeners.get(port);
+    // vsock_loopback answers a request nobody listens for with a reset, so connect() fails ECONNRESET.
+    if (!server || server.full) throw systemError('ECONNRESET', 'connect');
+    const [client, accepted] = this.#pair({ cid: VMADDR_CID_LOCAL, port: localPort }, { cid: VMADDR_CID_LOCAL, port }, () => {
+      this.#loopback.delete(client);
+    });
+    this.#loopback.add(client);
+    server.enqueue(accepted);
+    return client;
+  }
+
+  async #connectInstance(cid: number, port: number, localPort: number, signal: AbortSignal | undefined): Promise<SimVsockStream> {
+    const info = await this.#host.instanceById(cid);
+    // multikernel_send_ipi_data(): no such instance → EINVAL; no IPI area (no image loaded) → ENODEV.
+    if (!info) throw systemError('EINVAL', 'connect');
+    if (info.status === 'ready') throw systemError('ENODEV', 'connect');
+    // A loaded-but-stopped or panicked kernel never answers the request: the connect times out.
+    if (info.status !== 'active' || info.panicked) return this.#timeout(signal);
+    const listener = this.#options.instanceListener(info, port);
+    // No socket listening on that port in the instance: mk_vsock_send_rst() → ECONNRESET.
+    if (!listener) throw systemError('ECONNRESET', 'connect');
+    const connection = {} as InstanceConnection;
+    const [hostSide, guestSide] = this.#pair({ cid: HOST_CID, port: localPort }, { cid, port }, () => {
+      this.#byInstance.get(cid)?.delete(connection);
+    });
+    connection.hostSide = hostSide;
+    connection.guestSide = guestSide;
+    let set = this.#byInstance.get(cid);
+    if (!set) this.#byInstance.set(cid, (set = new Set()));
+    set.add(connection);
+    listener(guestSide);
+    return hostSide;
+  }
+
+  #timeout(signal: AbortSignal | undefined): Promise<never> {
+    return new Promise((_resolve, reject) => {
+      const onAbort = (): void => {
+        clearTimeout(timer);
+        reject(signal!.reason);
+      };
+      const timer = setTimeout(() => {
+        signal?.removeEventListener('abort', onAbort);
+        reject(systemError('ETIMEDOUT', 'connect'));
+      }, this.#options.connectTimeoutMs);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** The instance stopped: its connections are reset on the host side. */
+  instanceStopped(id: number): void {
+    for (const { hostSide, guestSide } of this.#byInstance.get(id) ?? []) {
+      hostSide.destroy(systemError('ECONNRESET', 'read'));
+      guestSide.destroy();
+    }
+    this.#byInstance.delete(id);
+  }
+
+  /** The instance panicked: its connections fall silent in both directions and stay open. */
+  instancePanicked(id: number): void {
+    for (const { hostSide, guestSide } of this.#byInstance.get(id) ?? []) {
+      hostSide.frozen = true;
+      guestSide.frozen = true;
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const server of [...this.#listeners.values()]) await server.close();
+    for (const id of [...this.#byInstance.keys()]) this.instanceStopped(id);
+    for (const stream of [...this.#loopback]) stream.destroy();
+  }
+}
