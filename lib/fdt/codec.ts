@@ -175,17 +175,17 @@ export function decodeFdt(blob: Uint8Array, limits?: FdtLimits): Fdt {
 }
 
 /** Structure-block bytes of a subtree; collects property names in encounter order. */
-function measure(n: FdtNode, path: string, strings: Strings): number {
+function measure(n: FdtNode, root: FdtNode, path: string, strings: Strings): number {
   let size = 8 + ((n.name.length + 4) & ~3);
-  if (path !== '/' && (n.name === '' || n.name.includes('/'))) throw cannotEncode(`node name ${JSON.stringify(n.name)} is empty or holds '/'`, path);
+  if (n !== root && (n.name === '' || n.name.includes('/'))) throw cannotEncode(`node name ${JSON.stringify(n.name)} is empty or holds '/'`, path);
   if (BAD_NAME_CHAR.test(n.name)) throw cannotEncode(`node name ${JSON.stringify(n.name)} holds NUL or a character above U+00FF`, path);
   for (const p of n.properties) {
     if (p.name === '' || BAD_NAME_CHAR.test(p.name)) throw cannotEncode(`property name ${JSON.stringify(p.name)} is empty, holds NUL or a character above U+00FF`, path);
     strings.add(p.name);
     size += 12 + ((p.value.length + 3) & ~3);
   }
-  const base = path === '/' ? '/' : `${path}/`;
-  for (const c of n.children) size += measure(c, base + c.name, strings);
+  const base = n === root ? '/' : `${path}/`;
+  for (const c of n.children) size += measure(c, root, base + c.name, strings);
   return size;
 }
 
@@ -221,7 +221,7 @@ export function encodeFdt(tree: Fdt | FdtNode): Buffer {
   const fdt: Fdt = 'root' in tree ? tree : { root: tree, reservations: [], bootCpuId: 0 };
   if (fdt.root.name !== '') throw cannotEncode(`root node has the name ${JSON.stringify(fdt.root.name)}`, '/');
   const strings = new Strings();
-  const structSize = measure(fdt.root, '/', strings) + 4;
+  const structSize = measure(fdt.root, fdt.root, '/', strings) + 4;
   const rsvOff = FDT_HEADER_SIZE;
   const structOff = rsvOff + 16 * (fdt.reservations.length + 1);
   const stringsOff = structOff + structSize;
