@@ -337,6 +337,9 @@ class DtsParser {
     this.checkDepth(depth, pos);
     this.expect('{');
     const n = newNode(name, pos);
+    const propsDone = (at: number): void => {
+      if (n.children.length > 0) throw this.fail('properties must precede subnodes', at);
+    };
     for (;;) {
       this.skip();
       if (this.src[this.i] === '}') {
@@ -345,6 +348,7 @@ class DtsParser {
       }
       const kw = this.keyword();
       if (kw === '/delete-property/') {
+        propsDone(this.i);
         this.i += kw.length;
         const p = this.propName();
         this.expect(';');
@@ -375,6 +379,7 @@ class DtsParser {
         continue;
       }
       if (!PROP_NAME.test(item.name)) throw this.fail(`invalid property name ${JSON.stringify(item.name)}`, item.pos);
+      propsDone(item.pos);
       let chunks: Chunk[] = [];
       if (c === '=') {
         this.i++;
