@@ -1,0 +1,114 @@
+/**
+ * Host side of the QEMU lane: fetches the stock kernel (scripts/qemu/fetch-kernel.sh), builds the
+ * static guest helper, boots a guest with lib/qemu and turns the guest's `RESULT {json}` lines
+ * into tap assertions.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import type { Test } from 'tap';
+import { readKernelCache, runQemu, type KernelCache, type QemuOptions, type QemuResult } from '../../lib/qemu';
+
+const execFileAsync = promisify(execFile);
+
+export const ROOT = path.resolve(__dirname, '..', '..');
+export const CACHE = path.join(ROOT, '.cache', 'qemu');
+export const LOGS = path.join(CACHE, 'logs');
+
+export interface GuestCheck {
+  name: string;
+  ok: boolean;
+  ms?: number;
+  error?: string;
+  [key: string]: unknown;
+}
+
+/** Why the lane cannot run here, or undefined when it can. */
+export async function missingPrerequisite(arch: 'x86_64' | 'aarch64' = 'x86_64'): Promise<string | undefined> {
+  try {
+    await execFileAsync(`qemu-system-${arch}`, ['--version']);
+  } catch {
+    return `qemu-system-${arch} is not installed (scripts/qemu/ci.sh installs it)`;
+  }
+  if (!existsSync(path.join(ROOT, 'dist', 'system', 'linux.js'))) return 'dist/ is not built: run `npm run build:ts` first';
+  return undefined;
+}
+
+/** scripts/qemu/fetch-kernel.sh (idempotent) and the kernel cache it fills. */
+export async function fetchKernel(arch: 'amd64' | 'arm64' = 'amd64'): Promise<KernelCache> {
+  const { stdout } = await execFileAsync('bash', [path.join(ROOT, 'scripts', 'qemu', 'fetch-kernel.sh'), '--arch', arch], { maxBuffer: 1 << 20 });
+  return readKernelCache(stdout.trim().split('\n').pop()!);
+}
+
+/** test/qemu/guest/mkhelper.c built static for x86_64 (rebuilt when the source is newer). */
+export async function buildHelper(): Promise<string> {
+  const src = path.join(ROOT, 'test', 'qemu', 'guest', 'mkhelper.c');
+  const out = path.join(CACHE, 'mkhelper');
+  if (!existsSync(out) || statSync(out).mtimeMs < statSync(src).mtimeMs) {
+    mkdirSync(CACHE, { recursive: true });
+    await execFileAsync('gcc', ['-static', '-O2', '-Wall', '-o', out, src]);
+  }
+  return out;
+}
+
+/** The addon the guest loads: the local build or a prebuild for the guest's architecture. */
+export function addonFor(arch: 'x86_64' | 'aarch64'): string | undefined {
+  if (arch === 'x86_64') {
+    const local = path.join(ROOT, 'build', 'Release', 'multikernel.node');
+    if (existsSync(local)) return local;
+  }
+  const dir = path.join(ROOT, 'prebuilds', arch === 'x86_64' ? 'linux-x64' : 'linux-arm64');
+  return existsSync(dir) ? dir : undefined;
+}
+
+export interface Boot {
+  result: QemuResult;
+  checks: Map<string, GuestCheck>;
+  log: string;
+}
+
+/** Boots one guest; the console goes to .cache/qemu/logs/<name>.log (and stderr with MKQEMU_VERBOSE=1). */
+export async function boot(name: string, options: QemuOptions): Promise<Boot> {
+  mkdirSync(LOGS, { recursive: true });
+  const log = path.join(LOGS, `${name}.log`);
+  const verbose = process.env['MKQEMU_VERBOSE'] === '1';
+  let result: QemuResult;
+  let console = '';
+  try {
+    result = await runQemu({
+      ...options,
+      onOutput: (text) => {
+        console += text;
+        if (verbose) process.stderr.write(text);
+      },
+    });
+  } finally {
+    writeFileSync(log, console);
+  }
+  const checks = new Map<string, GuestCheck>();
+  for (const line of result.output.split('\n')) {
+    const at = line.indexOf('RESULT {');
+    if (at < 0) continue;
+    try {
+      const check = JSON.parse(line.slice(at + 'RESULT '.length).trim()) as GuestCheck;
+      checks.set(check.name, check);
+    } catch {
+      // a RESULT line cut by kernel messages on the console: its check will count as missing
+    }
+  }
+  return { result, checks, log };
+}
+
+/** One tap assertion per expected check; extra checks the guest reported are asserted too. */
+export function assertChecks(t: Test, b: Boot, expected: readonly string[]): void {
+  for (const name of new Set([...expected, ...b.checks.keys()])) {
+    const c = b.checks.get(name);
+    if (c === undefined) {
+      t.fail(`${name}: the guest reported nothing (console: ${b.log})`);
+      continue;
+    }
+    const { ok, error, name: _n, ...detail } = c;
+    t.ok(ok, name, ok ? { detail } : { error, detail, console: b.log });
+  }
+}

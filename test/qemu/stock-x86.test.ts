@@ -1,0 +1,71 @@
+// The stock Debian 6.12 kernel (no multikernel support) under QEMU/TCG on x86_64: one boot runs
+// test/qemu/guest/stock.mjs (kexec, reboot, kernfs, mount, EPERM, CPUs, flock, sd_notify) and
+// test/qemu/guest/vsock.mjs (AF_VSOCK loopback streams) against the compiled library over 9p.
+import t from 'tap';
+import { addonFor, assertChecks, boot, buildHelper, fetchKernel, missingPrerequisite, ROOT } from './harness';
+
+const CPUS = 4;
+
+const STOCK_CHECKS = [
+  'addon-loads',
+  'support-probe-stock',
+  'kexec-plain-load-unload',
+  'kexec-multikernel-load-no-support',
+  'kexec-multikernel-unload-no-support',
+  'reboot-start-no-support',
+  'reboot-halt-no-support',
+  'reboot-halt-force-no-support',
+  'kernfs-missing-no-support',
+  'mount-multikernel-no-support',
+  'mount-unknown-fstype-enodev',
+  'eperm-without-cap-sys-boot',
+  'cpu-topology',
+  'cpu-offline-online',
+  'flock-across-processes',
+  'sd-notify',
+  'stock-script-complete',
+];
+const VSOCK_CHECKS = [
+  'vsock-loopback-available',
+  'vsock-echo',
+  'vsock-64MiB-checksum',
+  'vsock-back-pressure',
+  'vsock-100-concurrent',
+  'vsock-peer-vanishes',
+  'vsock-connect-refused',
+  'vsock-script-complete',
+];
+
+t.test('stock Debian kernel, x86_64', async (t) => {
+  const missing = await missingPrerequisite('x86_64');
+  if (missing !== undefined) {
+    t.skip(`QEMU lane skipped: ${missing}`);
+    return;
+  }
+  if (addonFor('x86_64') === undefined) {
+    t.fail('the native addon is not built (build/Release/multikernel.node): run `npm run build:native`');
+    return;
+  }
+  const [kernel, helper] = await Promise.all([fetchKernel('amd64'), buildHelper()]);
+  t.comment(`kernel ${kernel.info['KERNEL_PACKAGE']}`);
+  const b = await boot('stock-x86', {
+    arch: 'x86_64',
+    kernel: kernel.kernel,
+    busybox: kernel.busybox,
+    modules: kernel.modules,
+    cpus: CPUS,
+    memory: '2G',
+    share: ROOT,
+    binaries: ['/usr/sbin/capsh'],
+    files: [
+      { source: kernel.kernel, target: '/boot/vmlinuz' },
+      { source: helper, target: '/usr/local/bin/mkhelper', mode: 0o755 },
+    ],
+    env: { MKQEMU_ROOT: '/share', MKQEMU_CPUS: String(CPUS), MKQEMU_KERNEL_IMAGE: '/boot/vmlinuz' },
+    command: ['sh', '-c', 'node test/qemu/guest/stock.mjs; a=$?; node test/qemu/guest/vsock.mjs; b=$?; [ $a = 0 ] && [ $b = 0 ]'],
+    timeoutMs: 300_000,
+  });
+  t.comment(`boot + tests: ${(b.result.durationMs / 1000).toFixed(1)} s; phases ${b.result.phases.map((p) => `${p.phase}@${(p.atMs / 1000).toFixed(1)}s`).join(' ')}`);
+  assertChecks(t, b, [...STOCK_CHECKS, ...VSOCK_CHECKS]);
+  t.equal(b.result.exitCode, 0, 'both guest scripts exit 0');
+});
