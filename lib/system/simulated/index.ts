@@ -1,0 +1,456 @@
+/**
+ * SimulatedSystem: the `System` interface over an in-memory multikernel kernel (kernel.ts) that
+ * follows the kernel sources at the level of paths, bytes, flags and errno. The rules, their
+ * sources and the fault-injection step names are listed in docs/kernel-interface.md.
+ *
+ * State lives in memory, or in a state directory shared by several processes (successive `mkctl`
+ * runs, a daemon and its clients): every call then takes the state lock, loads the JSON state,
+ * acts, and saves it atomically (temp file + rename).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { systemError } from '../../errors';
+import { MULTIKERNEL_MOUNT_POINT } from '../../uapi';
+import type {
+  DeviceHandle,
+  FileStat,
+  KexecFileLoadArgs,
+  LockHandle,
+  LockOptions,
+  System,
+  VsockConnectOptions,
+  VsockListenOptions,
+  VsockServer,
+  VsockStream,
+} from '../system';
+import type { SimChannels, SimInstanceInfo } from './channels';
+import { createSimChannels } from './channels-impl';
+import { FaultInjector } from './faults';
+import { type ImageFile, Kernel, KErr } from './kernel';
+import { FileLocks } from './lockfile';
+import * as render from './render';
+import { DEFAULT_TOPOLOGY, initialState, type SimState, type SimTopology } from './state';
+
+export type { SimCpu, SimTopology } from './state';
+
+export interface SimulatedSystemOptions {
+  /** share the simulated host with other processes through this directory (default: in memory) */
+  stateDir?: string;
+  /** CPUs (physical id + NUMA node), RAM and NUMA nodes; used when the state is created */
+  topology?: SimTopology;
+  /** which kernel image format kexec accepts (default 'x86_64': ELF vmlinux; 'arm64': Image) */
+  arch?: 'x86_64' | 'arm64';
+  /** a kernel without multikernel support (no kernfs, no multikernel kexec/reboot) */
+  stockKernel?: boolean;
+  /** how long a graceful halt waits for a spawn that does not answer (default 30000) */
+  haltTimeoutMs?: number;
+  /** how long a resource change to a running instance waits for its ack (default 10000) */
+  resourceAckTimeoutMs?: number;
+  /** notify() resolves true, as under a supervisor that set $NOTIFY_SOCKET (default false) */
+  notifyTarget?: boolean;
+}
+
+const M = MULTIKERNEL_MOUNT_POINT;
+
+const KERNFS_FILE_MODE: Record<string, number> = { id: 0o444, status: 0o444, device_tree: 0o444, instance: 0o444, resources: 0o444, dtbo: 0o444 };
+const TX_FILES = ['id', 'status', 'instance', 'resources', 'dtbo'];
+const INSTANCE_FILES = ['id', 'status', 'device_tree'];
+
+type Node =
+  | { kind: 'dir'; entries: () => string[] }
+  | { kind: 'file'; mode: number; size?: number; read?: () => Buffer; write?: (data: Uint8Array) => Promise<number> }
+  | { kind: 'char'; mode: number };
+
+export class SimulatedSystem implements System {
+  readonly kind = 'simulated' as const;
+  /** make any step fail, stall or stop half way (docs/kernel-interface.md lists the step names) */
+  readonly faults = new FaultInjector();
+
+  readonly #opts: Required<Omit<SimulatedSystemOptions, 'stateDir' | 'topology'>> & { stateDir?: string };
+  readonly #topology: SimTopology;
+  #memState: SimState | undefined;
+  readonly #locks: FileLocks;
+  readonly #lockDirOwned: boolean;
+  readonly #fds = new Map<number, ImageFile>();
+  #nextFd = 3;
+  #queue: Promise<unknown> = Promise.resolve();
+  readonly #channels: SimChannels;
+
+  constructor(options: SimulatedSystemOptions = {}) {
+    this.#opts = {
+      stateDir: options.stateDir,
+      arch: options.arch ?? 'x86_64',
+      stockKernel: options.stockKernel ?? false,
+      haltTimeoutMs: options.haltTimeoutMs ?? 30_000,
+      resourceAckTimeoutMs: options.resourceAckTimeoutMs ?? 10_000,
+      notifyTarget: options.notifyTarget ?? false,
+    };
+    this.#topology = options.topology ?? DEFAULT_TOPOLOGY;
+    if (options.stateDir !== undefined) {
+      fs.mkdirSync(options.stateDir, { recursive: true });
+      this.#locks = new FileLocks(path.join(options.stateDir, 'locks'));
+      this.#lockDirOwned = false;
+    } else {
+      this.#memState = initialState(this.#topology);
+      this.#locks = new FileLocks(fs.mkdtempSync(path.join(os.tmpdir(), 'mk-sim-locks-')));
+      this.#lockDirOwned = true;
+    }
+    this.#channels = createSimChannels({
+      faults: this.faults,
+      instanceById: async (id) => this.#withState(false, (k) => this.#info(k.s, id)),
+    });
+  }
+
+  #info(s: SimState, id: number): SimInstanceInfo | undefined {
+    const i = s.instances.find((x) => x.id === id);
+    return i && { id: i.id, name: i.name, status: i.status, panicked: i.panicked, cmdline: i.image?.cmdline ?? '' };
+  }
+
+  // ------------------------------------------------------------------ state handling
+
+  #statePath(): string {
+    return path.join(this.#opts.stateDir!, 'state.json');
+  }
+
+  #load(): SimState {
+    if (this.#memState) return this.#memState;
+    try {
+      return JSON.parse(fs.readFileSync(this.#statePath(), 'utf8')) as SimState;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      return initialState(this.#topology);
+    }
+  }
+
+  #save(s: SimState): void {
+    if (this.#memState) return;
+    const tmp = `${this.#statePath()}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(s));
+    fs.renameSync(tmp, this.#statePath());
+  }
+
+  /**
+   * Runs `fn` on the current state under the state lock (in-process queue + the cross-process
+   * lock of the state directory), saving it afterwards when `write`. Kernel errors become
+   * system errors of `syscall`.
+   */
+  async #withState<T>(write: boolean, fn: (k: Kernel) => Promise<T> | T, syscall = 'sim', errPath?: string): Promise<T> {
+    const run = async (): Promise<T> => {
+      const release = this.#opts.stateDir === undefined
+        ? () => undefined
+        : await this.#locks.acquire('state', { exclusive: true, wait: true, errorPath: 'state' });
+      try {
+        const s = this.#load();
+        const k = new Kernel(s, {
+          faults: this.faults,
+          arch: this.#opts.arch,
+          stockKernel: this.#opts.stockKernel,
+          haltTimeoutMs: this.#opts.haltTimeoutMs,
+          resourceAckTimeoutMs: this.#opts.resourceAckTimeoutMs,
+          sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+          events: {
+            started: (id) => this.#channels.instanceStarted(id),
+            stopped: (id) => this.#channels.instanceStopped(id),
+          },
+        });
+        try {
+          return await fn(k);
+        } catch (e) {
+          if (e instanceof KErr) throw systemError(e.code, syscall, errPath);
+          throw e;
+        } finally {
+          if (write) this.#save(s);
+        }
+      } finally {
+        release();
+      }
+    };
+    const p = this.#queue.then(run, run);
+    this.#queue = p.catch(() => undefined);
+    return p;
+  }
+
+  // ------------------------------------------------------------------ the file tree
+
+  #lookup(k: Kernel, p: string): Node | undefined {
+    const s = k.s;
+    const stock = this.#opts.stockKernel;
+    const fixed: Record<string, Node> = {
+      '/proc/cpuinfo': { kind: 'file', mode: 0o444, read: () => Buffer.from(render.cpuinfo(s, this.#opts.arch)) },
+      '/proc/iomem': { kind: 'file', mode: 0o400, read: () => Buffer.from(render.iomem(s)) },
+      '/proc/filesystems': { kind: 'file', mode: 0o444, read: () => Buffer.from(render.filesystems(stock)) },
+      '/sys/devices/system/cpu/online': { kind: 'file', mode: 0o444, size: 4096, read: () => Buffer.from(render.cpuList(render.hostCpus(s, true))) },
+      '/sys/devices/system/cpu/present': { kind: 'file', mode: 0o444, size: 4096, read: () => Buffer.from(render.cpuList(render.hostCpus(s, false))) },
+      '/sys/fs': { kind: 'dir', entries: () => (stock ? [] : ['multikernel']) },
+    };
+    if (fixed[p]) return fixed[p];
+    if (stock) return undefined;
+    if (p === '/proc/kimage') return { kind: 'file', mode: 0o444, read: () => Buffer.from(render.kimage(s)) };
+    if (p === '/dev/mktty') return { kind: 'char', mode: 0o600 };
+    if (p === M) return { kind: 'dir', entries: () => (s.mounted ? ['device_tree', 'instances', 'overlays'] : []) };
+    if (!s.mounted || !p.startsWith(`${M}/`)) return undefined;
+    const parts = p.slice(M.length + 1).split('/');
+    if (parts.length === 1) {
+      if (parts[0] === 'device_tree') {
+        return { kind: 'file', mode: 0o644, size: 1024 * 1024, read: () => render.poolDtb(s), write: async (d) => k.writeBaseline(d) };
+      }
+      if (parts[0] === 'instances') return { kind: 'dir', entries: () => s.instances.map((i) => i.name) };
+      if (parts[0] === 'overlays') return { kind: 'dir', entries: () => ['new', ...s.txs.map((t) => `tx_${t.id}`)] };
+      return undefined;
+    }
+    if (parts[0] === 'instances') {
+      const inst = k.instanceByName(parts[1]!);
+      if (!inst) return undefined;
+      if (parts.length === 2) return { kind: 'dir', entries: () => INSTANCE_FILES.slice() };
+      if (parts.length > 3) return undefined;
+      const reads: Record<string, () => Buffer> = {
+        id: () => Buffer.from(`${inst.id}\n`),
+        status: () => Buffer.from(`${inst.status}\n`),
+        device_tree: () => render.instanceDtb(inst),
+      };
+      const read = reads[parts[2]!] as (() => Buffer) | undefined;
+      return read && { kind: 'file', mode: KERNFS_FILE_MODE[parts[2]!]!, read };
+    }
+    if (parts[0] === 'overlays') {
+      if (parts.length === 2 && parts[1] === 'new') {
+        return { kind: 'file', mode: 0o200, write: async (d) => k.writeOverlay(d) };
+      }
+      const tx = s.txs.find((t) => `tx_${t.id}` === parts[1]);
+      if (!tx) return undefined;
+      if (parts.length === 2) return { kind: 'dir', entries: () => TX_FILES.slice() };
+      if (parts.length > 3) return undefined;
+      const reads: Record<string, () => Buffer> = {
+        id: () => Buffer.from(`${tx.id}\n`),
+        status: () => Buffer.from(`${tx.status}\n`),
+        instance: () => Buffer.from(`${tx.targetPath}\n`),
+        resources: () => Buffer.from(`${tx.resources}\n`),
+        dtbo: () => Buffer.from(tx.dtbo, 'base64'),
+      };
+      const read = reads[parts[2]!] as (() => Buffer) | undefined;
+      return read && { kind: 'file', mode: 0o444, read };
+    }
+    return undefined;
+  }
+
+  async #fsCall<T>(op: string, syscall: string, p: string, write: boolean, fn: (k: Kernel, n: Node | undefined, p: string) => Promise<T> | T): Promise<T> {
+    const norm = path.posix.normalize(p).replace(/(.)\/$/, '$1');
+    await this.faults.hit(op, { path: norm, syscall });
+    return this.#withState(
+      write,
+      (k) => fn(k, this.#lookup(k, norm), norm),
+      syscall,
+      p,
+    );
+  }
+
+  // ------------------------------------------------------------------ System: files
+
+  async readFile(p: string): Promise<Buffer> {
+    const n = await this.#fsCall('read', 'open', p, false, (_k, n) => {
+      if (!n) throw new KErr('ENOENT');
+      if (n.kind === 'dir') throw new KErr('EISDIR');
+      if (n.kind === 'char') return undefined;
+      // kernfs files without a read op open fine for root and then fail the read (kernfs.c)
+      if (!n.read) throw new KErr('EINVAL');
+      return n.read();
+    });
+    return n ?? this.#onMktty((h) => h.read());
+  }
+
+  /** open /dev/mktty, one call, close (outside the state lock: the channels query the core) */
+  async #onMktty<T>(fn: (h: DeviceHandle) => Promise<T>): Promise<T> {
+    const h = await this.#channels.openMktty();
+    try {
+      return await fn(h);
+    } finally {
+      await h.close();
+    }
+  }
+
+  async writeFile(p: string, data: Uint8Array): Promise<number> {
+    const count = await this.#fsCall('write', 'write', p, true, async (_k, n, norm) => {
+      if (!n) throw new KErr('ENOENT');
+      if (n.kind === 'dir') throw new KErr('EISDIR');
+      if (n.kind === 'char') return undefined;
+      if (n.write) return n.write(data);
+      // procfs/sysfs read-only files refuse the open for writing; kernfs files without a write op fail the write
+      throw new KErr(norm.startsWith(`${M}/`) ? 'EINVAL' : 'EACCES');
+    });
+    return count ?? this.#onMktty((h) => h.write(data));
+  }
+
+  async readdir(p: string): Promise<string[]> {
+    return this.#fsCall('readdir', 'scandir', p, false, (_k, n) => {
+      if (!n) throw new KErr('ENOENT');
+      if (n.kind !== 'dir') throw new KErr('ENOTDIR');
+      return n.entries();
+    });
+  }
+
+  async mkdir(p: string): Promise<void> {
+    return this.#fsCall('mkdir', 'mkdir', p, false, (k, n, norm) => {
+      if (n) throw new KErr('EEXIST');
+      const parent = this.#lookup(k, path.posix.dirname(norm));
+      if (parent?.kind === 'dir' && norm.startsWith(`${M}/`)) throw new KErr('EPERM'); // mk_kernfs_mkdir
+      throw new KErr(parent ? 'EACCES' : 'ENOENT');
+    });
+  }
+
+  async rmdir(p: string): Promise<void> {
+    return this.#fsCall('rmdir', 'rmdir', p, true, async (k, n, norm) => {
+      if (!n) throw new KErr('ENOENT');
+      if (n.kind !== 'dir') throw new KErr('ENOTDIR');
+      if (norm === M) throw new KErr(k.s.mounted ? 'EBUSY' : 'EACCES');
+      const tx = /^\/sys\/fs\/multikernel\/overlays\/tx_(\d+)$/.exec(norm);
+      if (!tx) throw new KErr(norm.startsWith(`${M}/`) ? 'EPERM' : 'EACCES');
+      await k.rmdirTx(k.s.txs.find((t) => t.id === Number(tx[1]))!);
+    });
+  }
+
+  async stat(p: string): Promise<FileStat> {
+    return this.#fsCall('stat', 'stat', p, false, (_k, n) => {
+      if (!n) throw new KErr('ENOENT');
+      if (n.kind === 'dir') return { type: 'directory', mode: 0o755, size: 0 };
+      if (n.kind === 'char') return { type: 'char-device', mode: n.mode, size: 0 };
+      return { type: 'file', mode: n.mode, size: n.size ?? 0 };
+    });
+  }
+
+  async openDevice(p: string): Promise<DeviceHandle> {
+    await this.#fsCall('open.device', 'open', p, false, (_k, n) => {
+      if (n?.kind !== 'char') throw new KErr(n ? 'ENXIO' : 'ENOENT');
+    });
+    return this.#channels.openMktty();
+  }
+
+  // ------------------------------------------------------------------ System: kexec and reboot
+
+  async openImage(p: string): Promise<number> {
+    await this.faults.hit('open.image', { path: p, syscall: 'open' });
+    const bytes = await fs.promises.readFile(p);
+    return this.#addFd(path.basename(p), bytes);
+  }
+
+  async openImageBytes(name: string, bytes: Uint8Array): Promise<number> {
+    await this.faults.hit('open.image', { path: name, syscall: 'memfd_create' });
+    return this.#addFd(name, Uint8Array.from(bytes));
+  }
+
+  #addFd(name: string, bytes: Uint8Array): number {
+    const fd = this.#nextFd++;
+    this.#fds.set(fd, { name, bytes });
+    return fd;
+  }
+
+  async closeImage(fd: number): Promise<void> {
+    if (!this.#fds.delete(fd)) throw systemError('EBADF', 'close');
+  }
+
+  async kexecFileLoad(args: KexecFileLoadArgs): Promise<void> {
+    return this.#withState(true, (k) => k.kexecFileLoad(args, this.#fds), 'kexec_file_load');
+  }
+
+  async reboot(cmd: number, mkId: number): Promise<void> {
+    const after = await this.#withState(true, (k) => k.reboot(cmd, mkId), 'reboot');
+    await after?.();
+  }
+
+  async mountMultikernel(): Promise<void> {
+    await this.faults.hit('mount', { path: M, syscall: 'mount' });
+    return this.#withState(true, (k) => {
+      if (this.#opts.stockKernel) throw new KErr('ENODEV');
+      if (k.s.mounted) throw new KErr('EBUSY');
+      k.s.mounted = true;
+    }, 'mount', M);
+  }
+
+  async umountMultikernel(): Promise<void> {
+    await this.faults.hit('umount', { path: M, syscall: 'umount2' });
+    return this.#withState(true, (k) => {
+      if (!k.s.mounted) throw new KErr('EINVAL');
+      k.s.mounted = false;
+    }, 'umount2', M);
+  }
+
+  // ------------------------------------------------------------------ System: locks, channels, notify
+
+  async lock(p: string, options: LockOptions = {}): Promise<LockHandle> {
+    await this.faults.hit('lock', { path: p, syscall: 'flock' });
+    const release = await this.#locks.acquire(`user:${p}`, {
+      exclusive: options.exclusive ?? true,
+      wait: options.wait ?? true,
+      timeoutMs: options.timeoutMs,
+      signal: options.signal,
+      errorPath: p,
+    });
+    let held = true;
+    return {
+      release: async () => {
+        if (held) release();
+        held = false;
+      },
+    };
+  }
+
+  async vsockConnect(options: VsockConnectOptions): Promise<VsockStream> {
+    return this.#channels.vsockConnect(options);
+  }
+
+  async vsockListen(options: VsockListenOptions): Promise<VsockServer> {
+    return this.#channels.vsockListen(options);
+  }
+
+  async notify(state: string): Promise<boolean> {
+    await this.faults.hit('notify', { syscall: 'sendmsg' });
+    await this.#withState(true, (k) => {
+      k.s.notified.push(state);
+    });
+    return this.#opts.notifyTarget;
+  }
+
+  // ------------------------------------------------------------------ control, beyond System
+
+  /** The simulated kernel log, oldest first (the lines the real kernel prints to dmesg). */
+  async dmesg(): Promise<string[]> {
+    return this.#withState(false, (k) => k.s.dmesg.slice());
+  }
+
+  /** The states passed to notify(), oldest first. */
+  async notified(): Promise<string[]> {
+    return this.#withState(false, (k) => k.s.notified.slice());
+  }
+
+  /** The spawn kernel panics: status stays 'active', console and vsock fall silent, halt times out. */
+  async panic(id: number): Promise<void> {
+    await this.#withState(true, (k) => {
+      const inst = this.#active(k, id);
+      inst.panicked = true;
+      k.log(`multikernel: instance ${id} (${inst.name}) stopped responding`);
+    });
+    this.#channels.instancePanicked(id);
+  }
+
+  /** The spawn runs poweroff: it reports MK_SYS_HALTED and the host marks it 'loaded'. */
+  async poweroffFromInside(id: number): Promise<void> {
+    await this.#withState(true, (k) => {
+      const inst = this.#active(k, id);
+      if (inst.panicked) throw new RangeError(`instance ${id} has panicked and cannot power itself off`);
+      k.stop(inst, 'powered off');
+    });
+    this.#channels.instanceStopped(id);
+  }
+
+  #active(k: Kernel, id: number) {
+    const inst = k.instanceById(id);
+    if (inst?.status !== 'active') throw new RangeError(`instance ${id} is not active`);
+    return inst;
+  }
+
+  /** Closes the channels and the private lock directory; the state directory is kept. */
+  async dispose(): Promise<void> {
+    await this.#channels.close();
+    this.#fds.clear();
+    if (this.#lockDirOwned) fs.rmSync(this.#locks.dir, { recursive: true, force: true });
+  }
+}
