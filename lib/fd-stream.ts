@@ -41,6 +41,7 @@ export class FdDuplex extends Duplex {
   #wantRead = false;
   #pendingWrite: PendingWrite | null = null;
   #events = 0;
+  #readBuffer: Buffer | undefined;
 
   constructor(binding: NativeBinding, fd: number, options: FdDuplexOptions = {}) {
     if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`fd must be an integer >= 0, got ${String(fd)}`);
@@ -63,7 +64,17 @@ export class FdDuplex extends Duplex {
 
   #onPoll(status: number, events: number): void {
     if (status < 0) {
-      this.destroy(systemError(getSystemErrorName(status), 'uv_poll'));
+      // libuv stops the handle and reports POLLERR as EBADF; the socket's pending error
+      // (SO_ERROR, e.g. ECONNRESET when the peer closed with unread data) says what happened.
+      this.#events = 0;
+      let error = systemError(getSystemErrorName(status), 'uv_poll');
+      try {
+        const pending = this.#binding.socketError(this.fd);
+        if (pending !== 0) error = systemError(getSystemErrorName(-pending), this.#pendingWrite !== null ? 'write' : 'read');
+      } catch {
+        // not a socket (ENOTSOCK): keep libuv's error
+      }
+      this.destroy(error);
       return;
     }
     const { UV_READABLE, UV_WRITABLE, UV_DISCONNECT } = this.#binding.constants;
@@ -90,7 +101,7 @@ export class FdDuplex extends Duplex {
   #readNow(): void {
     try {
       for (;;) {
-        const buffer = Buffer.allocUnsafe(this.#readSize);
+        const buffer = (this.#readBuffer ??= Buffer.allocUnsafe(this.#readSize));
         const n = this.#binding.read(this.fd, buffer, 0, buffer.length);
         if (n < 0) break; // EAGAIN: wait for READABLE
         if (n === 0) {
@@ -98,8 +109,15 @@ export class FdDuplex extends Duplex {
           this.push(null);
           break;
         }
-        // A short read is copied so a small chunk does not pin a whole read buffer.
-        const chunk = n * 2 < buffer.length ? Buffer.from(buffer.subarray(0, n)) : buffer.subarray(0, n);
+        // A mostly full buffer is handed over; a short read is copied out and the buffer
+        // reused, so small chunks neither pin nor reallocate a whole read buffer.
+        let chunk: Buffer;
+        if (n * 2 >= buffer.length) {
+          chunk = buffer.subarray(0, n);
+          this.#readBuffer = undefined;
+        } else {
+          chunk = Buffer.from(buffer.subarray(0, n));
+        }
         if (!this.push(chunk)) {
           this.#wantRead = false;
           break;
