@@ -75,9 +75,9 @@ class MkttyConnection implements DeviceHandle {
   }
 
   async write(data: Uint8Array): Promise<number> {
-    if (this.#closed) throw systemError('EBADF', 'write', MKTTY_PATH);
     const selected = this.instanceId >= 0;
     const fault = await this.#mktty.host.faults.hit('mktty.write', { path: MKTTY_PATH, syscall: 'write', ...(selected ? { id: this.instanceId } : {}) });
+    if (this.#closed) throw systemError('EBADF', 'write', MKTTY_PATH);
     if (!selected) return this.#select(data);
     // halfway: the first half goes out, the write returns short.
     const count = fault === 'halfway' ? Math.ceil(data.length / 2) : data.length;
@@ -109,10 +109,10 @@ class MkttyConnection implements DeviceHandle {
   async read(options: { max?: number; signal?: AbortSignal } = {}): Promise<Buffer> {
     const { signal } = options;
     const max = options.max ?? DEFAULT_READ_MAX;
-    if (this.#closed) throw systemError('EBADF', 'read', MKTTY_PATH);
     await this.#mktty.host.faults.hit('mktty.read', { path: MKTTY_PATH, syscall: 'read', ...(this.instanceId >= 0 ? { id: this.instanceId } : {}) });
-    if (this.instanceId < 0) throw systemError('ENOTCONN', 'read', MKTTY_PATH);
+    if (this.instanceId < 0 && !this.#closed) throw systemError('ENOTCONN', 'read', MKTTY_PATH);
     while (this.#rxBytes === 0) {
+      if (this.#closed) throw systemError('EBADF', 'read', MKTTY_PATH);
       if (signal?.aborted) throw signal.reason;
       await new Promise<void>((resolve) => {
         const wake = (): void => {
@@ -123,7 +123,6 @@ class MkttyConnection implements DeviceHandle {
         this.#waiters.add(wake);
         signal?.addEventListener('abort', wake, { once: true });
       });
-      if (this.#closed) throw systemError('EBADF', 'read', MKTTY_PATH);
     }
     const all = Buffer.concat(this.#rx);
     const out = all.subarray(0, max);

@@ -1,0 +1,82 @@
+/**
+ * A small stand-in for the simulated kernel core: instances whose state the test sets itself,
+ * driving the channels through the SimChannelHost / SimChannels seam.
+ */
+import { createSimChannels } from '../../lib/system/simulated/channels-impl';
+import type { SimChannelOptions } from '../../lib/system/simulated/channels-impl';
+import type { SimChannelHost, SimChannels, SimInstanceInfo, SimInstanceStatus } from '../../lib/system/simulated/channels';
+import { FaultInjector } from '../../lib/system/simulated/faults';
+import type { DeviceHandle } from '../../lib/system/system';
+
+export class FakeCore implements SimChannelHost {
+  readonly faults = new FaultInjector();
+  readonly instances = new Map<number, SimInstanceInfo>();
+  readonly channels: SimChannels;
+
+  constructor(options: SimChannelOptions = {}) {
+    this.channels = createSimChannels(this, { privileged: true, connectTimeoutMs: 200, ...options });
+  }
+
+  async instanceById(id: number): Promise<SimInstanceInfo | undefined> {
+    const info = this.instances.get(id);
+    return info && { ...info };
+  }
+
+  create(id: number, name: string, status: SimInstanceStatus = 'ready'): void {
+    this.instances.set(id, { id, name, status, panicked: false, cmdline: status === 'ready' ? '' : 'console=mktty0 rdinit=/init' });
+  }
+
+  load(id: number): void {
+    Object.assign(this.instances.get(id)!, { status: 'loaded', cmdline: 'console=mktty0 rdinit=/init' });
+  }
+
+  start(id: number): void {
+    Object.assign(this.instances.get(id)!, { status: 'active', panicked: false });
+    this.channels.instanceStarted(id);
+  }
+
+  stop(id: number): void {
+    Object.assign(this.instances.get(id)!, { status: 'loaded', panicked: false });
+    this.channels.instanceStopped(id);
+  }
+
+  panic(id: number): void {
+    this.instances.get(id)!.panicked = true;
+    this.channels.instancePanicked(id);
+  }
+}
+
+/** Reads from a console until `pattern` has appeared (or the timeout passes). */
+export async function readUntil(handle: DeviceHandle, pattern: string | RegExp, timeoutMs = 2000): Promise<string> {
+  const signal = timeoutSignal(timeoutMs);
+  let text = '';
+  while (!(typeof pattern === 'string' ? text.includes(pattern) : pattern.test(text))) {
+    try {
+      text += (await handle.read({ signal })).toString('utf8');
+    } catch (e) {
+      throw new Error(`${(e as Error).message} waiting for ${String(pattern)}; got ${JSON.stringify(text)}`);
+    }
+  }
+  return text;
+}
+
+/** Like AbortSignal.timeout, but the timer keeps the process alive (a test waits on it). */
+export function timeoutSignal(ms: number): AbortSignal {
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(new DOMException('timed out', 'TimeoutError')), ms);
+  return controller.signal;
+}
+
+/** Resolves with what arrives within `ms` (empty when nothing does). */
+export async function readFor(handle: DeviceHandle, ms: number): Promise<string> {
+  const signal = timeoutSignal(ms);
+  let text = '';
+  try {
+    for (;;) text += (await handle.read({ signal })).toString('utf8');
+  } catch (e) {
+    if ((e as Error).name !== 'TimeoutError') throw e;
+  }
+  return text;
+}
+
+export const tick = (ms = 10): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
