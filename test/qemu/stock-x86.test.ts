@@ -39,7 +39,7 @@ const VSOCK_CHECKS = [
 t.test('stock Debian kernel, x86_64', async (t) => {
   const missing = await missingPrerequisite('x86_64');
   if (missing !== undefined) {
-    t.skip(`QEMU lane skipped: ${missing}`);
+    t.plan(0, `QEMU lane skipped: ${missing}`);
     return;
   }
   if (addonFor('x86_64') === undefined) {
