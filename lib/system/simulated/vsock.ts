@@ -294,6 +294,10 @@ export class SimVsock {
 
   #timeout(signal: AbortSignal | undefined): Promise<never> {
     return new Promise((_resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
       const onAbort = (): void => {
         clearTimeout(timer);
         reject(signal!.reason);
