@@ -51,6 +51,10 @@ t.test('ports: reserved ports, EADDRINUSE, ephemeral, release on close', async (
   const e1 = await core.channels.vsockConnect({ cid: 1, port: 6000, multikernel: false });
   const e2 = await core.channels.vsockConnect({ cid: 1, port: 6000, multikernel: false });
   t.equal(e2.localPort, e1.localPort + 1, 'ephemeral ports count up');
+  const taken = await core.channels.vsockListen({ port: e2.localPort + 1 });
+  const e3 = await core.channels.vsockConnect({ cid: 1, port: 6000, multikernel: false });
+  t.equal(e3.localPort, e2.localPort + 2, 'bound ports are skipped');
+  await taken.close();
   a.destroy();
   await tick();
   const again = await core.channels.vsockConnect({ cid: 1, port: 6000, multikernel: false, localPort: 700 });
@@ -64,10 +68,10 @@ t.test('ports: reserved ports, EADDRINUSE, ephemeral, release on close', async (
   t.ok((await core.channels.vsockListen({ port: 6101, cid: 1, multikernel: false })).port, 'CID 1 on loopback');
   await t.rejects(core.channels.vsockListen({ port: 6102, cid: 5 }), { code: 'EADDRNOTAVAIL' });
   const resets: string[] = [];
-  for (const s of [a, e1, e2, again, reuse]) s.on('error', (e: NodeJS.ErrnoException) => resets.push(e.code!));
+  for (const s of [a, e1, e2, e3, again, reuse]) s.on('error', (e: NodeJS.ErrnoException) => resets.push(e.code!));
   await core.channels.close();
   await tick();
-  t.same(resets, ['ECONNRESET', 'ECONNRESET', 'ECONNRESET', 'ECONNRESET'], 'never-accepted connections are reset when the listener closes');
+  t.same(resets, ['ECONNRESET', 'ECONNRESET', 'ECONNRESET', 'ECONNRESET', 'ECONNRESET'], 'never-accepted connections are reset when the listener closes');
 
   const user = new FakeCore({ privileged: false });
   await t.rejects(user.channels.vsockListen({ port: 1023 }), { code: 'EACCES', syscall: 'bind' });
@@ -87,7 +91,7 @@ t.test('listener: backlog, accept abort, close, async iteration', async (t) => {
   controller.abort(new Error('enough'));
   await t.rejects(pending, { message: 'enough' });
   await t.rejects(server.accept({ signal: AbortSignal.abort(new Error('before')) }), { message: 'before' });
-  const later = server.accept();
+  const later = server.accept({ signal: new AbortController().signal });
   const queued = await core.channels.vsockConnect({ cid: 1, port: 7000, multikernel: false });
   t.equal((await later).remotePort, queued.localPort, 'a waiting accept gets the next connection');
   const orphan = await core.channels.vsockConnect({ cid: 1, port: 7000, multikernel: false });
@@ -97,7 +101,7 @@ t.test('listener: backlog, accept abort, close, async iteration', async (t) => {
   await t.rejects(server.accept(), { code: 'EBADF' });
   await server.close();
   const idle = await core.channels.vsockListen({ port: 7002 });
-  const waiting = idle.accept();
+  const waiting = idle.accept({ signal: new AbortController().signal });
   await idle.close();
   await t.rejects(waiting, { code: 'EBADF', syscall: 'accept' }, 'closing rejects a waiting accept');
 
@@ -138,6 +142,15 @@ t.test('back-pressure: a 64 KiB window per direction, nothing lost', async (t) =
   const failed = once(client, 'error');
   client.write('late');
   t.match((await failed)[0], { code: 'EPIPE' }, 'writing to a closed peer fails EPIPE');
+
+  const writer = await core.channels.vsockConnect({ cid: 1, port: 7100, multikernel: false });
+  const reader = await server.accept();
+  while (writer.write(Buffer.alloc(16 * 1024))); // fill both buffers: the last write is blocked
+  await tick();
+  const broken = once(writer, 'error');
+  reader.destroy();
+  writer.write('more');
+  t.match((await broken)[0], { code: 'EPIPE' }, 'a writer blocked on a reader that goes away is released, then fails');
   await core.channels.close();
 });
 
@@ -171,11 +184,16 @@ t.test('panic: connect hangs until timeout, streams fall silent without closing'
   await tick(50);
   t.equal(data, 0, 'nothing comes back');
   t.notOk(closed, 'and nothing closes');
-  await t.rejects(core.channels.vsockConnect({ cid: 1, port: 1023 }), { code: 'ETIMEDOUT' });
+  await t.rejects(core.channels.vsockConnect({ cid: 1, port: 1023, signal: new AbortController().signal }), { code: 'ETIMEDOUT' });
   const controller = new AbortController();
   const pending = core.channels.vsockConnect({ cid: 1, port: 1023, signal: controller.signal });
   controller.abort(new Error('give up'));
   await t.rejects(pending, { message: 'give up' });
+  const later = new AbortController();
+  const waiting = core.channels.vsockConnect({ cid: 1, port: 1023, signal: later.signal });
+  await tick(20);
+  later.abort(new Error('waited enough'));
+  await t.rejects(waiting, { message: 'waited enough' }, 'an abort during the wait');
   stream.destroy();
   stream.end();
 });
