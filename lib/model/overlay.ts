@@ -27,7 +27,7 @@
  */
 import { isValidMkId, MK_ID_MAX, MK_ID_MIN } from '../uapi';
 import { decodeFdt, encodeFdt, getChild, getProperty, node, prop, readU32, readU32s, readU64, readU64s } from '../fdt';
-import type { Fdt, FdtLimits, FdtNode } from '../fdt/types';
+import type { Fdt, FdtLimits, FdtNode, FdtProperty } from '../fdt/types';
 import {
   type MkDevice,
   checkAliasName,
@@ -121,12 +121,17 @@ export interface InstanceMemoryAddOp {
   numaNode?: number;
 }
 
-/** memory-remove: for the pool, `base`/`size` must match a whole chunk as `parsePool` shows it. */
+/**
+ * memory-remove: for the pool, `base`/`size` must match a whole chunk as `parsePool` shows it.
+ * `numaNode` only matters if the transaction is rolled back (`rmdir tx_N`): the pool then
+ * regrows by `size` on that node.
+ */
 export interface MemoryRemoveOp {
   op: 'memory-remove';
   target: OverlayTarget;
   base: bigint;
   size: bigint;
+  numaNode?: number;
 }
 
 /**
@@ -296,6 +301,7 @@ function checkOp(op: OverlayOp, i: number): void {
     case 'memory-remove':
       checkBase(`${w}: base`, op.base);
       checkSize(`${w}: size`, op.size);
+      if (op.numaNode !== undefined) checkNumaNode(`${w}: numaNode`, op.numaNode);
       return;
     case 'cpu-add':
     case 'cpu-remove':
@@ -384,7 +390,7 @@ function groupFragments(ops: OverlayOp[]): Fragment[] {
   return fragments;
 }
 
-function opt<T>(v: T | undefined, make: (v: T) => ReturnType<typeof prop.u32>): ReturnType<typeof prop.u32>[] {
+function opt<T>(v: T | undefined, make: (v: T) => FdtProperty): FdtProperty[] {
   return v === undefined ? [] : [make(v)];
 }
 
@@ -427,7 +433,7 @@ function itemNode(op: ResourceOp, index: number): FdtNode {
         ...opt(op.numaNode, (n) => prop.u32('numa-node-id', n)),
       ]);
     case 'memory-remove':
-      return node(`memory@${unit}`, [prop.u64('reg', op.base, op.size)]);
+      return node(`memory@${unit}`, [prop.u64('reg', op.base, op.size), ...opt(op.numaNode, (n) => prop.u32('numa-node-id', n))]);
     case 'cpu-add':
     case 'cpu-remove':
       return node(`cpu@${unit}`, [
@@ -544,7 +550,7 @@ function parseItem(name: OverlayOpName, item: FdtNode, target: OverlayTarget, wh
   const numaNode = optU32(item, 'numa-node-id');
   const flags = optU32(item, 'flags');
   const extra = <T extends object>(o: T): T => {
-    if (numaNode !== undefined && name !== 'memory-remove' && !name.startsWith('device')) Object.assign(o, { numaNode });
+    if (numaNode !== undefined && !name.startsWith('device')) Object.assign(o, { numaNode });
     if (flags !== undefined && name !== 'memory-add' && name !== 'memory-remove') Object.assign(o, { flags });
     return o;
   };
@@ -556,7 +562,7 @@ function parseItem(name: OverlayOpName, item: FdtNode, target: OverlayTarget, wh
       }
       return extra<InstanceMemoryAddOp>({ op: name, target, ...readMemReg(item, where) });
     case 'memory-remove':
-      return { op: name, target, ...readMemReg(item, where) };
+      return extra<MemoryRemoveOp>({ op: name, target, ...readMemReg(item, where) });
     case 'cpu-add':
     case 'cpu-remove': {
       const reg = reqProp(item, 'reg');
@@ -600,7 +606,8 @@ export function parseOverlay(dtb: Uint8Array, limits?: FdtLimits): ParsedOverlay
     for (const child of overlay.children) {
       if (!INSTANCE_OP_ORDER.includes(child.name as OverlayOpName)) out.ignored.push(`${where}/__overlay__/${child.name}`);
     }
-    const order = target === 'pool' ? POOL_OP_ORDER : INSTANCE_OP_ORDER;
+    // the kernel's pool order also looks up the two instance ops, only to reject them there
+    const order = target === 'pool' ? ['instance-create' as const, ...POOL_OP_ORDER, 'instance-remove' as const] : INSTANCE_OP_ORDER;
     for (const name of order) {
       const opn = getChild(overlay, name);
       if (opn === undefined) continue;

@@ -36,7 +36,7 @@ const fullOps = (): OverlayOp[] => [
   { op: 'memory-add', target: { instance: 'web' }, base: 0x100000000n, size: 128n * MiB, numaNode: 0 },
   { op: 'device-add', target: { instance: 'web' }, pciId: '0000:00:05.0', driver: 'vfio-pci', flags: 3 },
   { op: 'device-add', target: 'pool', pciId: '0000:00:06.0', alias: 'nvme0' },
-  { op: 'memory-remove', target: 'pool', base: 0x200000000n, size: 1024n * MiB },
+  { op: 'memory-remove', target: 'pool', base: 0x200000000n, size: 1024n * MiB, numaNode: 1 },
   { op: 'cpu-add', target: { instance: 'web' }, id: 7 },
   { op: 'device-remove', target: 'pool', pciId: '0000:00:07.0' },
   { op: 'cpu-add', target: 'pool', id: 10 },
@@ -89,7 +89,9 @@ t.test('golden property encodings', async (t) => {
   t.equal(readU64(getProperty(pmem, 'size')!), 256n * MiB, 'pool memory-add: size');
   t.equal(getProperty(pmem, 'reg'), undefined, 'pool memory-add: never reg');
   t.equal(readU32(getProperty(pmem, 'numa-node-id')!), 1);
-  t.same(readU64s(getProperty(byPath(fdt, '/fragment@2/__overlay__/memory-remove/memory@0'), 'reg')!), [0x200000000n, 1024n * MiB]);
+  const rm = byPath(fdt, '/fragment@2/__overlay__/memory-remove/memory@0');
+  t.same(readU64s(getProperty(rm, 'reg')!), [0x200000000n, 1024n * MiB], 'memory-remove: reg <u64 base, u64 size>');
+  t.equal(readU32(getProperty(rm, 'numa-node-id')!), 1);
   const dev = byPath(fdt, '/fragment@1/__overlay__/device-add/pci@0');
   t.equal(readString(getProperty(dev, 'driver')!), 'vfio-pci');
   t.equal(readString(getProperty(byPath(fdt, '/fragment@2/__overlay__/device-add/pci@0'), 'alias')!), 'nvme0');
@@ -174,7 +176,7 @@ t.test('parseOverlay reads the kernel forms builders do not emit, and ignores wh
   t.equal(parsed.resources, undefined);
   const remove = parseOverlay(overlayBlob([frag('0', '/instances/db', [node('memory-remove', [], [node('memory@0', [prop.u64('reg', 4096, 8192), prop.u32('numa-node-id', 1)])]), node('device-remove', [], [node('pci@0', [prop.string('pci-id', '0000:00:01.0'), prop.u32('numa-node-id', 1)])])])]));
   t.same(remove.ops, [
-    { op: 'memory-remove', target: { instance: 'db' }, base: 4096n, size: 8192n },
+    { op: 'memory-remove', target: { instance: 'db' }, base: 4096n, size: 8192n, numaNode: 1 },
     { op: 'device-remove', target: { instance: 'db' }, pciId: '0000:00:01.0' },
   ], 'numa-node-id read only where the kernel uses it');
   const flags = parseOverlay(overlayBlob([frag('0', '/resources', [node('memory-add', [], [node('memory@0', [prop.u64('size', 4096), prop.u32('flags', 1)])])])]));
@@ -248,6 +250,7 @@ const cases: [string, OverlayOp[] | unknown, RegExp][] = [
   ['memory-add zero size', [{ op: 'memory-add', target: 'pool', size: 0n }], /memory-add on pool: size: 0n must be a non-zero multiple/],
   ['memory-add bad NUMA node', [{ op: 'memory-add', target: 'pool', size: 4096n, numaNode: -1 }], /memory-add on pool: numaNode: -1 is not a NUMA node id/],
   ['memory-remove unaligned base', [{ op: 'memory-remove', target: 'pool', base: 1n, size: 4096n }], /memory-remove on pool: base: 1n must be/],
+  ['memory-remove bad NUMA node', [{ op: 'memory-remove', target: 'pool', base: 0n, size: 4096n, numaNode: 2000 }], /memory-remove on pool: numaNode: 2000 is not a NUMA node id/],
   ['memory-remove zero size', [{ op: 'memory-remove', target: 'pool', base: 0n, size: 0n }], /memory-remove on pool: size: 0n must be/],
   ['cpu-add of the boot CPU', [{ op: 'cpu-add', target: 'pool', id: 0 }], /ops\[0\] cpu-add on pool: id: CPU 0 is the boot CPU/],
   ['cpu id not an integer', [{ op: 'cpu-remove', target: 'pool', id: 1.5 }], /cpu-remove on pool: id: 1.5 is not a physical CPU id/],
@@ -325,7 +328,7 @@ t.test('random valid overlays survive build -> encode -> decode -> parse', async
   const resourceOp: fc.Arbitrary<OverlayOp> = fc.oneof(
     fc.record({ op: fc.constant('memory-add' as const), target: fc.constant('pool' as const), size, numaNode: numa }, { noNullPrototype: true, requiredKeys: ['op', 'target', 'size'] }),
     fc.record({ op: fc.constant('memory-add' as const), target: target.filter((x) => x !== 'pool'), base, size, numaNode: numa }, { noNullPrototype: true, requiredKeys: ['op', 'target', 'base', 'size'] }) as fc.Arbitrary<OverlayOp>,
-    fc.record({ op: fc.constant('memory-remove' as const), target, base, size }, { noNullPrototype: true }),
+    fc.record({ op: fc.constant('memory-remove' as const), target, base, size, numaNode: numa }, { noNullPrototype: true, requiredKeys: ['op', 'target', 'base', 'size'] }),
     fc.record({ op: fc.constantFrom('cpu-add' as const, 'cpu-remove' as const), target, id: fc.integer({ min: 1, max: 2 ** 40 }), numaNode: numa, flags: u32 }, { noNullPrototype: true, requiredKeys: ['op', 'target', 'id'] }),
     fc.record({ op: fc.constant('device-remove' as const), target, pciId, flags: u32 }, { noNullPrototype: true, requiredKeys: ['op', 'target', 'pciId'] }),
     fc.record({ op: fc.constant('device-add' as const), target: fc.constant('pool' as const), pciId, alias: fc.constantFrom('eth0', 'nvme-1') }, { noNullPrototype: true, requiredKeys: ['op', 'target', 'pciId'] }),
