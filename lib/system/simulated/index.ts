@@ -334,7 +334,7 @@ export class SimulatedSystem implements System {
 
   async openImageBytes(name: string, bytes: Uint8Array): Promise<number> {
     await this.faults.hit('open.image', { path: name, syscall: 'memfd_create' });
-    return this.#addFd(name, Uint8Array.from(bytes));
+    return this.#addFd(name, new Uint8Array(bytes));
   }
 
   #addFd(name: string, bytes: Uint8Array): number {
