@@ -240,6 +240,7 @@ export function encodeFdt(tree: Fdt | FdtNode): Buffer {
   view.setUint32(36, structSize);
   let off = rsvOff;
   for (const r of fdt.reservations) {
+    if (r.address === 0n && r.size === 0n) throw cannotEncode(`reservation ${(off - rsvOff) / 16} is address 0 size 0, which would end the reservation block`, '/');
     view.setBigUint64(off, r.address);
     view.setBigUint64(off + 8, r.size);
     off += 16;

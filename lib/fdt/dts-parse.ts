@@ -1,6 +1,6 @@
 import { MultikernelError } from '../errors';
 import { resolveLimits } from './codec';
-import { DIRECTIVE_NAME, NODE_NAME, PROP_NAME } from './dts-print';
+import { looksLikeDirective, NODE_NAME, PROP_NAME } from './dts-print';
 import type { Fdt, FdtLimits, FdtNode, FdtReservation } from './types';
 
 /** Deepest parenthesis/unary nesting accepted in an integer expression. */
@@ -321,7 +321,7 @@ class DtsParser {
     const pos = this.i;
     const m = this.match(NAME);
     if (m === null) throw this.unsupported();
-    if (m[1] === '' && (m[2] === '#' || DIRECTIVE_NAME.test(m[2]))) throw this.fail('preprocessor directives are not supported (run cpp first)', pos);
+    if (m[1] === '' && looksLikeDirective(m[2])) throw this.fail('preprocessor directives are not supported (run cpp first)', pos);
     return { name: m[2], pos };
   }
 

@@ -5,8 +5,12 @@ import type { Fdt, FdtNode, FdtProperty } from './types';
 export const NODE_NAME = /^[A-Za-z0-9,._+-]+(@[A-Za-z0-9,._+-]*)?$/;
 /** Property names dtc accepts without an error. */
 export const PROP_NAME = /^[A-Za-z0-9,._+*#?-]+$/;
-/** Property names that would read as preprocessor directives; printed with dtc's '\' escape. */
-export const DIRECTIVE_NAME = /^#\s*(include|define|undef|if|ifdef|ifndef|elif|else|endif|error|warning|pragma|line)$/;
+const DIRECTIVE_NAME = /^#(include|define|undef|if|ifdef|ifndef|elif|else|endif|error|warning|pragma|line)?$/;
+
+/** Property names that would read as preprocessor lines; printed with dtc's '\' escape. */
+export function looksLikeDirective(name: string): boolean {
+  return DIRECTIVE_NAME.test(name);
+}
 
 const ESCAPES: Record<number, string> = { 7: '\\a', 8: '\\b', 9: '\\t', 10: '\\n', 11: '\\v', 12: '\\f', 13: '\\r', 34: '\\"', 92: '\\\\' };
 
@@ -50,7 +54,7 @@ function propLine(p: FdtProperty, path: string): string {
   if (!PROP_NAME.test(p.name)) {
     throw new MultikernelError('ERR_MK_INVALID_FDT', `cannot print ${path}: property name ${JSON.stringify(p.name)} is not valid DTS`, { details: { path } });
   }
-  const name = DIRECTIVE_NAME.test(p.name) ? `\\${p.name}` : p.name;
+  const name = looksLikeDirective(p.name) ? `\\${p.name}` : p.name;
   return p.value.length === 0 ? `${name};` : `${name} = ${renderValue(p.value)};`;
 }
 

@@ -142,6 +142,8 @@ t.test('encode rejects trees it cannot represent', async (t) => {
     t.equal(e.code, 'ERR_MK_INVALID_FDT');
     t.match(e.message, re);
   }
+  const zero = mkError(() => encodeFdt({ root: node(''), reservations: [{ address: 1n, size: 1n }, { address: 0n, size: 0n }], bootCpuId: 0 }));
+  t.match(zero.message, /reservation 1 is address 0 size 0/);
   const latin = node('', [prop.empty('\u00e9')], [node('\u00ff')]);
   t.same(plainFdt(decodeFdt(encodeFdt(latin))), plainFdt({ root: latin, reservations: [], bootCpuId: 0 }), 'latin1 names round trip');
 });

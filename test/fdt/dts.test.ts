@@ -114,6 +114,7 @@ t.test('printDts output parses back to the same tree', async (t) => {
       prop.u32('cells', 0, 0xdeadbeef),
       prop.empty('flag'),
       prop.u32('#include', 1),
+      prop.empty('#'),
     ], [node('c@1,2', [], [node('d@')])]),
     reservations: [{ address: 1n, size: 0xffffffffffffffffn }],
     bootCpuId: 7,
@@ -128,7 +129,7 @@ t.test('printDts output parses back to the same tree', async (t) => {
   t.match(dts, /nonul = \[61 62 63\];/);
   t.match(dts, /cells = <0x00 0xdeadbeef>;/);
   t.match(dts, /\tflag;/);
-  t.match(dts, /\\#include = <0x01>;/, 'directive-like names are escaped');
+  t.match(dts, /\\#include = <0x01>;\n\t\\#;/, 'directive-like names are escaped');
   t.match(dts, /\/memreserve\/ 0x0000000000000001 0xffffffffffffffff;/);
   t.notMatch(dts, /plugin/);
   t.same(plainFdt(parseDts(dts).fdt), plainFdt({ ...tree, bootCpuId: 0 }), 'exact round trip; the boot CPU is not DTS');
