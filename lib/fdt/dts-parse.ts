@@ -99,6 +99,7 @@ const BINARY_LEVELS: string[][] = [['||'], ['&&'], ['|'], ['^'], ['&'], ['==', '
 const OPERATOR = /\|\||&&|<<|>>|<=|>=|==|!=|[|^&<>+\-*/%?:]/y;
 
 const STRING_RUN = /[^"\\]*/y;
+const LINE_MARKER = /[ \t]+[0-9]/y;
 const LABEL = /([A-Za-z_][A-Za-z0-9_]*):/y;
 const NAME = /(\\?)([A-Za-z0-9,._+*#?@-]+)/y;
 const KEYWORD = /\/[A-Za-z0-9_-]+\//y;
@@ -321,7 +322,7 @@ class DtsParser {
     const pos = this.i;
     const m = this.match(NAME);
     if (m === null) throw this.unsupported();
-    if (m[1] === '' && looksLikeDirective(m[2])) throw this.fail('preprocessor directives are not supported (run cpp first)', pos);
+    if (m[1] === '' && (looksLikeDirective(m[2]) || (m[2] === '#' && this.match(LINE_MARKER) !== null))) throw this.fail('preprocessor directives are not supported (run cpp first)', pos);
     return { name: m[2], pos };
   }
 

@@ -5,9 +5,9 @@ import type { Fdt, FdtNode, FdtProperty } from './types';
 export const NODE_NAME = /^[A-Za-z0-9,._+-]+(@[A-Za-z0-9,._+-]*)?$/;
 /** Property names dtc accepts without an error. */
 export const PROP_NAME = /^[A-Za-z0-9,._+*#?-]+$/;
-const DIRECTIVE_NAME = /^#(include|define|undef|if|ifdef|ifndef|elif|else|endif|error|warning|pragma|line)?$/;
+const DIRECTIVE_NAME = /^#(include|define|undef|if|ifdef|ifndef|elif|else|endif|error|warning|pragma|line)$/;
 
-/** Property names that would read as preprocessor lines; printed with dtc's '\' escape. */
+/** Property names that read as preprocessor directives (`#include`); printed with dtc's '\' escape. */
 export function looksLikeDirective(name: string): boolean {
   return DIRECTIVE_NAME.test(name);
 }

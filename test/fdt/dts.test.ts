@@ -1,7 +1,7 @@
 import t from 'tap';
 import {
   decodeFdt, encodeFdt, findNode, getProperty, node, parseDts, printDts, prop,
-  readString, readStrings, readU32, readU32s, readU64, readU64s, type Fdt,
+  readString, readStrings, readU32, readU32s, readU64s, type Fdt,
 } from '../../lib/fdt';
 import { mkError, plainFdt } from './helpers';
 import { BASELINE, FEATURES, OVERLAY, POOL_OVERLAY, SUGAR_OVERLAY } from './sources';
@@ -129,7 +129,7 @@ t.test('printDts output parses back to the same tree', async (t) => {
   t.match(dts, /nonul = \[61 62 63\];/);
   t.match(dts, /cells = <0x00 0xdeadbeef>;/);
   t.match(dts, /\tflag;/);
-  t.match(dts, /\\#include = <0x01>;\n\t\\#;/, 'directive-like names are escaped');
+  t.match(dts, /\\#include = <0x01>;\n\t#;/, 'directive-like names are escaped');
   t.match(dts, /\/memreserve\/ 0x0000000000000001 0xffffffffffffffff;/);
   t.notMatch(dts, /plugin/);
   t.same(plainFdt(parseDts(dts).fdt), plainFdt({ ...tree, bootCpuId: 0 }), 'exact round trip; the boot CPU is not DTS');
