@@ -98,6 +98,8 @@ export function decodeFdt(blob: Uint8Array, limits?: FdtLimits): Fdt {
   // Sorted positions of every NUL in the strings block: a name ends at the first one at or after
   // its offset. Built once, so hostile blobs with many distinct long names stay linear.
   let nuls: number[] | undefined;
+  // Distinct offsets into one long string each make a new name: bound their total length.
+  let nameChars = 0;
   const propName = (nameOff: number, at: number): string => {
     const known = names.get(nameOff);
     if (known !== undefined) return known;
@@ -116,6 +118,8 @@ export function decodeFdt(blob: Uint8Array, limits?: FdtLimits): Fdt {
     }
     if (lo === nuls.length) throw invalid(`property name at strings offset ${nameOff} is not NUL-terminated inside the strings block`, at);
     if (nuls[lo] === start) throw invalid(`property name at strings offset ${nameOff} is empty`, at);
+    nameChars += nuls[lo] - start;
+    if (nameChars > maxSize) throw limit(`property names total more than maxSize ${maxSize} characters`, at);
     const name = src.toString('latin1', start, nuls[lo]);
     names.set(nameOff, name);
     return name;
