@@ -105,14 +105,24 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
 
   static void OnPoll(uv_poll_t* handle, int status, int events) {
     auto* self = static_cast<FdWatcher*>(handle->data);
-    Napi::Env env = self->env_;
+    napi_env env = self->env_;
     Napi::HandleScope scope(env);
-    try {
-      self->callback_.MakeCallback(self->Value(), {Napi::Number::New(env, status), Napi::Number::New(env, events)},
-                                   self->context_);
-    } catch (const Napi::Error& e) {
+    napi_value argv[2];
+    napi_value result;
+    // Raw Node-API calls: a throwing callback, or a worker being terminated (process.exit()
+    // in the callback), must not end in a C++ exception that can no longer be turned into JS.
+    if (napi_create_int32(env, status, &argv[0]) != napi_ok || napi_create_int32(env, events, &argv[1]) != napi_ok) {
+      return;
+    }
+    if (napi_make_callback(env, self->context_, self->Value(), self->callback_.Value(), 2, argv, &result) == napi_ok) {
+      return;
+    }
+    bool pending = false;
+    napi_value error;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+        napi_get_and_clear_last_exception(env, &error) == napi_ok) {
       // The callback threw: report it like any uncaught exception from an event.
-      napi_fatal_exception(env, e.Value());
+      napi_fatal_exception(env, error);
     }
   }
 

@@ -1,0 +1,81 @@
+// flock between two processes: the other process (fixtures/lock-holder.cjs) holds the lock.
+import t from 'tap';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadBinding } from '../../lib/binding';
+
+const binding = loadBinding();
+const holderScript = path.join(__dirname, 'fixtures', 'lock-holder.cjs');
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mk-flock-'));
+const lockPath = path.join(dir, 'lock');
+fs.writeFileSync(lockPath, '');
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+async function holder(mode: 'exclusive' | 'shared'): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [holderScript, lockPath, mode], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const [line] = (await once(child.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
+  if (line.toString() !== 'locked\n') throw new Error(`holder said ${line.toString()}`);
+  return child;
+}
+
+async function release(child: ChildProcess): Promise<void> {
+  const exited = once(child, 'exit');
+  child.stdin?.end();
+  await exited;
+}
+
+t.test('another process holds the lock exclusively', async (t) => {
+  const fd = fs.openSync(lockPath, 'r+');
+  t.teardown(() => fs.closeSync(fd));
+  const child = await holder('exclusive');
+  t.equal(binding.flockTry(fd, true), false, 'try exclusive: false');
+  t.equal(binding.flockTry(fd, false), false, 'try shared: false');
+
+  let started = Date.now();
+  t.equal(await binding.flockWait(fd, true, 150).promise, false, 'a wait with a timeout gives up');
+  const waited = Date.now() - started;
+  t.ok(waited >= 145 && waited < 2000, `after ${waited} ms`);
+
+  t.equal(await binding.flockWait(fd, true, 0).promise, false, 'timeout 0 is one try');
+
+  const cancelled = binding.flockWait(fd, true, -1);
+  started = Date.now();
+  setTimeout(() => cancelled.cancel(), 50);
+  t.equal(await cancelled.promise, false, 'cancel ends an unbounded wait');
+  t.ok(Date.now() - started < 2000, 'promptly');
+  cancelled.cancel(); // harmless after the end
+
+  const waiting = binding.flockWait(fd, true, 10_000);
+  setTimeout(() => void release(child), 100);
+  started = Date.now();
+  t.equal(await waiting.promise, true, 'the wait succeeds once the other process lets go');
+  t.ok(Date.now() - started < 5000, `within ${Date.now() - started} ms`);
+  await once(child, 'exit').catch(() => {});
+  binding.flockUnlock(fd);
+  binding.flockUnlock(fd); // unlocking an unlocked fd is fine
+});
+
+t.test('shared locks coexist', async (t) => {
+  const fd = fs.openSync(lockPath, 'r+');
+  t.teardown(() => fs.closeSync(fd));
+  const child = await holder('shared');
+  t.equal(binding.flockTry(fd, false), true, 'shared next to shared');
+  binding.flockUnlock(fd);
+  t.equal(await binding.flockWait(fd, false, 100).promise, true, 'waiting for shared succeeds at once');
+  binding.flockUnlock(fd);
+  t.equal(await binding.flockWait(fd, true, 50).promise, false, 'exclusive still waits');
+  await release(child);
+  t.equal(binding.flockTry(fd, true), true, 'exclusive once the other is gone');
+  binding.flockUnlock(fd);
+});
+
+t.test('errors', async (t) => {
+  const fd = fs.openSync(lockPath, 'r+');
+  fs.closeSync(fd);
+  t.throws(() => binding.flockTry(fd, true), { code: 'EBADF', syscall: 'flock', errno: -9 });
+  t.throws(() => binding.flockUnlock(fd), { code: 'EBADF', syscall: 'flock' });
+  await t.rejects(binding.flockWait(fd, true, 100).promise, { code: 'EBADF', syscall: 'flock', message: 'EBADF: bad file descriptor, flock' });
+});
