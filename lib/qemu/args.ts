@@ -23,6 +23,13 @@ export function qemuArchFor(nodeArch: string): QemuArch | undefined {
   return nodeArch === 'x64' ? 'x86_64' : nodeArch === 'arm64' ? 'aarch64' : undefined;
 }
 
+/** The guest architecture matching the host (the default): a RangeError on other hosts. */
+export function hostQemuArch(nodeArch: string = process.arch): QemuArch {
+  const arch = qemuArchFor(nodeArch);
+  if (arch === undefined) throw new RangeError(`no QEMU guest architecture for host ${nodeArch}; pass arch`);
+  return arch;
+}
+
 export function qemuBinaryFor(arch: QemuArch): string {
   return `qemu-system-${arch}`;
 }

@@ -109,10 +109,11 @@ export async function binaryEntries(binary: string, target = binary): Promise<Cp
     ({ stdout } = await execFileAsync('ldd', [binary]));
   } catch (e) {
     // ldd exits 1 for static executables ("not a dynamic executable"): nothing to add
-    const err = e as { stdout?: string; stderr?: string; code?: unknown };
+    // execFile's error carries both outputs (empty strings when ldd could not be started)
+    const err = e as { stdout: string; stderr: string; code?: unknown };
     if (err.code === 'ENOENT') throw new MultikernelError('ERR_MK_QEMU', 'ldd is not installed on the host (package libc-bin)', { cause: e });
-    if (!/not a dynamic executable|statically linked/.test(`${err.stdout ?? ''}${err.stderr ?? ''}`)) {
-      throw new MultikernelError('ERR_MK_QEMU', `ldd ${binary} failed: ${(err.stderr ?? String(e)).trim()}`, { cause: e });
+    if (!/not a dynamic executable|statically linked/.test(err.stdout + err.stderr)) {
+      throw new MultikernelError('ERR_MK_QEMU', `ldd ${binary} failed: ${err.stderr.trim()}`, { cause: e });
     }
   }
   for (const lib of parseLdd(stdout)) entries.push({ type: 'file', path: lib, source: lib, mode: 0o755 });

@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { MultikernelError } from '../../errors';
-import { PHASE_LABELS, qemuArchFor, readKernelCache, runQemu, type QemuArch, type QemuOptions } from '../../qemu';
+import { PHASE_LABELS, hostQemuArch, readKernelCache, runQemu, type QemuArch, type QemuOptions } from '../../qemu';
 import { type CliIo, type Command, EXIT, UsageError } from '../command';
 
 const HELP = `usage: mkctl qemu run [options] -- <command> [args...]
@@ -31,6 +31,7 @@ machine:
   --cpus N             virtual CPUs (default 2)
   --memory SIZE        e.g. 1024, 512M, 2G (default 1G)
   --append TEXT        appended to the kernel command line
+  --qemu PATH          the QEMU binary (default: qemu-system-<arch> from PATH)
 
 command:
   --share DIR          share DIR read-only over 9p (default: none)
@@ -63,6 +64,7 @@ const OPTIONS = {
   cpus: { type: 'string' },
   memory: { type: 'string' },
   append: { type: 'string' },
+  qemu: { type: 'string' },
   share: { type: 'string' },
   'share-mount': { type: 'string' },
   cwd: { type: 'string' },
@@ -84,7 +86,7 @@ function wholeNumber(name: string, text: string): number {
 export async function qemuOptionsFromArgs(args: string[], io: Pick<CliIo, 'cwd'>): Promise<{ options: QemuOptions; json: boolean; quiet: boolean }> {
   const { values, positionals } = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
   if (positionals.length === 0) throw new UsageError('missing the guest command (after --)');
-  const arch = values.arch ?? qemuArchFor(process.arch);
+  const arch = values.arch ?? hostQemuArch();
   if (arch !== 'x86_64' && arch !== 'aarch64') throw new UsageError(`--arch must be x86_64 or aarch64, got ${JSON.stringify(arch)}`);
   if (values.node !== undefined && values['no-node'] === true) throw new UsageError('--node and --no-node exclude each other');
   const resolve = (p: string): string => path.resolve(io.cwd, p);
@@ -126,6 +128,7 @@ export async function qemuOptionsFromArgs(args: string[], io: Pick<CliIo, 'cwd'>
     ...(values.cpus === undefined ? {} : { cpus: wholeNumber('cpus', values.cpus) }),
     ...(values.memory === undefined ? {} : { memory: values.memory }),
     ...(values.append === undefined ? {} : { append: values.append }),
+    ...(values.qemu === undefined ? {} : { qemuBinary: values.qemu.includes('/') ? resolve(values.qemu) : values.qemu }),
     ...(values.share === undefined ? {} : { share: resolve(values.share) }),
     ...(values['share-mount'] === undefined ? {} : { shareMount: values['share-mount'] }),
     ...(values.cwd === undefined ? {} : { cwd: values.cwd }),

@@ -1,0 +1,291 @@
+// lib/qemu without QEMU: the cpio writer, the /init script, ldd parsing, the initramfs, console
+// parsing, the argument vector and the kernel cache reader.
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import t from 'tap';
+import { MultikernelError } from '../../lib/errors';
+import {
+  buildInitramfs,
+  buildQemuArgs,
+  hostQemuArch,
+  kernelCmdline,
+  MARKER,
+  parseLdd,
+  parseMemory,
+  PHASE_LABELS,
+  qemuArchFor,
+  qemuBinaryFor,
+  readKernelCache,
+  renderInit,
+  SerialParser,
+  shellQuote,
+  writeCpio,
+} from '../../lib/qemu';
+import { consoleFor, checkCpus } from '../../lib/qemu/args';
+import { binaryEntries } from '../../lib/qemu/initramfs';
+import { normalizeArchivePath } from '../../lib/qemu/cpio';
+
+interface Member {
+  name: string;
+  mode: number;
+  size: number;
+  rdev: [number, number];
+  data: Buffer;
+}
+
+/** A newc reader, independent of the writer, to check what the kernel would unpack. */
+function readCpio(buf: Buffer): Member[] {
+  const out: Member[] = [];
+  let off = 0;
+  const pad = (n: number): number => (n + 3) & ~3;
+  for (;;) {
+    if (buf.toString('ascii', off, off + 6) !== '070701') throw new Error(`bad magic at ${off}`);
+    const field = (i: number): number => parseInt(buf.toString('ascii', off + 6 + i * 8, off + 14 + i * 8), 16);
+    const size = field(6);
+    const nameSize = field(11);
+    const name = buf.toString('utf8', off + 110, off + 110 + nameSize - 1);
+    const dataStart = pad(off + 110 + nameSize);
+    if (name === 'TRAILER!!!') return out;
+    out.push({ name, mode: field(1), size, rdev: [field(9), field(10)], data: buf.subarray(dataStart, dataStart + size) });
+    off = pad(dataStart + size);
+  }
+}
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'qemu-lib-test-'));
+t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+
+t.test('cpio: every entry type, parents first, replacement, padding', async (t) => {
+  const src = path.join(tmp, 'src.bin');
+  writeFileSync(src, Buffer.from('abcde'));
+  chmodSync(src, 0o750);
+  const out = path.join(tmp, 'a.cpio');
+  await writeCpio(out, [
+    { type: 'file', path: '/usr/bin/tool', source: src },
+    { type: 'file', path: 'etc/motd', data: 'old' },
+    { type: 'file', path: 'etc/motd', data: 'hello', mode: 0o600 },
+    { type: 'file', path: 'etc/raw', data: new Uint8Array([1, 2, 3]) },
+    { type: 'file', path: 'etc/copy', source: src, mode: 0o644 },
+    { type: 'symlink', path: 'bin/sh', target: 'busybox' },
+    { type: 'char-device', path: 'dev/console', major: 5, minor: 1 },
+    { type: 'char-device', path: 'dev/null', major: 1, minor: 3, mode: 0o666 },
+    { type: 'dir', path: 'proc' },
+    { type: 'dir', path: 'root', mode: 0o700 },
+  ]);
+  const m = readCpio(readFileSync(out));
+  const names = m.map((e) => e.name);
+  t.same(names.slice(0, 3), ['usr', 'usr/bin', 'usr/bin/tool'], 'parents before children');
+  t.equal(names.filter((n) => n === 'etc/motd').length, 1, 'a later entry replaces an earlier one');
+  const by = new Map(m.map((e) => [e.name, e]));
+  t.equal(by.get('usr/bin/tool')!.data.toString(), 'abcde');
+  t.equal(by.get('usr/bin/tool')!.mode, 0o100750, 'host mode kept');
+  t.equal(by.get('etc/copy')!.mode, 0o100644, 'explicit mode wins');
+  t.equal(by.get('etc/motd')!.data.toString(), 'hello');
+  t.equal(by.get('etc/motd')!.mode, 0o100600);
+  t.same([...by.get('etc/raw')!.data], [1, 2, 3]);
+  t.equal(by.get('bin/sh')!.mode, 0o120777);
+  t.equal(by.get('bin/sh')!.data.toString(), 'busybox');
+  t.same(by.get('dev/console')!.rdev, [5, 1]);
+  t.equal(by.get('dev/console')!.mode, 0o020600);
+  t.equal(by.get('dev/null')!.mode, 0o020666);
+  t.equal(by.get('proc')!.mode, 0o040755);
+  t.equal(by.get('root')!.mode, 0o040700);
+});
+
+t.test('cpio: large files are copied in chunks', async (t) => {
+  const big = Buffer.alloc((1 << 20) * 2 + 3);
+  for (let i = 0; i < big.length; i++) big[i] = i % 251;
+  const src = path.join(tmp, 'big.bin');
+  writeFileSync(src, big);
+  const out = path.join(tmp, 'big.cpio');
+  await writeCpio(out, [{ type: 'file', path: 'big', source: src }]);
+  const m = readCpio(readFileSync(out));
+  t.ok(m.find((e) => e.name === 'big')!.data.equals(big));
+});
+
+t.test('cpio: paths are checked; a missing source rejects and closes the archive', async (t) => {
+  t.equal(normalizeArchivePath('//a//b/'), 'a/b');
+  for (const bad of ['', '/', 'a/../b', './x']) t.throws(() => normalizeArchivePath(bad), RangeError, JSON.stringify(bad));
+  await t.rejects(writeCpio(path.join(tmp, 'bad.cpio'), [{ type: 'file', path: 'x', source: path.join(tmp, 'nope') }]), { code: 'ENOENT' });
+});
+
+t.test('renderInit: x86_64 with modules, share and environment', async (t) => {
+  const script = renderInit({
+    arch: 'x86_64',
+    modules: ['/lib/mkqemu/00-netfs.ko', "/lib/it's.ko"],
+    shareMount: '/share',
+    cwd: '/share',
+    env: { FOO: "a b'c", NO_COLOR: '0' },
+    command: ['node', '-e', 'console.log("x")'],
+  });
+  t.match(script, /^#!\/bin\/busybox sh\n/);
+  t.match(script, "insmod '/lib/mkqemu/00-netfs.ko'");
+  t.match(script, `insmod '/lib/it'\\''s.ko' || echo "${MARKER} warn insmod /lib/it's.ko failed"`);
+  t.match(script, "mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro share '/share'");
+  t.match(script, "export FOO='a b'\\''c'");
+  t.match(script, "export NO_COLOR='0'", 'the caller may override the preset environment');
+  t.notMatch(script, "export NO_COLOR='1'");
+  t.match(script, "set -- 'node' '-e' 'console.log(\"x\")'");
+  t.match(script, 'dd of=/dev/port bs=1 seek=244 count=1', 'x86 reports through isa-debug-exit');
+  t.ok(script.indexOf(`${MARKER} run`) < script.indexOf('"$@" </dev/null'));
+});
+
+t.test('renderInit: aarch64 without share; bad input', async (t) => {
+  const script = renderInit({ arch: 'aarch64', modules: [], cwd: '/', env: {}, command: ['true'] });
+  t.notMatch(script, '/dev/port');
+  t.notMatch(script, 'mount -t 9p');
+  t.match(script, "export NO_COLOR='1'");
+  t.throws(() => renderInit({ arch: 'aarch64', modules: [], cwd: '/', env: {}, command: [] }), RangeError);
+  t.throws(() => renderInit({ arch: 'aarch64', modules: [], cwd: '/', env: { 'A-B': '1' }, command: ['x'] }), RangeError);
+  t.equal(shellQuote(''), "''");
+});
+
+t.test('parseLdd', async (t) => {
+  const listing = [
+    '\tlinux-vdso.so.1 (0x00007ffd5b9f2000)',
+    '\tlibdl.so.2 => /lib/x86_64-linux-gnu/libdl.so.2 (0x00007f0000000000)',
+    '\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6',
+    '\t/lib64/ld-linux-x86-64.so.2 (0x00007f0000001000)',
+    '',
+  ].join('\n');
+  t.same(parseLdd(listing), ['/lib/x86_64-linux-gnu/libdl.so.2', '/lib/x86_64-linux-gnu/libc.so.6', '/lib64/ld-linux-x86-64.so.2']);
+  t.same(parseLdd('\tstatically linked\n'), []);
+  t.throws(() => parseLdd('\tlibfoo.so.1 => not found\n'), { code: 'ERR_MK_QEMU', message: /libfoo\.so\.1 not found/ });
+});
+
+t.test('binaryEntries: dynamic, static, failing and missing ldd', async (t) => {
+  const dynamic = await binaryEntries(process.execPath, '/usr/bin/node');
+  t.equal(dynamic[0]!.path, '/usr/bin/node');
+  t.ok(dynamic.some((e) => /libc\.so/.test(e.path)), 'libc comes along');
+  const script = path.join(tmp, 'script.sh');
+  writeFileSync(script, '#!/bin/sh\n');
+  chmodSync(script, 0o755);
+  t.same(await binaryEntries(script), [{ type: 'file', path: script, source: script, mode: 0o755 }], 'not a dynamic executable: just the file');
+  await t.rejects(binaryEntries(path.join(tmp, 'absent')), { code: 'ERR_MK_QEMU', message: /ldd .*absent failed/ });
+  const saved = process.env['PATH'];
+  process.env['PATH'] = tmp;
+  try {
+    await t.rejects(binaryEntries(script), { code: 'ERR_MK_QEMU', message: /ldd is not installed/ });
+  } finally {
+    process.env['PATH'] = saved;
+  }
+});
+
+t.test('buildInitramfs: busybox, node, binaries, modules, files and /init', async (t) => {
+  const busybox = path.join(tmp, 'busybox');
+  writeFileSync(busybox, 'BB');
+  const mod = path.join(tmp, '9p.ko');
+  writeFileSync(mod, 'KO');
+  const extra = path.join(tmp, 'extra.txt');
+  writeFileSync(extra, 'EXTRA');
+  const out = path.join(tmp, 'initramfs.cpio');
+  await buildInitramfs(out, {
+    arch: 'x86_64',
+    busybox,
+    modules: [mod],
+    binaries: [process.execPath],
+    node: process.execPath,
+    files: [{ source: extra, target: '/data/extra.txt', mode: 0o600 }, { source: extra, target: '/data/plain.txt' }],
+    shareMount: '/share',
+    cwd: '/share',
+    env: {},
+    command: ['node', '--version'],
+  });
+  const by = new Map(readCpio(readFileSync(out)).map((e) => [e.name, e]));
+  t.equal(by.get('bin/busybox')!.data.toString(), 'BB');
+  t.equal(by.get('lib/mkqemu/00-9p.ko')!.data.toString(), 'KO');
+  t.equal(by.get('data/extra.txt')!.mode, 0o100600);
+  t.ok(by.has('data/plain.txt'));
+  t.ok(by.has('usr/bin/node'));
+  t.ok(by.has(process.execPath.slice(1)), 'a binary lands at its host path');
+  t.same(by.get('dev/console')!.rdev, [5, 1]);
+  const init = by.get('init')!;
+  t.equal(init.mode, 0o100755);
+  t.match(init.data.toString(), "insmod '/lib/mkqemu/00-9p.ko'");
+});
+
+t.test('SerialParser: phases, exit, fail, warn, partial lines, tail', async (t) => {
+  const p = new SerialParser(3);
+  t.equal(p.currentPhase, 'starting');
+  t.same(p.push(''), []);
+  t.same(p.push('SeaBIOS\r\nBooting from ROM...\r\n'), [{ kind: 'phase', phase: 'kernel' }]);
+  t.same(p.push('[    0.000000] Linux version 6.12\n'), [], 'no phase twice');
+  t.same(p.push(`${MARKER} in`), [], 'a partial line waits');
+  t.same(p.push(`it\n${MARKER} warn insmod x failed\n`), [{ kind: 'phase', phase: 'init' }, { kind: 'warn', message: 'insmod x failed' }]);
+  t.same(p.push(`${MARKER} run\n${MARKER} bogus\n`), [{ kind: 'phase', phase: 'command' }]);
+  t.same(p.push(`${MARKER} init\n`), [], 'phases never go back');
+  t.same(p.push(`${MARKER} exit 300\n${MARKER} exit x\n`), [], 'an exit code out of range is ignored');
+  t.same(p.push(`${MARKER} fail no share\n`), [{ kind: 'fail', reason: 'no share' }]);
+  t.same(p.push(`noise ${MARKER} exit 3\npartial`), [{ kind: 'exit', code: 3 }, { kind: 'phase', phase: 'done' }]);
+  t.equal(p.currentPhase, 'done');
+  t.equal(p.lastLines(), `${MARKER} exit x\n${MARKER} fail no share\nnoise ${MARKER} exit 3\npartial`, 'the last 3 lines and the partial one');
+  t.equal(PHASE_LABELS.kernel, 'kernel booting');
+  const q = new SerialParser();
+  q.push('[ok] started\n');
+  t.equal(q.currentPhase, 'starting', 'only a kernel timestamp counts');
+  q.push('[    1.500000] x\n');
+  t.equal(q.currentPhase, 'kernel');
+  t.equal(q.lastLines(), '[ok] started\n[    1.500000] x');
+});
+
+t.test('args: architecture, memory, cpus, command line', async (t) => {
+  t.equal(qemuArchFor('x64'), 'x86_64');
+  t.equal(qemuArchFor('arm64'), 'aarch64');
+  t.equal(qemuArchFor('ia32'), undefined);
+  t.equal(hostQemuArch('arm64'), 'aarch64');
+  t.throws(() => hostQemuArch('ia32'), RangeError);
+  t.equal(hostQemuArch(), qemuArchFor(process.arch));
+  t.equal(qemuBinaryFor('aarch64'), 'qemu-system-aarch64');
+  t.equal(consoleFor('x86_64'), 'ttyS0');
+  t.equal(consoleFor('aarch64'), 'ttyAMA0');
+  t.equal(parseMemory('512'), 512);
+  t.equal(parseMemory('512M'), 512);
+  t.equal(parseMemory(' 2g '), 2048);
+  t.equal(parseMemory(128), 128);
+  for (const bad of ['1T', 'lots', '']) t.throws(() => parseMemory(bad), RangeError);
+  for (const bad of [32, 1.5]) t.throws(() => parseMemory(bad), RangeError);
+  t.equal(checkCpus(4), 4);
+  for (const bad of [0, 65, 1.5]) t.throws(() => checkCpus(bad), RangeError);
+  t.equal(kernelCmdline('x86_64', undefined), 'console=ttyS0 rdinit=/init panic=-1 quiet');
+  t.equal(kernelCmdline('aarch64', '  '), 'console=ttyAMA0 rdinit=/init panic=-1 quiet');
+  t.equal(kernelCmdline('x86_64', ' crashkernel=256M '), 'console=ttyS0 rdinit=/init panic=-1 quiet crashkernel=256M');
+});
+
+t.test('buildQemuArgs', async (t) => {
+  const base = { cpus: 4, memoryMiB: 1024, kernel: '/k', initrd: '/i', cmdline: 'console=ttyS0' };
+  const x86 = buildQemuArgs({ ...base, arch: 'x86_64', share: '/repo' });
+  t.same(x86, [
+    '-machine', 'q35', '-accel', 'tcg',
+    '-smp', '4', '-m', '1024M', '-nographic', '-no-reboot', '-nic', 'none',
+    '-kernel', '/k', '-initrd', '/i', '-append', 'console=ttyS0',
+    '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04',
+    '-virtfs', 'local,path=/repo,mount_tag=share,security_model=none,readonly=on,multidevs=remap',
+  ]);
+  t.notOk(x86.includes('kvm'), 'never KVM');
+  t.same(buildQemuArgs({ ...base, arch: 'x86_64', machine: 'pc' }).slice(0, 2), ['-machine', 'pc']);
+  const arm = buildQemuArgs({ ...base, arch: 'aarch64' });
+  t.same(arm.slice(0, 6), ['-machine', 'virt,gic-version=3', '-accel', 'tcg', '-cpu', 'max']);
+  t.notOk(arm.includes('-device'), 'no isa-debug-exit on arm64');
+  t.notOk(arm.includes('-virtfs'));
+  t.throws(() => buildQemuArgs({ ...base, arch: 'x86_64', machine: 'virt' }), RangeError);
+  t.throws(() => buildQemuArgs({ ...base, arch: 'aarch64', machine: 'q35' }), RangeError);
+  t.throws(() => buildQemuArgs({ ...base, arch: 'x86_64', share: '/a,b' }), RangeError);
+});
+
+t.test('readKernelCache', async (t) => {
+  const dir = path.join(tmp, 'cache');
+  mkdirSync(path.join(dir, 'modules'), { recursive: true });
+  writeFileSync(path.join(dir, 'kernel.env'), 'KERNEL_PACKAGE=linux-image-x\nKERNEL_RELEASE=6.12\n\nnoise\n');
+  writeFileSync(path.join(dir, 'modules', 'order'), 'netfs\n9p\n');
+  const c = await readKernelCache(dir);
+  t.same(c, {
+    dir,
+    kernel: path.join(dir, 'vmlinuz'),
+    busybox: path.join(dir, 'busybox'),
+    modules: [path.join(dir, 'modules', 'netfs.ko'), path.join(dir, 'modules', '9p.ko')],
+    info: { KERNEL_PACKAGE: 'linux-image-x', KERNEL_RELEASE: '6.12' },
+  });
+  const err = await readKernelCache(path.join(tmp, 'none')).catch((e: unknown) => e);
+  t.ok(err instanceof MultikernelError);
+  t.match(err, { code: 'ERR_MK_QEMU', message: /fetch-kernel\.sh/, details: { reason: 'no-kernel-cache' } });
+});
