@@ -1,7 +1,7 @@
 import t from 'tap';
 import {
   decodeFdt, encodeFdt, node, prop, getProperty, getChild, findNode,
-  readU32, readU32s, readU64, readU64s, readString, readStrings, DEFAULT_FDT_LIMITS, type Fdt,
+  readU32, readU32s, readU64, readU64s, readString, readStrings, DEFAULT_FDT_LIMITS, FDT_MAGIC, FDT_VERSION, FDT_LAST_COMP_VERSION, type Fdt,
 } from '../../lib/fdt';
 import { assemble, mkError, patch, plainFdt } from './helpers';
 
@@ -116,6 +116,7 @@ t.test('decode enforces limits', async (t) => {
     t.equal(e.code, 'ERR_MK_FDT_LIMIT');
     t.match(e.message, re);
   }
+  t.same([FDT_MAGIC, FDT_VERSION, FDT_LAST_COMP_VERSION], [0xd00dfeed, 17, 16]);
   t.same(DEFAULT_FDT_LIMITS, { maxSize: 16 * 1024 * 1024, maxDepth: 64, maxNodes: 100000 });
   const deep = node('');
   let n = deep;
