@@ -5,7 +5,7 @@
  * Both are tolerant of nodes they do not know and strict about the length of the properties
  * they read (ERR_MK_INVALID_FDT from the fdt readers).
  */
-import { decodeFdt, getChild, getProperty, readStrings, readU32s, readU64, readU64s } from '../fdt';
+import { decodeFdt, getChild, node, getProperty, readStrings, readU32s, readU64, readU64s } from '../fdt';
 import type { FdtLimits, FdtNode } from '../fdt/types';
 import { cpuNumber, malformed, optString, optU32, readAliases, readDevicesNode, reqProp, reqU32 } from './common';
 
@@ -153,7 +153,9 @@ export function readMemReg(n: FdtNode, where: string): { base: bigint; size: big
 /** Parse what reading `/sys/fs/multikernel/device_tree` returned. */
 export function parsePool(dtb: Uint8Array, limits?: FdtLimits): PoolState {
   const root = decodeFdt(dtb, limits).root;
-  const resources = resourcesOf(root, 'pool device_tree');
+  // Only "a kernel that manages a pool" renders /resources (Documentation/multikernel/
+  // device-tree.rst): before the baseline is written there may be none at all.
+  const resources = getChild(root, 'resources') ?? node('resources');
   const aliases = readAliases(root);
   const memory: PoolMemoryChunk[] = [];
   for (const child of resources.children) {
