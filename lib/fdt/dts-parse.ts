@@ -213,7 +213,8 @@ class DtsParser {
       const address = this.primary(0);
       const size = this.primary(0);
       this.expect(';');
-      this.reservations.push({ address, size });
+      // dtc writes 0/0 too, but as the block's terminator it reads back as nothing.
+      if (address !== 0n || size !== 0n) this.reservations.push({ address, size });
     }
     for (;;) {
       this.skip();
@@ -307,8 +308,8 @@ class DtsParser {
   private lookup(root: PNode, ref: string): PNode | undefined {
     if (ref.startsWith('/')) {
       let n: PNode | undefined = root;
-      if (ref === '/') return n;
-      for (const part of ref.slice(1).split('/')) {
+      for (const part of ref.split('/')) {
+        if (part === '') continue; // dtc ignores empty components: '/a/', '/a//b'
         n = liveChild(n, part);
         if (n === undefined) return undefined;
       }
@@ -743,9 +744,10 @@ class DtsParser {
         out.properties.push({ name: p.name, value: concat(parts) });
       }
       names.clear();
+      // Like dtc, a live child clashes with every later sibling of its name, even a /delete-node/ marker.
       for (const c of n.children) {
-        if (c.deleted) continue;
         if (names.has(c.name)) throw this.fail(`duplicate node ${c.name}`, c.pos);
+        if (c.deleted) continue;
         names.add(c.name);
         out.children.push(build(c));
       }

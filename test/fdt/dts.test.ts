@@ -89,6 +89,8 @@ t.test('deletion, root references and comments at the end', async (t) => {
   const { fdt } = parseDts('/dts-v1/; / { a { p; b { c { }; }; }; }; /delete-node/ &{/a/b}; &{/} { x; }; &{/a} { q; }; // done');
   t.same(plainFdt(fdt), plainFdt({ root: node('', [prop.empty('x')], [node('a', [prop.empty('p'), prop.empty('q')])]), reservations: [], bootCpuId: 0 }));
   t.equal(mkError(() => parseDts('/dts-v1/; / { a { }; }; &{/a/b} { };')).code, 'ERR_MK_DTS_SYNTAX');
+  t.same(parseDts('/dts-v1/; / { a { b { }; }; }; &{/a//b/} { x; };').fdt.root.children[0].children[0].properties[0].name, 'x', 'empty path components are ignored, as in dtc');
+  t.same(parseDts('/dts-v1/; /memreserve/ 0 0; / { };').fdt.reservations, [], '/memreserve/ 0 0 reads back as nothing from dtc too');
   const revive = parseDts('/dts-v1/; / { a { b { c = <1>; }; }; }; / { /delete-node/ a; }; / { a { b { d; }; }; };').fdt;
   t.same(plainFdt(revive), plainFdt({ root: node('', [], [node('a', [], [node('b', [prop.empty('d')])])]), reservations: [], bootCpuId: 0 }), 'children of a deleted node stay deleted');
 });
@@ -204,6 +206,7 @@ t.test('syntax errors name file, line and column', async (t) => {
     [`${H}/ { x: p; x: q; };`, /2:11: duplicate label x/],
     [`${H}/ { p; p; };`, /2:8: duplicate property p/],
     [`${H}/ { a { }; a { }; };`, /2:12: duplicate node a/],
+    [`${H}/ { a { }; /delete-node/ a; };`, /2:26: duplicate node a/],
     [`${H}/ { phandle = <1 2>; };`, /phandle must be a single 32-bit cell/],
     [`${H}/ { phandle = "abcd"; };`, /phandle must be a single 32-bit cell/],
     [`${H}/ { phandle = <1>, <2>; };`, /phandle must be a single 32-bit cell/],
