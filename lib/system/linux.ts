@@ -161,6 +161,8 @@ class Readiness {
 class LinuxDevice implements DeviceHandle {
   private closed = false;
   private readonly readiness: Readiness;
+  /** One read(2) target per device, reused: each read returns a copy of just the bytes read. */
+  private scratch = Buffer.alloc(0);
 
   constructor(
     private readonly binding: NativeBinding,
@@ -173,12 +175,12 @@ class LinuxDevice implements DeviceHandle {
   async read(options: { max?: number; signal?: AbortSignal } = {}): Promise<Buffer> {
     const { max = DEFAULT_DEVICE_READ, signal } = options;
     if (!Number.isInteger(max) || max <= 0) throw new RangeError(`max must be a positive integer, got ${max}`);
-    const buffer = Buffer.allocUnsafe(max);
     for (;;) {
       signal?.throwIfAborted();
       this.checkOpen('read');
-      const n = this.binding.read(this.fd, buffer, 0, max);
-      if (n >= 0) return buffer.subarray(0, n);
+      if (this.scratch.length < max) this.scratch = Buffer.allocUnsafe(max);
+      const n = this.binding.read(this.fd, this.scratch, 0, max);
+      if (n >= 0) return Buffer.from(this.scratch.subarray(0, n));
       await this.readiness.wait(this.binding.constants.UV_READABLE, signal);
     }
   }

@@ -193,8 +193,12 @@ t.test('openDevice: read waits for readiness, then returns what arrived', async 
   t.equal(got.toString(), 'hello');
 
   fs.writeSync(peer, 'abcdef');
-  t.equal((await dev.read({ max: 4 })).toString(), 'abcd', 'max bounds one read');
-  t.equal((await dev.read()).toString(), 'ef');
+  const first = await dev.read({ max: 4 });
+  t.equal(first.toString(), 'abcd', 'max bounds one read');
+  const second = await dev.read();
+  t.equal(second.toString(), 'ef');
+  t.equal(first.toString(), 'abcd', 'a later read does not overwrite an earlier result');
+  t.ok(second.buffer.byteLength < 64 * 1024, 'a small result does not pin a 64 KiB buffer');
   await t.rejects(dev.read({ max: 0 }), RangeError);
   await t.rejects(dev.read({ max: 1.5 }), RangeError);
 });
