@@ -16,8 +16,10 @@
 # hard-coded: Debian rotates ABI numbers. Idempotent: when DIR/kernel.env names the package apt
 # resolves now, nothing is downloaded. Prints `DIR` on stdout as its last line.
 #
-# arm64 packages need the foreign architecture in apt (`dpkg --add-architecture arm64; apt-get update`);
-# the script says so instead of changing the host's apt setup itself.
+# A foreign architecture (arm64 on an amd64 host) uses a private apt state under DIR/apt (its own
+# package lists, fetched with `apt-get update` once a day), so the host's apt setup is not changed.
+# For it the script also extracts DIR/sysroot: libc6, libstdc++6 and libgcc-s1 of that architecture,
+# the libraries a dynamically linked guest node needs (ldd cannot inspect foreign binaries).
 set -euo pipefail
 
 arch=amd64
@@ -40,12 +42,26 @@ mkdir -p "$cache"
 # Modules the guest /init may load (names as in modules.dep); dependencies are added below.
 want_modules="9p 9pnet_virtio vsock_loopback"
 
+apt_opts=()
+foreign=0
+if [ "$arch" != "$(dpkg --print-architecture)" ]; then
+  foreign=1
+  mkdir -p "$cache/apt/lists/partial" "$cache/apt/cache/archives/partial"
+  touch "$cache/apt/status"
+  apt_opts=(-o "APT::Architecture=$arch" -o "APT::Architectures::=$arch" -o "Dir::State::Lists=$cache/apt/lists"
+    -o "Dir::Cache=$cache/apt/cache" -o "Dir::State::status=$cache/apt/status")
+  if [ -z "$(find "$cache/apt/lists" -maxdepth 1 -name '*Packages*' -mtime -1 -print -quit)" ]; then
+    echo "fetch-kernel: apt-get update for $arch (private lists in $cache/apt)" >&2
+    apt-get "${apt_opts[@]}" update -qq >&2
+  fi
+fi
+
 series_re="${series//./\\.}"
-pkg="$(apt-cache search --names-only "^linux-image-${series_re}\.[0-9]+\+deb[0-9]+-${arch}-unsigned\$" 2>/dev/null \
+pkg="$(apt-cache "${apt_opts[@]}" search --names-only "^linux-image-${series_re}\.[0-9]+\+deb[0-9]+-${arch}-unsigned\$" 2>/dev/null \
   | awk '{print $1}' | sort -V | tail -n 1 || true)"
 if [ -z "$pkg" ]; then
   # fall back to the distribution metapackage's dependency (e.g. linux-image-6.1.0-56-amd64)
-  pkg="$(apt-cache depends "linux-image-${arch}" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}' || true)"
+  pkg="$(apt-cache "${apt_opts[@]}" depends "linux-image-${arch}" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}' || true)"
 fi
 if [ -z "$pkg" ]; then
   if [ -f "$cache/kernel.env" ]; then
@@ -57,19 +73,22 @@ if [ -z "$pkg" ]; then
   exit 1
 fi
 bb_pkg=busybox-static
-qual=""
-[ "$arch" != "$(dpkg --print-architecture)" ] && qual=":$arch"
+sysroot_pkgs="libc6 libstdc++6 libgcc-s1"
 
 if [ -f "$cache/kernel.env" ] && grep -qx "KERNEL_PACKAGE=$pkg" "$cache/kernel.env" \
-   && [ -f "$cache/vmlinuz" ] && [ -f "$cache/busybox" ] && [ -f "$cache/modules/order" ]; then
+   && [ -f "$cache/vmlinuz" ] && [ -f "$cache/busybox" ] && [ -f "$cache/modules/order" ] \
+   && { [ "$foreign" = 0 ] || [ -d "$cache/sysroot" ]; }; then
   echo "fetch-kernel: $pkg already cached in $cache" >&2
   echo "$cache"; exit 0
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/mk-fetch-kernel.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-echo "fetch-kernel: downloading $pkg$qual and $bb_pkg$qual" >&2
-(cd "$work" && apt-get download -q "$pkg$qual" "$bb_pkg$qual" >&2)
+extra=""
+[ "$foreign" = 1 ] && extra="$sysroot_pkgs"
+echo "fetch-kernel: downloading $pkg $bb_pkg $extra" >&2
+# shellcheck disable=SC2086
+(cd "$work" && apt-get "${apt_opts[@]}" download -q "$pkg" "$bb_pkg" $extra >&2)
 
 mkdir -p "$work/k" "$work/bb"
 dpkg-deb -x "$work"/linux-image-*.deb "$work/k"
@@ -113,6 +132,11 @@ printf '%s\n' "${order[@]}" > "$cache/modules.new/order"
 
 rm -rf "$cache/modules"
 mv "$cache/modules.new" "$cache/modules"
+if [ "$foreign" = 1 ]; then
+  rm -rf "$cache/sysroot"
+  mkdir -p "$cache/sysroot"
+  for p in $sysroot_pkgs; do dpkg-deb -x "$work/$p"_*.deb "$cache/sysroot"; done
+fi
 cp "$work/k/boot/vmlinuz-$release" "$cache/vmlinuz"
 cp "$work/k/boot/config-$release" "$cache/config"
 cp "$work/bb/bin/busybox" "$cache/busybox"

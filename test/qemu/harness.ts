@@ -41,13 +41,16 @@ export async function fetchKernel(arch: 'amd64' | 'arm64' = 'amd64'): Promise<Ke
   return readKernelCache(stdout.trim().split('\n').pop()!);
 }
 
-/** test/qemu/guest/mkhelper.c built static for x86_64 (rebuilt when the source is newer). */
-export async function buildHelper(): Promise<string> {
+/**
+ * test/qemu/guest/mkhelper.c built static (rebuilt when the source is newer); arm64 with Debian's
+ * cross compiler (gcc-aarch64-linux-gnu, which the arm64 prebuild needs anyway).
+ */
+export async function buildHelper(arch: 'x86_64' | 'aarch64' = 'x86_64'): Promise<string> {
   const src = path.join(ROOT, 'test', 'qemu', 'guest', 'mkhelper.c');
-  const out = path.join(CACHE, 'mkhelper');
+  const out = path.join(CACHE, arch === 'x86_64' ? 'mkhelper' : 'mkhelper-arm64');
   if (!existsSync(out) || statSync(out).mtimeMs < statSync(src).mtimeMs) {
     mkdirSync(CACHE, { recursive: true });
-    await execFileAsync('gcc', ['-static', '-O2', '-Wall', '-o', out, src]);
+    await execFileAsync(arch === 'x86_64' ? 'gcc' : 'aarch64-linux-gnu-gcc', ['-static', '-O2', '-Wall', '-o', out, src]);
   }
   return out;
 }
