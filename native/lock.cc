@@ -8,7 +8,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <memory>
 #include <thread>
 
 #include "addon.h"
@@ -19,15 +18,31 @@ namespace mk {
 
 namespace {
 
+// Shared by the worker and the JS cancel function; whichever lets go last frees it. (Not a
+// std::shared_ptr: libstdc++'s refcounting would make the addon need glibc 2.32.)
+struct CancelFlag {
+  std::atomic<bool> cancelled{false};
+  std::atomic<int> refs{2};
+  void Release() {
+    if (refs.fetch_sub(1) == 1) delete this;
+  }
+};
+
+Napi::Value Cancel(const Napi::CallbackInfo& info) {
+  static_cast<CancelFlag*>(info.Data())->cancelled.store(true);
+  return info.Env().Undefined();
+}
+
 class FlockWorker : public Napi::AsyncWorker {
  public:
-  FlockWorker(Napi::Env env, int fd, int op, int64_t timeoutMs, std::shared_ptr<std::atomic<bool>> cancelled)
+  FlockWorker(Napi::Env env, int fd, int op, int64_t timeoutMs, CancelFlag* cancelled)
       : Napi::AsyncWorker(env, "multikernel:flock"),
         deferred_(Napi::Promise::Deferred::New(env)),
         fd_(fd),
         op_(op),
         timeoutMs_(timeoutMs),
-        cancelled_(std::move(cancelled)) {}
+        cancelled_(cancelled) {}
+  ~FlockWorker() override { cancelled_->Release(); }
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
@@ -36,7 +51,7 @@ class FlockWorker : public Napi::AsyncWorker {
     const auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs_);
     auto backoff = std::chrono::milliseconds(1);
     for (;;) {
-      if (cancelled_->load()) return;
+      if (cancelled_->cancelled.load()) return;
       if (flock(fd_, op_ | LOCK_NB) == 0) {
         taken_ = true;
         return;
@@ -65,7 +80,7 @@ class FlockWorker : public Napi::AsyncWorker {
     }
     // A lock taken in the same instant as a cancel is released again, so that a cancelled
     // wait never leaves the caller holding a lock it was told it did not get.
-    if (taken_ && cancelled_->load()) {
+    if (taken_ && cancelled_->cancelled.load()) {
       flock(fd_, LOCK_UN);
       taken_ = false;
     }
@@ -77,7 +92,7 @@ class FlockWorker : public Napi::AsyncWorker {
   int fd_;
   int op_;
   int64_t timeoutMs_;
-  std::shared_ptr<std::atomic<bool>> cancelled_;
+  CancelFlag* cancelled_;
   bool taken_ = false;
   int err_ = 0;
 };
@@ -99,17 +114,13 @@ Napi::Value Addon::FlockWait(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info[0], "fd");
   int op = ArgBool(info[1], "exclusive") ? LOCK_EX : LOCK_SH;
   int64_t timeoutMs = ArgInt(info[2], "timeoutMs", -1, INT32_MAX);
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  auto* cancelled = new CancelFlag();
   auto* worker = new FlockWorker(env, fd, op, timeoutMs, cancelled);
+  Napi::Function cancel = Napi::Function::New(env, Cancel, "cancel", cancelled);
+  cancel.AddFinalizer([](Napi::Env, CancelFlag* flag) { flag->Release(); }, cancelled);
   Napi::Object handle = Napi::Object::New(env);
   handle.Set("promise", worker->Promise());
-  handle.Set("cancel", Napi::Function::New(
-                           env,
-                           [cancelled](const Napi::CallbackInfo& cbInfo) -> Napi::Value {
-                             cancelled->store(true);
-                             return cbInfo.Env().Undefined();
-                           },
-                           "cancel"));
+  handle.Set("cancel", cancel);
   worker->Queue();
   return handle;
 }

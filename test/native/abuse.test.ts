@@ -27,7 +27,7 @@ interface Report {
 }
 
 if (capsh === undefined) {
-  t.skip('capsh is not installed: the dangerous entry points are only abused without CAP_SYS_BOOT/CAP_SYS_ADMIN');
+  t.plan(0, 'capsh is not installed: the dangerous entry points are only abused without CAP_SYS_BOOT/CAP_SYS_ADMIN');
 } else {
   t.test('invalid arguments to kexec/reboot/mount fail before any system call', async (t) => {
     const child = spawnSync(

@@ -137,7 +137,6 @@ t.test('memfdCreate gives a writable fd', async (t) => {
   const back = Buffer.alloc(data.length);
   t.equal(fs.readSync(fd, back, 0, back.length, 0), data.length);
   t.same(back, data);
-  t.equal(fs.fcntlSync === undefined, true, 'node has no fcntl: CLOEXEC is checked through /proc below');
   const fdinfo = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
   const flags = parseInt(/flags:\s*([0-7]+)/.exec(fdinfo)?.[1] ?? '0', 8);
   t.ok(flags & 0o2000000, 'O_CLOEXEC');
@@ -216,14 +215,15 @@ t.test('argument abuse of the harmless entry points', async (t) => {
   for (const [what, fn] of rangeErrors) t.throws(fn, RangeError, what);
 });
 
-t.test('vsock sockets without the multikernel transport reach CID 1 only', async (t) => {
-  let fd: number;
-  try {
-    fd = binding.vsockSocket(false);
-  } catch (e) {
-    t.skip(`this machine cannot create AF_VSOCK sockets (${(e as Error).message}); vsock is tested in QEMU`);
-    return;
-  }
+let noVsock: string | false = false;
+try {
+  binding.close(binding.vsockSocket(false));
+} catch (e) {
+  noVsock = `this machine cannot create AF_VSOCK sockets (${(e as Error).message}); vsock is tested in QEMU`;
+}
+
+t.test('vsock sockets without the multikernel transport reach CID 1 only', { skip: noVsock }, async (t) => {
+  const fd = binding.vsockSocket(false);
   t.teardown(() => binding.close(fd));
   // Never connects: the RangeError comes before connect(2).
   for (const cid of [0, 2, 3, 0xffffffff]) {
@@ -261,8 +261,8 @@ t.test('vsock address calls on a non-vsock socket', async (t) => {
   });
   t.throws(() => binding.vsockLocalAddress(a), { code: 'EAFNOSUPPORT', syscall: 'getsockname' });
   t.throws(() => binding.vsockRemoteAddress(a), { code: 'EAFNOSUPPORT', syscall: 'getpeername' });
-  t.throws(() => binding.vsockListen(a, 1), { syscall: 'listen' });
-  t.throws(() => binding.vsockBind(a, 1, 1), { syscall: 'bind' });
-  t.throws(() => binding.vsockAccept(a), { syscall: 'accept4' });
-  t.throws(() => binding.vsockConnect(a, 1, 1), { syscall: 'connect' }, 'CID 1 is allowed through to connect(2), which refuses an AF_VSOCK address on AF_UNIX');
+  t.throws(() => binding.vsockListen(a, 1), { code: 'EINVAL', syscall: 'listen' });
+  t.throws(() => binding.vsockBind(a, 1, 1), { code: 'EINVAL', syscall: 'bind' });
+  t.throws(() => binding.vsockAccept(a), { code: 'EINVAL', syscall: 'accept4' });
+  t.throws(() => binding.vsockConnect(a, 1, 1), { code: 'EINVAL', syscall: 'connect' }, 'CID 1 is allowed through to connect(2), which refuses an AF_VSOCK address on AF_UNIX');
 });

@@ -46,7 +46,7 @@ async function receive(address: string, state: string): Promise<string> {
 }
 
 if (!python) {
-  t.skip('python3 is not available to receive unix datagrams');
+  t.test('sd_notify to a socket', { skip: 'python3 is not available to receive unix datagrams' }, async () => {});
 } else {
   t.test('to a path socket', async (t) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mk-notify-'));
