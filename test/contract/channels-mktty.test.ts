@@ -92,6 +92,8 @@ t.test('the shell: echo, not found, status, files, CR as newline', async (t) => 
   t.equal(await readUntil(handle, /rdinit=\/init\r\n\/ # $/), 'uname -n\r\ncat /proc/cmdline\r\ndb\r\n/ # console=mktty0 rdinit=/init\r\n/ # ');
   await handle.write(enc('\n'));
   t.equal(await readUntil(handle, '/ # '), '\r\n/ # ', 'an empty line gives a new prompt');
+  await handle.write(enc('cat\n'));
+  t.equal(await readUntil(handle, '/ # '), 'cat\r\n/ # ', 'commands on the console get nothing on stdin');
 });
 
 t.test('only the newest opened connection that selected the instance gets output', async (t) => {
@@ -142,6 +144,7 @@ t.test('reads: max, abort, close', async (t) => {
   await t.rejects(pending, { message: 'stop' });
   await t.rejects(handle.read({ signal: AbortSignal.abort(new Error('early')) }), { message: 'early' });
   const blocked = handle.read();
+  await tick();
   await handle.close();
   await t.rejects(blocked, { code: 'EBADF' });
   await t.rejects(handle.read(), { code: 'EBADF' });
@@ -187,10 +190,10 @@ t.test('a stopped instance says nothing more; a restart boots again', async (t) 
   core.create(1, 'one', 'loaded');
   core.start(1);
   const handle = await attached(core, 1);
-  await handle.write(enc('sleep 0.05\n'));
-  await readUntil(handle, 'sleep 0.05\r\n');
+  await handle.write(enc('sleep 0.05\necho queued\n'));
+  await readUntil(handle, 'sleep 0.05\r\necho queued\r\n');
   core.stop(1);
-  t.equal(await readFor(handle, 120), '', 'no prompt after the command finishes');
+  t.equal(await readFor(handle, 120), '', 'no prompt after the command finishes, the queued line never runs');
   core.start(1);
   core.channels.instanceStarted(99); // an instance the core no longer knows: no boot log, no crash
   t.match(await readUntil(handle, '/ # '), 'Linux version');

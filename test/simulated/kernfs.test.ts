@@ -1,7 +1,8 @@
 import t from 'tap';
-import { decodeFdt, encodeFdt } from '../../lib/fdt/codec';
+import { decodeFdt } from '../../lib/fdt/codec';
 import { findNode, node, prop } from '../../lib/fdt/tree';
 import { SimulatedSystem } from '../../lib/system/simulated';
+import { fakeElfVmlinux } from '../contract/fake-kernel';
 import { baseline, dtbo, fragment, instanceCreate, memoryNode } from '../contract/suite';
 import { lastTx, M, MiB, overlay, setup, status } from './helpers';
 
@@ -32,6 +33,7 @@ t.test("fdt_check_header's rules", async (t) => {
     ['struct block outside', patched({ 36: size })],
     ['strings block outside', patched({ 32: size })],
     ['v16 struct offset outside', patched({ 20: 16, 24: 16, 8: size + 4 })],
+    ['v2 header of 32 bytes, strings outside', patched({ 20: 2, 24: 2, 12: 20 })],
   ];
   for (const [label, blob] of cases) {
     await t.rejects(sim.writeFile(`${M}/overlays/new`, blob), { code: 'EINVAL' }, label);
@@ -82,17 +84,29 @@ t.test('baseline rules against the topology', async (t) => {
   const res = await pool(sim);
   t.same(res.children.map((c) => c.name), ['memory@40000000', 'memory@100000000', 'devices'], 'one chunk per request, node 1 starts at 4 GiB');
   t.same(findNode(res, '/devices')!.children.map((c) => c.name), ['nic0']);
+  t.equal((await overlay(sim, dtbo([fragment('0', '/resources', [node('cpu-add', [], [cpu(5)])])]))).status, 'failed', 'pool cpu-add of an offline CPU');
+  const nic = node('devices', [], [node('nic', [prop.string('pci-id', '0000:00:04.0')])]);
+  const withNic = dtbo([fragment('0', '/instances', [node('instance-create', [prop.string('instance-name', 'n')], [node('resources', [prop.u64('memory-bytes', 64 * MiB)], [nic])])])]);
+  t.equal((await overlay(sim, withNic)).status, 'applied');
+  const n = decodeFdt(await sim.readFile(`${M}/instances/n/device_tree`)).root;
+  t.same(findNode(n, '/resources/devices')!.children.map((c) => c.name), ['pci@0'], 'the free pool device was reserved');
   t.equal((await sim.readFile('/sys/devices/system/cpu/online')).toString(), '0\n', 'CPU 2 is offline, 1 and 3 departed');
   t.equal((await sim.readFile('/sys/devices/system/cpu/present')).toString(), '0,2\n');
   t.equal((await sim.readFile('/proc/iomem')).toString(), [
     '00000000-1ffffffff : System RAM',
     '  40000000-7fffffff : Multikernel Memory Pool',
+    '    40000000-43ffffff : mk-instance-1-n-region-0',
     '  100000000-13fffffff : Multikernel Memory Pool',
     '',
   ].join('\n'));
 });
 
 t.test('/proc/cpuinfo and the CPU masks follow the pool', async (t) => {
+  const bare = new SimulatedSystem({ topology: { cpus: [{ apicId: 0, node: 0 }, { apicId: 1, node: 0 }], memoryBytes: 4 * GiB, numaNodes: 1 } });
+  t.teardown(() => bare.dispose());
+  await bare.mountMultikernel();
+  const nic = node('devices', [], [node('nic0', [prop.string('device-type', 'pci'), prop.string('pci-id', '0000:00:04.0')])]);
+  await t.rejects(bare.writeFile(`${M}/device_tree`, baseline([1], [memoryNode(0, GiB)], { resources: [nic] })), { code: 'ENODEV' }, 'a host without PCI devices');
   const sim = new SimulatedSystem();
   t.teardown(() => sim.dispose());
   const info = (await sim.readFile('/proc/cpuinfo')).toString();
@@ -119,6 +133,10 @@ t.test('overlay parsing and per-operation errors', async (t) => {
 
   await fails(dtbo([node('fragment@zz', [prop.string('target-path', '/instances')], [node('__overlay__')])]), 'fragment unit address not hex');
   await fails(dtbo([node('fragment@0', [], [node('__overlay__')])]), 'no target-path');
+  await fails(dtbo([]), 'no fragment');
+  const empty = await lastTx(sim);
+  await t.rejects(sim.rmdir(`${M}/overlays/tx_${empty.id}`), { code: 'EINVAL' }, 'a tx without fragments cannot be rolled back either');
+  t.match((await sim.dmesg()).join('\n'), /Rollback tx\d+: no usable fragment@N node: -22/);
   await fails(inst([], '/instances/'), 'target-path names no instance');
   await fails(inst([node('cpu-add', [], [cpu(4)])], '/instances'), 'a resource operation on /instances');
   await fails(inst([node('instance-create', [prop.string('instance-name', 'x')], [node('resources')])], '/resources'), 'instance-create on /resources');
@@ -134,8 +152,6 @@ t.test('overlay parsing and per-operation errors', async (t) => {
   await fails(res([node('memory-add', [], [node('memory@0', [prop.u64('reg', 0, GiB)])])]), 'pool memory-add by reg');
   await fails(res([node('memory-remove', [], [node('memory@0', [prop.u64('reg', 0, GiB)])])]), 'pool memory-remove of no chunk');
   const chunk = (await pool(sim)).children.find((c) => c.name.startsWith('memory@'))!;
-  const reg = decodeFdt(await sim.readFile(`${M}/device_tree`)).root;
-  void reg;
   await fails(res([node('memory-remove', [], [node('memory@0', [prop.bytes('reg', chunk.properties.find((p) => p.name === 'reg')!.value)])])]), 'a chunk holding an instance');
   await fails(res([node('cpu-add', [], [cpu(99)])]), 'pool cpu-add of an absent CPU');
   await fails(res([node('cpu-add', [], [cpu(4)])]), 'pool cpu-add of a pool CPU');
@@ -145,6 +161,7 @@ t.test('overlay parsing and per-operation errors', async (t) => {
   await fails(res([node('cpu-add', [], [node('cpu@0', [prop.string('reg', 'x1')])])]), 'cpu reg of 3 bytes');
   await fails(res([node('device-add', [], [pci('0000:00:09.0')])]), 'pool device-add of an absent device');
   await fails(res([node('device-add', [], [node('pci@0', [prop.string('pci-id', 'nope')])])]), 'malformed pci-id');
+  await fails(res([node('device-add', [], [node('pci@0')])]), 'no pci-id');
   await fails(res([node('device-remove', [], [pci('0000:00:04.0')])]), 'pool device-remove of a device not in the pool');
   await fails(inst([node('device-add', [], [pci('0000:00:04.0')])]), 'instance device-add of a device not in the pool');
   await applies(res([node('device-add', [], [pci('0000:00:04.0', [prop.string('alias', 'eth1')])]), node('cpu-add', [], [cpu(8, true)])]), 'pool device-add and cpu-add (u32 reg)');
@@ -161,17 +178,29 @@ t.test('overlay parsing and per-operation errors', async (t) => {
   await applies(inst([node('device-remove', [], [pci('0000:00:04.0')]), node('cpu-remove', [], [cpu(8)])]), 'instance device-remove and cpu-remove');
   await applies(res([node('device-remove', [], [pci('0000:00:04.0')]), node('cpu-remove', [], [cpu(8)])]), 'pool device-remove and cpu-remove');
   await applies(inst([node('memory-add', [], [node('memory@0', [prop.u64('reg', 0, 64 * MiB)])])]), 'instance memory-add on a stopped instance');
-  const regs = () => decodeFdt(Buffer.from([])).root;
-  void regs;
-  t.match((await sim.readFile('/proc/iomem')).toString(), /mk-instance-1-web-region-1/);
+  const iomem = (await sim.readFile('/proc/iomem')).toString();
+  const region = (n: number) => {
+    const m = new RegExp(`([0-9a-f]+)-([0-9a-f]+) : mk-instance-1-web-region-${n}`).exec(iomem)!;
+    const base = parseInt(m[1]!, 16);
+    return node('memory@0', [prop.u64('reg', base, parseInt(m[2]!, 16) + 1 - base)]);
+  };
   await fails(inst([node('memory-add', [], [node('memory@0', [prop.u64('reg', 0, 2 * GiB)])])]), 'instance memory-add beyond the pool');
   await fails(inst([node('memory-remove', [], [node('memory@0', [prop.u64('reg', 0, 64 * MiB)])])]), 'instance memory-remove of a range it does not hold');
+  await applies(inst([node('memory-remove', [], [region(0), { ...region(1), name: 'memory@1' }])]), 'instance memory-remove of both regions');
+  const bare = decodeFdt(await sim.readFile(`${M}/instances/web/device_tree`)).root;
+  t.same(findNode(bare, '/resources')!.properties.find((p) => p.name === 'memory-bytes')!.value, prop.u64('x', 0).value, 'no memory left');
+  const fd = await sim.openImageBytes('vmlinux', fakeElfVmlinux());
+  await t.rejects(sim.kexecFileLoad({ kernelFd: fd, initrdFd: -1, cmdline: '', flags: 0x10 | (1 << 5) | 4 }), { code: 'ENOMEM' }, 'an instance without memory cannot load');
+  await applies(res([node('device-add', [], [pci('0000:00:05.0')])]), 'pool device-add without alias');
+  t.same(findNode(await pool(sim), '/devices')!.children.map((c) => c.name), ['pci@000000050']);
+  await applies(inst([node('device-add', [], [pci('0000:00:05.0')])]), 'web takes it');
   // CPU and device reservation failures inside instance-create only warn
-  await applies(create([prop.u64('memory-bytes', 64 * MiB), prop.u64('cpus', 2, 10, 4)], [node('devices', [], [pci('0000:00:05.0'), node('x')])]), 'create with unavailable CPUs and devices');
+  await applies(create([prop.u64('memory-bytes', 64 * MiB), prop.u64('cpus', 2, 10, 4)], [node('devices', [], [pci('0000:00:05.0'), pci('0000:00:04.0'), node('x')])]), 'create with unavailable CPUs and devices');
   const db = decodeFdt(await sim.readFile(`${M}/instances/db/device_tree`)).root;
   t.same(findNode(db, '/resources')!.properties.find((p) => p.name === 'cpus')!.value, prop.u64('cpus', 4).value, 'only the free pool CPU was reserved');
   t.equal((await sim.readFile(`${M}/instances/db/id`)).toString(), '2\n', 'auto-assigned id skips used ones');
-  t.match((await sim.dmesg()).join('\n'), /failed to reserve CPU 2[^]*failed to reserve CPU 10[^]*failed to reserve device 0000:00:05.0/);
+  t.match((await sim.dmesg()).join('\n'), /failed to reserve CPU 2[^]*failed to reserve CPU 10[^]*failed to reserve device 0000:00:05.0[^]*failed to reserve device 0000:00:04.0/);
+  t.same(findNode(db, '/resources/devices')!.children, [], 'neither device was reserved');
   const long = dtbo([fragment('0', '/instances', [node('instance-remove', [prop.string('instance-name', 'db')])])], 'r'.repeat(300));
   const tx = await overlay(sim, long);
   t.equal((await sim.readFile(`${M}/overlays/tx_${tx.id}/resources`)).toString(), `${'r'.repeat(255)}\n`, 'mk,resources is cut to 255 characters');
@@ -193,10 +222,25 @@ t.test('pool memory: park area, shrink, rollback regrow, no-memory pool', async 
   t.match((await sim.dmesg()).join('\n'), /regrowing the pool by 512 MB/);
   const cpus = node('cpu-remove', [], [cpu(2), cpu(4), cpu(6)]);
   const all = (await pool(sim)).children.filter((c) => c.name.startsWith('memory@'));
-  t.equal((await overlay(sim, res([cpus, ...all.map(remove).map((r, i) => ({ ...r, name: i === 0 ? 'memory-remove' : 'memory-remove' }))]))).status, 'applied');
-  t.equal((await overlay(sim, res([remove(all[1]!)]))).status, 'applied', 'the other chunk');
+  t.equal((await overlay(sim, res([cpus, remove(all[0]!)]))).status, 'applied', 'CPUs home, then the park chunk');
+  t.equal((await overlay(sim, res([node('memory-add', [], [memoryNode(0, 64 * MiB)])]))).status, 'applied', 'grow into the hole');
+  const now = (await pool(sim)).children.filter((c) => c.name.startsWith('memory@'));
+  t.same(now.map((c) => c.name), ['memory@40000000', 'memory@80000000'], 'first fit: the hole below the remaining chunk');
+  const both = node('memory-remove', [], [remove(all[1]!).children[0]!, { ...remove(now[0]!).children[0]!, name: 'memory@1' }]);
+  t.equal((await overlay(sim, res([both]))).status, 'applied', 'the other chunks');
   t.equal((await overlay(sim, res([node('cpu-add', [], [cpu(2)])]))).status, 'failed', 'no park area without pool memory');
   t.equal((await overlay(sim, res([node('memory-add', [], [memoryNode(0, 64 * MiB)]), node('cpu-add', [], [cpu(2)])]))).status, 'applied', 'memory first, then CPUs');
+});
+
+t.test('instance memory is carved first-fit out of pool chunks', async (t) => {
+  const sim = await setup();
+  t.teardown(() => sim.dispose());
+  const create = (name: string, bytes: number) => dtbo([fragment('0', '/instances', [instanceCreate(name, { memoryBytes: bytes })])]);
+  const a = await overlay(sim, create('a', 64 * MiB));
+  await overlay(sim, create('b', 64 * MiB));
+  await sim.rmdir(`${M}/overlays/tx_${a.id}`);
+  await overlay(sim, create('c', 32 * MiB));
+  t.match((await sim.readFile('/proc/iomem')).toString(), /^    40000000-41ffffff : mk-instance-1-c-region-0\n    44000000-47ffffff : mk-instance-2-b-region-0$/m);
 });
 
 t.test('changes to a running instance wait for its acknowledgement', async (t) => {
@@ -206,12 +250,13 @@ t.test('changes to a running instance wait for its acknowledgement', async (t) =
   t.equal((await overlay(sim, inst([node('memory-add', [], [node('memory@0', [prop.u64('reg', 0, 100 * MiB)])])]))).status, 'failed', 'hot-add must be memory-block aligned');
   t.equal((await overlay(sim, inst([node('memory-add', [], [node('memory@0', [prop.u64('reg', 0, 128 * MiB)])])]))).status, 'applied');
   t.equal((await overlay(sim, inst([node('cpu-add', [], [cpu(4)])]))).status, 'applied');
+  sim.faults.add({ op: 'instance.ack', id: 1, times: 1, action: { errno: 'EIO' } });
+  t.equal((await overlay(sim, inst([node('cpu-add', [], [cpu(6)])]))).status, 'failed', 'an injected acknowledgement failure');
   await sim.panic(1);
   const t0 = Date.now();
   t.equal((await overlay(sim, inst([node('cpu-remove', [], [cpu(4)])]))).status, 'failed', 'a panicked spawn never acknowledges');
   t.ok(Date.now() - t0 >= 15);
   t.match((await sim.dmesg()).join('\n'), /Failed to apply overlay transaction \d+: -110/);
-  sim.faults.add({ op: 'instance.ack', id: 1, action: { errno: 'EIO' } });
   await sim.reboot(0x4d4b4c46, 1);
   t.equal(await status(sim), 'loaded');
   t.equal((await overlay(sim, inst([node('cpu-remove', [], [cpu(4)])]))).status, 'applied', 'a stopped instance needs no acknowledgement');
@@ -327,8 +372,8 @@ t.test('the pool device tree before a baseline', async (t) => {
   t.same(root.children, []);
   t.same(root.properties.map((p) => p.name), ['id', '#address-cells', '#size-cells']);
   t.equal((await sim.readFile('/proc/kimage')).toString(), 'MK_ID  Type        Start Address   Segments  Mode  Cmdline\n');
+  t.equal((await sim.readFile('/proc/iomem')).toString(), '00000000-3ffffffff : System RAM\n');
   t.equal((await overlay(sim, dtbo([fragment('0', '/resources', [])]))).status, 'failed', '/resources without a pool');
   t.match((await sim.dmesg()).join('\n'), /this kernel manages no pool/);
   t.equal((await overlay(sim, dtbo([fragment('0', '/instances', [instanceCreate('a', { memoryBytes: 64 * MiB })])]))).status, 'failed', 'no pool memory to give');
-  void encodeFdt;
 });

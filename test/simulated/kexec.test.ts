@@ -108,3 +108,29 @@ t.test('a stock kernel has no multikernel support', async (t) => {
   await t.rejects(sim.kexecFileLoad({ kernelFd: fd, initrdFd: -1, cmdline: '', flags: MK | kexecMkId(1) | NOINIT }), { code: 'EINVAL' });
   for (const cmd of [START, HALT, FORCE]) await t.rejects(sim.reboot(cmd, 1), { code: 'EINVAL' });
 });
+
+t.test('faults: stalls, clear, and the channels behind vsock', async (t) => {
+  const sim = await setup({}, { instance: true });
+  t.teardown(() => sim.dispose());
+  sim.faults.add({ op: 'stat', times: 1, action: { stallMs: 30 } });
+  const t0 = Date.now();
+  await sim.stat(M);
+  t.ok(Date.now() - t0 >= 25, 'stalled');
+  sim.faults.add({ op: 'stat', id: 7, action: { errno: 'EIO' } });
+  sim.faults.add({ op: 'stat', path: '/elsewhere', action: { errno: 'EIO' } });
+  sim.faults.add({ op: 'stat', path: /^\/proc\//, times: 1, action: { errno: 'EACCES' } });
+  sim.faults.add({ op: 'reboot', path: /./, action: { errno: 'EIO' } });
+  await sim.stat(M);
+  await t.rejects(sim.stat('/proc/iomem'), { code: 'EACCES' }, 'a path pattern');
+  await t.rejects(sim.reboot(0x4d4b4c46, 1), { code: 'EINVAL' }, 'a path rule never matches a step without a path');
+  t.equal(sim.faults.size, 3);
+  sim.faults.clear();
+  await sim.stat(M);
+  const server = await sim.vsockListen({ port: 4000, multikernel: false });
+  const client = await sim.vsockConnect({ cid: 1, port: 4000, multikernel: false });
+  const accepted = await server.accept();
+  t.equal(accepted.remotePort, client.localPort, 'vsock is served by the channels');
+  client.destroy();
+  accepted.destroy();
+  await server.close();
+});

@@ -89,6 +89,8 @@ t.test('stale holders are recovered', async (t) => {
   await t.resolves(locks.acquire('k', opts).then((r) => r()), 'an empty file older than a second is stale');
   fs.writeFileSync(`${file.slice(0, -2)}.s.999999999.1`, '999999999');
   await t.resolves(locks.acquire('k', opts).then((r) => r()), 'a dead shared holder is stale');
+  fs.mkdirSync(`${file.slice(0, -2)}.s.not-a-holder`);
+  await t.resolves(locks.acquire('k', opts).then((r) => r()), 'an entry that cannot be read is no holder');
   fs.rmSync(dir, { recursive: true });
   await t.rejects(locks.acquire('k', opts), { code: 'ENOENT' }, 'a lock directory that vanished is an error');
 });

@@ -8,11 +8,10 @@ const FDT_MAGIC = 0xd00dfeed;
 const FDT_FIRST_SUPPORTED_VERSION = 0x02;
 const FDT_LAST_SUPPORTED_VERSION = 0x11;
 
+/** fdt_header_size() for the versions that pass the version check (2..17) */
 function headerSize(version: number): number {
-  if (version <= 1) return 28;
-  if (version <= 2) return 32;
-  if (version < 17) return 36;
-  return 40;
+  if (version === 2) return 32;
+  return version < 17 ? 36 : 40;
 }
 
 /**

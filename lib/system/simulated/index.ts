@@ -154,14 +154,13 @@ export class SimulatedSystem implements System {
             stopped: (id) => this.#channels.instanceStopped(id),
           },
         });
-        try {
-          return await fn(k);
-        } catch (e) {
-          if (e instanceof KErr) throw systemError(e.code, syscall, errPath);
-          throw e;
-        } finally {
-          if (write) this.#save(s);
-        }
+        // A refused call may still have changed the state (a kernel does not roll back either).
+        const outcome = await Promise.resolve()
+          .then(() => fn(k))
+          .then((value) => ({ value }), (error: unknown) => ({ error }));
+        if (write) this.#save(s);
+        if ('error' in outcome) throw outcome.error instanceof KErr ? systemError(outcome.error.code, syscall, errPath) : outcome.error;
+        return outcome.value;
       } finally {
         release();
       }

@@ -199,7 +199,7 @@ export class Kernel {
     for (const n of nodes) {
       if (n >= this.s.topology.numaNodes) continue;
       const { start, end } = this.nodeRange(n);
-      const taken = (this.s.pool?.memory ?? []).slice().sort((a, b) => a.base - b.base);
+      const taken = this.s.pool!.memory.slice().sort((a, b) => a.base - b.base);
       let base = start;
       for (const t of taken) {
         if (t.base + t.size <= base || t.base >= end) continue;
@@ -261,7 +261,7 @@ export class Kernel {
     const devices = devs.map((d) => ({ name: d.name, type: str(d, 'device-type'), pci: raw(d, 'pci-id') ? this.guard(() => pciId(d)) : undefined }));
     for (const id of cpus) this.checkJoinable(id, cpus.filter((c) => c === id).length > 1);
     for (const d of devices) {
-      if (d.type === 'pci' && (d.pci === undefined || !(this.s.topology.pciDevices ?? []).includes(d.pci))) throw this.baselineFail('ENODEV');
+      if (d.type === 'pci' && (d.pci === undefined || !this.s.topology.pciDevices.includes(d.pci))) throw this.baselineFail('ENODEV');
     }
     this.s.pool = { cpus: [], memory: [], devices: [], parkChunk: null };
     try {
@@ -659,7 +659,7 @@ export class Kernel {
       if (t.kind === 'pool') {
         const pool = this.s.pool!;
         if (give) {
-          if (!(this.s.topology.pciDevices ?? []).includes(pci)) throw new KErr('ENODEV');
+          if (!this.s.topology.pciDevices.includes(pci)) throw new KErr('ENODEV');
           if (this.poolHasDevice(pci)) throw new KErr('EEXIST');
           pool.devices.push({ name: str(item, 'alias') ?? item.name, pciId: pci });
         } else {

@@ -28,21 +28,13 @@ function alive(pid: number): boolean {
 
 /** Removes `file` when its holder process no longer exists; true when the holder is alive. */
 function live(file: string): boolean {
-  let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    const text = fs.readFileSync(file, 'utf8');
+    // An empty file is a holder between open and write; it is given a second to finish.
+    if (text === '' ? Date.now() - fs.statSync(file).mtimeMs < 1000 : alive(Number(text))) return true;
   } catch {
-    return false; // released meanwhile
+    return false; // released meanwhile, or not a holder file
   }
-  const pid = Number(text);
-  // An empty file is a holder between open and write; it is given a second to finish.
-  if (text === '') {
-    try {
-      if (Date.now() - fs.statSync(file).mtimeMs < 1000) return true;
-    } catch {
-      return false;
-    }
-  } else if (alive(pid)) return true;
   fs.rmSync(file, { force: true });
   return false;
 }

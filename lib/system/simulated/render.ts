@@ -8,9 +8,9 @@ import { node, prop } from '../../fdt/tree';
 import type { FdtNode } from '../../fdt/types';
 import type { SimInstance, SimState } from './state';
 
-function poolCpusFree(s: SimState): number[] {
+function poolCpusFree(s: SimState, poolCpus: number[]): number[] {
   const owned = new Set(s.instances.flatMap((i) => i.cpus));
-  return (s.pool?.cpus ?? []).filter((c) => !owned.has(c));
+  return poolCpus.filter((c) => !owned.has(c));
 }
 
 /** Root device_tree read: the live pool (or, before a baseline, the host tree without memory). */
@@ -36,7 +36,7 @@ export function poolDtb(s: SimState): Buffer {
     children.push(
       node(
         'resources',
-        [prop.u64('cpus', ...s.pool.cpus), prop.u64('cpus-available', ...poolCpusFree(s))],
+        [prop.u64('cpus', ...s.pool.cpus), prop.u64('cpus-available', ...poolCpusFree(s, s.pool.cpus))],
         [...memories, devices],
       ),
     );

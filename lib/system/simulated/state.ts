@@ -17,9 +17,12 @@ export interface SimTopology {
   cpus: SimCpu[];
   memoryBytes: number;
   numaNodes: number;
-  /** host PCI devices, "DDDD:BB:SS.F" */
+  /** host PCI devices, "DDDD:BB:SS.F" (default none) */
   pciDevices?: string[];
 }
+
+/** The topology as the state keeps it, every field filled in. */
+export type SimHostTopology = Required<SimTopology>;
 
 export interface MemRange {
   base: number;
@@ -75,7 +78,7 @@ export interface SimTx {
 
 export interface SimState {
   version: 1;
-  topology: SimTopology;
+  topology: SimHostTopology;
   mounted: boolean;
   /** physical ids of CPUs departed into the pool (not present on the host) */
   pool: SimPool | null;
@@ -101,7 +104,7 @@ export const DEFAULT_TOPOLOGY: SimTopology = {
 export function initialState(topology: SimTopology): SimState {
   return {
     version: 1,
-    topology: structuredClone(topology),
+    topology: { ...structuredClone(topology), pciDevices: topology.pciDevices?.slice() ?? [] },
     mounted: false,
     pool: null,
     instances: [],
