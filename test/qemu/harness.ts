@@ -4,7 +4,7 @@
  * into tap assertions.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, statSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import type { Test } from 'tap';
@@ -76,18 +76,19 @@ export async function boot(name: string, options: QemuOptions): Promise<Boot> {
   mkdirSync(LOGS, { recursive: true });
   const log = path.join(LOGS, `${name}.log`);
   const verbose = process.env['MKQEMU_VERBOSE'] === '1';
+  // written as it arrives, so a hung guest can be watched with tail -f
+  const fd = openSync(log, 'w');
   let result: QemuResult;
-  let console = '';
   try {
     result = await runQemu({
       ...options,
       onOutput: (text) => {
-        console += text;
+        writeSync(fd, text);
         if (verbose) process.stderr.write(text);
       },
     });
   } finally {
-    writeFileSync(log, console);
+    closeSync(fd);
   }
   const checks = new Map<string, GuestCheck>();
   for (const line of result.output.split('\n')) {

@@ -40,6 +40,24 @@ await check('kexec-plain-load-unload', async () => {
   return { loadedAfterLoad: during, loadedAfterUnload: after };
 });
 
+// Debian's arm64 kernel is built without CONFIG_KEXEC_FILE: the syscall itself is ENOSYS there.
+await check('kexec-file-not-built-enosys', async () => {
+  const plain = await run(HELPER, ['kexec-load', KERNEL, 'console=ttyAMA0']);
+  assert(plain.stdout.startsWith('ERRNO ENOSYS'), `plain kexec_file_load: ${JSON.stringify(plain)}`);
+  const fd = await sys.openImage(KERNEL);
+  let err;
+  try {
+    const flags = uapi.KEXEC_MULTIKERNEL | uapi.kexecMkId(1) | uapi.KEXEC_FILE_NO_INITRAMFS;
+    err = await rejects(explainNoSupport(sys, 'kexec_file_load with KEXEC_MULTIKERNEL', () => sys.kexecFileLoad({ kernelFd: fd, initrdFd: -1, cmdline: 'x', flags })), 'multikernel load');
+  } finally {
+    await sys.closeImage(fd);
+  }
+  // either passed through as ENOSYS or explained as ERR_MK_NO_SUPPORT with ENOSYS as the cause
+  const errno = err.code === 'ERR_MK_NO_SUPPORT' ? err.cause?.code : err.code;
+  assert(errno === 'ENOSYS' && (err.code === 'ENOSYS' ? err.syscall === 'kexec_file_load' : true), `multikernel load: ${err.code} ${err.message}`);
+  return { plain: plain.stdout.trim(), library: err.code, message: err.message };
+});
+
 // -- multikernel requests on a stock kernel: EINVAL/ENOENT surface as ERR_MK_NO_SUPPORT -------
 function expectNoSupport(err, errno, operation) {
   assert(err?.code === 'ERR_MK_NO_SUPPORT', `code ${err?.code}: ${err?.message}`);

@@ -13,7 +13,14 @@ const collect = async (stream) => {
   for await (const c of stream) chunks.push(c);
   return Buffer.concat(chunks);
 };
-const withTimeout = (p, ms, what) => Promise.race([p, sleep(ms).then(() => { throw new Error(`${what}: no answer within ${ms} ms`); })]);
+// the timer is cleared: a pending one would keep node alive after the last check
+const withTimeout = (p, ms, what) => {
+  let timer;
+  const expired = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, expired]).finally(() => clearTimeout(timer));
+};
 
 await check('vsock-loopback-available', async () => {
   assert(existsSync('/sys/module/vsock_loopback') || existsSync('/sys/module/vsock'), 'vsock_loopback module not loaded');
