@@ -7,7 +7,7 @@ import { constants as osConstants } from 'node:os';
 import { posix } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { getSystemErrorMap } from 'node:util';
-import { isSystemError } from '../../errors';
+import type { SystemError } from '../../errors';
 import {
   FrameDecoder,
   FrameType,
@@ -31,7 +31,8 @@ import type { FaultInjector } from './faults';
 
 export const KERNEL_RELEASE = '7.0.0-mk2';
 export const KERNEL_VERSION = '#1 SMP PREEMPT_DYNAMIC';
-const MACHINE = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
+/** uname -m for the architectures the package supports (package.json "cpu") */
+const MACHINE = ({ arm64: 'aarch64', x64: 'x86_64' } as Record<string, string>)[process.arch];
 /** execvp's search path when the environment has no PATH (glibc). */
 const EXECVP_DEFAULT_PATH = '/bin:/usr/bin';
 /** Ports a trusted client can bind: only root can, so kerf-init trusts them (kerf exec/main.py). */
@@ -330,7 +331,6 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
     stream.destroy();
   };
   const send = async (type: number, payload?: Uint8Array): Promise<void> => {
-    if (stream.destroyed || stream.writableEnded) return;
     if (stream.write(encodeFrame(type, payload))) return;
     await new Promise<void>((resolve) => {
       const done = (): void => {
@@ -392,7 +392,8 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
     try {
       fault = await context.faults.hit('agent.exec', { id: instance.id, path: argv0, syscall: 'execve' });
     } catch (e) {
-      const code = isSystemError(e) ? e.code : 'EIO';
+      // The fault injector throws system errors only.
+      const code = (e as SystemError).code;
       return fail(code, `exec ${argv0}: ${strerror(code)}`);
     }
     if (finished()) return;

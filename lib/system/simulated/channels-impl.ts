@@ -28,7 +28,7 @@ export function createSimChannels(host: SimChannelHost, options: SimChannelOptio
   };
   const mktty = new SimMktty(host, nextPid);
   const vsock = new SimVsock(host, {
-    privileged: options.privileged ?? process.getuid?.() === 0,
+    privileged: options.privileged ?? process.getuid!() === 0, // Linux only (package.json "os")
     connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     // kerf-init is the one listener inside a running instance.
     instanceListener: (info, port) =>

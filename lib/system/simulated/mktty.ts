@@ -5,6 +5,7 @@
  * (docs/kernel-interface-channels.md).
  */
 import { systemError } from '../../errors';
+import { shellStatus } from '../../exec/protocol';
 import type { DeviceHandle } from '../system';
 import { KERNEL_RELEASE, KERNEL_VERSION, runWords, startProcess, tokenize } from './agent';
 import type { SimInstanceIdentity, SimProcessIo } from './agent';
@@ -232,7 +233,7 @@ export class SimMktty {
         return runWords(io, words);
       });
       const status = await process.status;
-      console.lastStatus = status.signaled ? 128 + status.code : status.code;
+      console.lastStatus = shellStatus(status);
     }
     if (alive()) this.emit(id, PROMPT);
   }

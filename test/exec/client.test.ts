@@ -1,0 +1,417 @@
+/**
+ * The exec client against the simulated kerf-init agent, over simulated vsock connections
+ * (a fake core drives the instance), plus raw-frame checks of the agent's side of the protocol.
+ */
+import t from 'tap';
+import { Duplex, Readable } from 'node:stream';
+import { ABORT_SIGNAL, ExecLostConnectionError, ExecRemoteError, execOverStream } from '../../lib/exec/client';
+import type { ExecRequest } from '../../lib/exec/client';
+import { FrameDecoder, FrameType, STDIN_WINDOW, decodeError, decodeExit, decodeStdinAck, encodeFrame, encodeOpen, encodeResize, encodeSignal } from '../../lib/exec/protocol';
+import type { Frame } from '../../lib/exec/protocol';
+import { isSystemError } from '../../lib/errors';
+import type { VsockStream } from '../../lib/system/system';
+import { FakeCore, tick } from '../contract/channels-fixture';
+
+/** kerf's connect_agent: bind a reserved port from 1023 down, skipping ports in use. */
+async function connectAgent(core: FakeCore, id = 1): Promise<VsockStream> {
+  for (let port = 1023; port >= 512; port--) {
+    try {
+      return await core.channels.vsockConnect({ cid: id, port: 1023, localPort: port });
+    } catch (e) {
+      if (!isSystemError(e, 'EADDRINUSE')) throw e;
+    }
+  }
+  throw new Error('no free reserved port');
+}
+
+function running(): FakeCore {
+  const core = new FakeCore();
+  core.create(1, 'web', 'loaded');
+  core.start(1);
+  return core;
+}
+
+async function run(core: FakeCore, request: ExecRequest) {
+  return execOverStream(await connectAgent(core), request);
+}
+
+/** Counts stdin in flight between the client and the agent. */
+function creditSpy(inner: Duplex) {
+  const stats = { inFlight: 0, maxInFlight: 0, signals: [] as number[] };
+  const fromClient = new FrameDecoder();
+  const fromAgent = new FrameDecoder();
+  const proxy = new Duplex({
+    write(chunk: Buffer, _enc, cb) {
+      for (const f of fromClient.push(chunk)) {
+        if (f.type === FrameType.STDIN) stats.maxInFlight = Math.max(stats.maxInFlight, (stats.inFlight += f.payload.length));
+        if (f.type === FrameType.SIGNAL) stats.signals.push(f.payload.readUInt32LE(0));
+      }
+      inner.write(chunk, cb);
+    },
+    final(cb) {
+      inner.end();
+      cb();
+    },
+    read() {},
+  });
+  inner.on('data', (chunk: Buffer) => {
+    for (const f of fromAgent.push(chunk)) if (f.type === FrameType.STDIN_ACK) stats.inFlight -= decodeStdinAck(f.payload);
+    proxy.push(chunk);
+  });
+  inner.on('end', () => proxy.push(null));
+  return { proxy, stats };
+}
+
+/** A hand-driven session: raw frames out, decoded frames in. */
+async function rawSession(core: FakeCore, localPort = 1000) {
+  const stream = await core.channels.vsockConnect({ cid: 1, port: 1023, localPort });
+  const decoder = new FrameDecoder();
+  const frames: Frame[] = [];
+  let ended = false;
+  stream.on('data', (chunk: Buffer) => frames.push(...decoder.push(chunk)));
+  stream.on('end', () => (ended = true));
+  stream.on('error', () => (ended = true));
+  const session = {
+    frames,
+    get ended() {
+      return ended;
+    },
+    send(type: number, payload?: Uint8Array) {
+      stream.write(encodeFrame(type, payload));
+    },
+    write(bytes: Uint8Array) {
+      stream.write(bytes);
+    },
+    async until(what: () => boolean, ms = 2000) {
+      for (let waited = 0; !what(); waited += 5) {
+        if (waited > ms) throw new Error(`timed out; frames ${frames.map((f) => f.type).join(',')} ended ${ended}`);
+        await tick(5);
+      }
+    },
+    types: () => frames.map((f) => f.type),
+    open(argv: string[], flags = 0, extra: Partial<Parameters<typeof encodeOpen>[0]> = {}) {
+      session.send(FrameType.OPEN, encodeOpen({ flags, uid: 0, gid: 0, groups: [], rows: 0, cols: 0, cwd: '/', argv, env: ['PATH=/bin'], ...extra }));
+    },
+  };
+  return session;
+}
+
+t.test('echo: STARTED, output, EXIT 0', async (t) => {
+  const core = running();
+  let started = -1;
+  const result = await run(core, { argv: ['echo', 'hello', 'world'], onStarted: (pid) => (started = pid) });
+  t.same(result, { exitCode: 0, signaled: false, stdout: Buffer.from('hello world\n'), stderr: Buffer.alloc(0), pid: 100 });
+  t.equal(started, 100);
+  t.equal((await run(core, { argv: ['echo', '-n', 'x'] })).pid, 101, 'pids count up per instance');
+  core.start(1);
+  t.equal((await run(core, { argv: ['true'] })).pid, 100, 'and start over after a reboot');
+});
+
+t.test('exit codes', async (t) => {
+  const core = running();
+  t.equal((await run(core, { argv: ['false'] })).exitCode, 1);
+  t.equal((await run(core, { argv: ['sh', '-c', 'exit 3'] })).exitCode, 3);
+  t.equal((await run(core, { argv: ['sh', '-c', 'exit 300'] })).exitCode, 44, 'an exit status is 8 bits');
+  t.equal((await run(core, { argv: ['sh', '-c', 'false; exit'] })).exitCode, 1, 'exit alone keeps the last status');
+  const r = await run(core, { argv: ['sh', '-c', 'nope'] });
+  t.same([r.exitCode, r.stderr.toString()], [127, 'sh: nope: not found\n']);
+  const d = await run(core, { argv: ['sh', '-c', '/bin'] });
+  t.same([d.exitCode, d.stderr.toString()], [126, 'sh: /bin: Permission denied\n']);
+  t.equal((await run(core, { argv: ['sh', '-c'] })).exitCode, 2);
+});
+
+t.test('ERROR frames become ExecRemoteError with kerf exit codes', async (t) => {
+  const core = running();
+  const notFound = await t.rejects(run(core, { argv: ['nope'] }), ExecRemoteError);
+  t.match(notFound, { code: 'ERR_MK_EXEC_REMOTE', errno: 2, errnoCode: 'ENOENT', exitCode: 127, name: 'ExecRemoteError' });
+  t.match(String(notFound), 'exec nope: No such file or directory');
+  await t.rejects(run(core, { argv: ['/bin'] }), { errnoCode: 'EACCES', exitCode: 126, message: /exec \/bin: Permission denied/ });
+  await t.rejects(run(core, { argv: ['true'], cwd: '/nowhere' }), { errnoCode: 'ENOENT', message: /chdir \/nowhere: No such file or directory/ });
+  await t.rejects(run(core, { argv: ['echo'], env: { PATH: '/nonexistent' } }), { errnoCode: 'ENOENT', message: /exec echo/ }, 'execvp searches the PATH sent');
+  t.equal((await run(core, { argv: ['/bin/echo', 'abs'] })).stdout.toString(), 'abs\n');
+  t.equal((await run(core, { argv: ['./echo', 'rel'], cwd: '/usr/bin' })).stdout.toString(), 'rel\n');
+  t.equal((await run(core, { argv: ['echo', 'dot'], cwd: '/bin', env: { PATH: ':' } })).stdout.toString(), 'dot\n', 'an empty PATH entry is the cwd');
+});
+
+t.test('cat of 1 MiB through the 64 KiB credit window', async (t) => {
+  const core = running();
+  const input = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < input.length; i++) input[i] = (i * 31 + 7) & 0xff;
+  const { proxy, stats } = creditSpy(await connectAgent(core));
+  const result = await execOverStream(proxy, { argv: ['cat'], stdin: input });
+  t.equal(result.exitCode, 0);
+  t.ok(result.stdout.equals(input), 'stdout equals stdin');
+  t.ok(stats.maxInFlight <= STDIN_WINDOW, `never more than 64 KiB unacknowledged (max ${stats.maxInFlight})`);
+  t.ok(stats.maxInFlight > 0);
+  t.equal(stats.inFlight, 0, 'every byte acknowledged');
+  const streamed = await run(core, { argv: ['cat', '-'], stdin: Readable.from([Buffer.from('ab'), 'cd', new Uint8Array([0x65])]) });
+  t.equal(streamed.stdout.toString(), 'abcde', 'a Readable of buffers and strings');
+});
+
+t.test('stdin the command never reads: acknowledged or abandoned, never stuck', async (t) => {
+  const core = running();
+  const result = await run(core, { argv: ['true'], stdin: Buffer.alloc(200 * 1024) });
+  t.equal(result.exitCode, 0, 'EXIT ends the session while stdin waits for credit');
+  const endless = new Readable({
+    read() {
+      setTimeout(() => this.push(Buffer.from('x')), 5);
+    },
+  });
+  t.equal((await run(core, { argv: ['true'], stdin: endless })).exitCode, 0, 'EXIT ends the session while stdin keeps coming');
+  await tick(20);
+  t.notOk(endless.destroyed, 'the caller keeps its stdin stream');
+  const idle = new Readable({ read() {} });
+  t.equal((await run(core, { argv: ['true'], stdin: idle })).exitCode, 0);
+  idle.on('error', () => {}); // the caller's stream, the caller's errors
+  idle.destroy(new Error('late failure'));
+  await tick(); // the session is over: of no consequence to it
+  const raw = await rawSession(core);
+  raw.open(['sleep', '0.1']); // no STDIN flag: stdin is /dev/null
+  await raw.until(() => raw.types().includes(FrameType.STARTED));
+  raw.send(FrameType.STDIN, Buffer.from('0123456789'));
+  await raw.until(() => raw.types().includes(FrameType.STDIN_ACK));
+  t.equal(decodeStdinAck(raw.frames.find((f) => f.type === FrameType.STDIN_ACK)!.payload), 10, 'acknowledged at once');
+  raw.send(FrameType.STDIN_EOF);
+  await raw.until(() => raw.ended);
+  t.same(decodeExit(raw.frames.at(-1)!.payload), { signaled: false, code: 0 });
+});
+
+t.test('the agent hangs up on a client that overruns the window', async (t) => {
+  const core = running();
+  const raw = await rawSession(core);
+  raw.open(['sleep', '5'], 2);
+  await raw.until(() => raw.types().includes(FrameType.STARTED));
+  raw.send(FrameType.STDIN, Buffer.alloc(STDIN_WINDOW));
+  raw.send(FrameType.STDIN, Buffer.alloc(1));
+  await raw.until(() => raw.ended);
+  t.notOk(raw.types().includes(FrameType.EXIT), 'closed without EXIT');
+});
+
+t.test('signals: SIGNAL frames, abort, ignored signals', async (t) => {
+  const core = running();
+  const raw = await rawSession(core);
+  raw.open(['sleep', '5']);
+  await raw.until(() => raw.types().includes(FrameType.STARTED));
+  raw.send(FrameType.SIGNAL, encodeSignal(17)); // SIGCHLD: ignored by default
+  raw.send(FrameType.SIGNAL, encodeSignal(9));
+  await raw.until(() => raw.ended);
+  t.same(decodeExit(raw.frames.at(-1)!.payload), { signaled: true, code: 9 });
+
+  const { proxy, stats } = creditSpy(await connectAgent(core));
+  const controller = new AbortController();
+  const pending = execOverStream(proxy, { argv: ['sleep', '5'], signal: controller.signal, onStarted: () => controller.abort(new Error('user abort')) });
+  await t.rejects(pending, { message: 'user abort' });
+  await tick(20);
+  t.same(stats.signals, [ABORT_SIGNAL], 'SIGTERM went to the command first');
+
+  const stalled = running();
+  stalled.faults.add({ op: 'agent.exec', action: { stallMs: 50 } });
+  const spy2 = creditSpy(await connectAgent(stalled));
+  const early = new AbortController();
+  const before = execOverStream(spy2.proxy, { argv: ['sleep', '5'], signal: early.signal });
+  await tick(10);
+  early.abort(new Error('too slow'));
+  await t.rejects(before, { message: 'too slow' });
+  t.same(spy2.stats.signals, [], 'no SIGNAL before STARTED');
+  await t.rejects(run(core, { argv: ['true'], signal: AbortSignal.abort(new Error('never')) }), { message: 'never' });
+
+  const stdinKill = await rawSession(core, 999);
+  stdinKill.open(['cat'], 2);
+  await stdinKill.until(() => stdinKill.types().includes(FrameType.STARTED));
+  stdinKill.send(FrameType.SIGNAL, encodeSignal(15));
+  await stdinKill.until(() => stdinKill.ended);
+  t.same(decodeExit(stdinKill.frames.at(-1)!.payload), { signaled: true, code: 15 }, 'a command waiting on stdin dies too');
+  const result = await run(core, { argv: ['sh', '-c', 'sleep 0'] });
+  t.same([result.exitCode, result.signaled, result.signal], [0, false, undefined]);
+});
+
+t.test('lost connection: instance stopped, agent dies, untrusted port', async (t) => {
+  const core = running();
+  const pending = run(core, { argv: ['sleep', '5'], onStarted: () => core.stop(1) });
+  const lost = await t.rejects(pending, ExecLostConnectionError);
+  t.match(lost, { code: 'ERR_MK_EXEC_LOST_CONNECTION', name: 'ExecLostConnectionError', message: /connection to the instance lost/ });
+  core.start(1);
+  core.faults.add({ op: 'agent.exec', id: 1, times: 1, action: { halfway: true } });
+  await t.rejects(run(core, { argv: ['true'] }), { message: /before the command exited/ });
+  const untrusted = await core.channels.vsockConnect({ cid: 1, port: 1023 });
+  t.ok(untrusted.localPort > 1023);
+  await t.rejects(execOverStream(untrusted, { argv: ['true'] }), ExecLostConnectionError, 'closed without a frame');
+  core.faults.add({ op: 'agent.exec', id: 1, times: 1, action: { errno: 'ENOMEM' } });
+  await t.rejects(run(core, { argv: ['true'] }), { errnoCode: 'ENOMEM', exitCode: 126, message: /exec true: Not enough memory/ });
+});
+
+t.test('a client that meets a broken agent', async (t) => {
+  const core = new FakeCore();
+  const server = await core.channels.vsockListen({ port: 4000, multikernel: false });
+  const fake = async (reply: Buffer) => {
+    const client = await core.channels.vsockConnect({ cid: 1, port: 4000, multikernel: false });
+    const agent = await server.accept();
+    agent.on('data', () => {});
+    agent.write(reply);
+    return execOverStream(client, { argv: ['x'] });
+  };
+  const bad = encodeFrame(FrameType.STDOUT);
+  bad.writeUInt16LE(7, 6);
+  const e = await t.rejects(fake(bad), ExecLostConnectionError);
+  t.match((e as Error).cause, { reason: 'reserved' });
+  await t.rejects(fake(encodeFrame(FrameType.STARTED, Buffer.alloc(2))), { message: /broke the protocol/ });
+  await t.rejects(fake(encodeFrame(FrameType.ERROR, Buffer.alloc(1))), { message: /broke the protocol/ });
+  const ok = await fake(Buffer.concat([encodeFrame(99), encodeFrame(FrameType.EXIT, Buffer.from([0, 5])), encodeFrame(FrameType.STDOUT, Buffer.from('late'))]));
+  t.same([ok.exitCode, ok.pid, ok.stdout.length], [5, -1, 0], 'unknown frame types are ignored, nothing counts after EXIT');
+  const killed = await fake(encodeFrame(FrameType.EXIT, Buffer.from([1, 9])));
+  t.same([killed.exitCode, killed.signaled, killed.signal], [137, true, 9], 'signaled: 128 + signal');
+  const silent = await core.channels.vsockConnect({ cid: 1, port: 4000, multikernel: false });
+  const quitter = await server.accept();
+  quitter.on('data', () => {});
+  const early = execOverStream(silent, { argv: ['x'] });
+  quitter.end();
+  await t.rejects(early, { message: /lost before the command started/ });
+  const lonely = await core.channels.vsockConnect({ cid: 1, port: 4000, multikernel: false });
+  await t.rejects(execOverStream(lonely, { argv: [] }), RangeError, 'an OPEN that cannot be encoded');
+  (await server.accept()).destroy();
+  const client = await core.channels.vsockConnect({ cid: 1, port: 4000, multikernel: false });
+  const agent = await server.accept();
+  const pending = execOverStream(client, { argv: ['x'] });
+  client.destroy(new Error('boom'));
+  await t.rejects(pending, { message: /connection to the instance lost \(boom\)/ });
+  agent.destroy();
+  const failing = new Readable({
+    read() {
+      this.destroy(new Error('stdin broke'));
+    },
+  });
+  const c2 = await core.channels.vsockConnect({ cid: 1, port: 4000, multikernel: false });
+  const a2 = await server.accept();
+  a2.on('data', () => {});
+  a2.write(encodeFrame(FrameType.STARTED, Buffer.alloc(4)));
+  await t.rejects(execOverStream(c2, { argv: ['x'], stdin: failing }), { message: 'stdin broke' });
+  await core.channels.close();
+});
+
+t.test('commands and what they report', async (t) => {
+  const core = running();
+  const out = async (request: ExecRequest) => {
+    const r = await run(core, request);
+    return [r.exitCode, r.stdout.toString(), r.stderr.toString()];
+  };
+  t.same(await out({ argv: ['uname', '-a'] }), [0, `Linux web 7.0.0-mk2 #1 SMP PREEMPT_DYNAMIC ${{ arm64: 'aarch64', x64: 'x86_64' }[process.arch as 'x64']} GNU/Linux\n`, '']);
+  t.same(await out({ argv: ['uname'] }), [0, 'Linux\n', '']);
+  t.same(await out({ argv: ['uname', '-n', '-r'] }), [0, 'web 7.0.0-mk2\n', '']);
+  t.same(await out({ argv: ['uname', '-x'] }), [1, '', "uname: invalid option '-x'\n"]);
+  t.same(await out({ argv: ['cat', '/proc/cmdline', '/etc/hostname', 'version'], cwd: '/proc' }), [0, 'console=mktty0 rdinit=/init\nweb\nLinux version 7.0.0-mk2 (multikernel simulator) #1 SMP PREEMPT_DYNAMIC\n', '']);
+  t.same(await out({ argv: ['cat', '/missing', '/tmp'] }), [1, '', 'cat: /missing: No such file or directory\ncat: /tmp: Is a directory\n']);
+  t.same(await out({ argv: ['pwd'], cwd: 'tmp' }), [0, '/tmp\n', ''], 'a relative cwd is taken from /');
+  t.same(await out({ argv: ['env'], env: { TERM: 'xterm' } }), [0, 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nHOME=/root\nTERM=xterm\n', '']);
+  t.same(await out({ argv: ['id'] }), [0, 'uid=0(root) gid=0(root) groups=0(root)\n', '']);
+  t.same(await out({ argv: ['id'], uid: 1000, gid: 100, groups: [100, 4] }), [0, 'uid=1000 gid=100 groups=100,4\n', '']);
+  t.same(await out({ argv: ['id'], gid: 5 }), [0, 'uid=0(root) gid=5 groups=5\n', ''], 'gid alone: uid defaults to 0');
+  t.same(await out({ argv: ['stty', 'size'], tty: { rows: 30, cols: 100 } }), [0, '30 100\r\n', ''], 'a pty translates newlines');
+  t.same(await out({ argv: ['stty', 'size'] }), [1, '', "stty: 'standard input': Inappropriate ioctl for device\n"]);
+  t.same(await out({ argv: ['stty', 'raw'] }), [1, '', "stty: invalid argument 'raw'\n"]);
+  t.same(await out({ argv: ['cat', '/missing'], tty: { rows: 1, cols: 1 } }), [1, 'cat: /missing: No such file or directory\r\n', ''], 'a pty merges stderr into stdout');
+  t.same(await out({ argv: ['sleep'] }), [1, '', 'sleep: missing operand\n']);
+  t.same(await out({ argv: ['sleep', 'abc'] }), [1, '', "sleep: invalid time interval 'abc'\n"]);
+  const [code, text] = await out({ argv: ['sh', '-c', "echo 'a  b' \"c $$\" x$?; false; echo $?"] });
+  t.equal(code, 0);
+  t.match(text, /^a {2}b c \d+ x0\n1\n$/, 'quotes, $$ and $?');
+  t.same(await out({ argv: ['sh'], stdin: Buffer.from('echo a; echo b\n\nexit 4\necho never\n') }), [4, 'a\nb\n', '']);
+  const chunks: string[] = [];
+  const errs: string[] = [];
+  const streamed = await run(core, { argv: ['sh', '-c', 'echo out; cat /missing'], onStdout: (c) => chunks.push(c.toString()), onStderr: (c) => errs.push(c.toString()) });
+  t.same([streamed.stdout.length, streamed.stderr.length, chunks, errs], [0, 0, ['out\n'], ['cat: /missing: No such file or directory\n']]);
+});
+
+t.test('agent protocol rules (session.c)', async (t) => {
+  const core = running();
+  const errorOf = (raw: Awaited<ReturnType<typeof rawSession>>) => decodeError(raw.frames.find((f) => f.type === FrameType.ERROR)!.payload);
+
+  const v2 = await rawSession(core, 1000);
+  const open = encodeOpen({ flags: 0, uid: 0, gid: 0, groups: [], rows: 0, cols: 0, cwd: '/', argv: ['true'], env: [] });
+  open.writeUInt16LE(2, 0);
+  v2.send(FrameType.OPEN, open);
+  await v2.until(() => v2.ended);
+  t.same(errorOf(v2), { errno: 71, message: 'unsupported protocol version' });
+
+  const bad = await rawSession(core, 1001);
+  bad.write(Buffer.concat([encodeFrame(FrameType.OPEN, Buffer.alloc(10)), encodeFrame(FrameType.STDIN_EOF)]));
+  await bad.until(() => bad.ended);
+  t.same(errorOf(bad), { errno: 22, message: 'malformed OPEN request' });
+
+  const notOpen = await rawSession(core, 1002);
+  notOpen.write(Buffer.concat([encodeFrame(FrameType.STDIN_EOF), encodeFrame(FrameType.OPEN)]));
+  await notOpen.until(() => notOpen.ended);
+  t.same(notOpen.frames, [], 'a first frame other than OPEN: closed without a word');
+
+  const oversize = await rawSession(core, 1003);
+  const header = Buffer.alloc(8);
+  header.writeUInt32LE(70000, 0);
+  oversize.write(header);
+  await oversize.until(() => oversize.ended);
+  t.same(oversize.frames, []);
+
+  const noEnv = await rawSession(core, 1004);
+  noEnv.open(['echo', 'default path'], 0, { env: [] });
+  await noEnv.until(() => noEnv.ended);
+  t.equal(noEnv.frames.find((f) => f.type === FrameType.STDOUT)!.payload.toString(), 'default path\n', 'execvp falls back to /bin:/usr/bin');
+
+  const resize = await rawSession(core, 1005);
+  resize.open(['sh', '-c', 'sleep 0.05; stty size'], 1, { rows: 24, cols: 80 });
+  await resize.until(() => resize.types().includes(FrameType.STARTED));
+  resize.send(FrameType.RESIZE, encodeResize({ rows: 50, cols: 132 }));
+  await resize.until(() => resize.ended);
+  t.equal(resize.frames.find((f) => f.type === FrameType.STDOUT)!.payload.toString(), '50 132\r\n');
+
+  const noTty = await rawSession(core, 1006);
+  noTty.open(['sleep', '0.02']);
+  await noTty.until(() => noTty.types().includes(FrameType.STARTED));
+  noTty.send(FrameType.RESIZE, encodeResize({ rows: 1, cols: 1 }));
+  await noTty.until(() => noTty.ended);
+  t.same(decodeExit(noTty.frames.at(-1)!.payload), { signaled: false, code: 0 }, 'RESIZE without a pty is ignored');
+
+  let port = 600;
+  for (const [label, type, payload] of [
+    ['a RESIZE of the wrong size', FrameType.RESIZE, Buffer.alloc(3)],
+    ['an unknown frame type', 42, undefined],
+    ['a second OPEN', FrameType.OPEN, undefined],
+  ] as const) {
+    const s = await rawSession(core, port++);
+    s.open(['sleep', '5']);
+    await s.until(() => s.types().includes(FrameType.STARTED));
+    s.send(type, payload);
+    await s.until(() => s.ended);
+    t.notOk(s.types().includes(FrameType.EXIT), `${label}: hang up`);
+    await tick();
+  }
+
+  const broken = await rawSession(core, 1008);
+  broken.open(['sleep', '5']);
+  await broken.until(() => broken.types().includes(FrameType.STARTED));
+  const badHeader = encodeFrame(FrameType.STDIN_EOF);
+  badHeader.writeUInt16LE(1, 6);
+  broken.write(badHeader);
+  await broken.until(() => broken.ended);
+  t.notOk(broken.types().includes(FrameType.EXIT), 'a reserved field that is not 0: hang up');
+
+  core.faults.add({ op: 'agent.exec', times: 1, action: { stallMs: 30 } });
+  const early = await rawSession(core, 1009);
+  early.open(['cat'], 2);
+  early.send(FrameType.STDIN, Buffer.from('typed ahead'));
+  early.send(FrameType.STDIN_EOF);
+  await early.until(() => early.ended);
+  t.equal(early.frames.find((f) => f.type === FrameType.STDOUT)!.payload.toString(), 'typed ahead', 'frames sent before STARTED are kept');
+
+  core.faults.add({ op: 'agent.exec', times: 1, action: { stallMs: 30 } });
+  const earlyBad = await rawSession(core, 1010);
+  earlyBad.open(['sleep', '5']);
+  earlyBad.send(FrameType.RESIZE, Buffer.alloc(1));
+  await earlyBad.until(() => earlyBad.ended);
+  t.notOk(earlyBad.types().includes(FrameType.EXIT), 'a bad frame sent before STARTED hangs up once started');
+
+  core.faults.add({ op: 'agent.exec', times: 1, action: { stallMs: 30 } });
+  const gone = await rawSession(core, 1011);
+  gone.open(['true']);
+  await tick(5);
+  core.stop(1);
+  await tick(50);
+  t.same(gone.frames, [], 'the host went away while the agent was starting the command');
+});
