@@ -1,9 +1,10 @@
 import t, { type Test } from 'tap';
 import { MultikernelError, isSystemError } from '../../lib/errors';
 import { parseCpuinfo, parseKimage, txIds } from '../../lib/kernfs';
-import { encodeOverlay, parsePool } from '../../lib/model';
+import { encodeBaseline, encodeOverlay, parsePool } from '../../lib/model';
 import { placeholderImage, runSelftest, type SelftestStep } from '../../lib/selftest';
 import { SimulatedSystem } from '../../lib/system/simulated';
+import type { System } from '../../lib/system/system';
 import { applyOverlay } from '../../lib/transaction';
 
 const LOCK = '/run/multikernel.lock';
@@ -48,7 +49,6 @@ t.test('the whole lifecycle on the simulated kernel, re-reading the kernel at ea
 t.test('an existing pool is reused and kept', async (t) => {
   const system = await sim(t);
   await system.mountMultikernel();
-  const { encodeBaseline } = await import('../../lib/model');
   await system.writeFile('/sys/fs/multikernel/device_tree', encodeBaseline({ cpus: [2, 4, 6], memory: [{ size: 1n << 30n }] }));
   const steps: SelftestStep[] = [];
   await runSelftest(system, { image: placeholderImage(), lockPath: LOCK, cpus: 2, onStep: (s) => steps.push(s) });
@@ -132,4 +132,226 @@ t.test('kernfs helpers', async (t) => {
     { processor: 0, apicId: 0, physicalPackage: 0 },
     { processor: 1, apicId: 2 },
   ]);
+});
+
+t.test('CPUs taken by a concurrent writer are caught: instance-create only warns about them', async (t) => {
+  const system = await sim(t);
+  await system.mountMultikernel();
+  await system.writeFile('/sys/fs/multikernel/device_tree', encodeBaseline({ cpus: [2, 4], memory: [{ size: 1n << 30n }] }));
+  let thief: Promise<unknown> | undefined;
+  const err = (await runSelftest(system, {
+    image: placeholderImage(),
+    lockPath: LOCK,
+    onStep: (s) => {
+      // Between reading the pool and creating the instance, another writer takes CPU 4.
+      if (s.step === 'pool') thief = applyOverlay(system, encodeOverlay([{ op: 'instance-create', name: 'thief', id: 7, memoryBytes: 1n << 24n, cpus: [4] }]), { lockPath: LOCK });
+    },
+  }).catch((e: unknown) => e)) as MultikernelError;
+  await thief;
+  t.equal(err.code, 'ERR_MK_TX_FAILED');
+  t.match(err.message, /instance "selftest" was not granted what was asked: id 1, cpus \[\]/);
+  t.same(await system.readdir('/sys/fs/multikernel/instances'), ['thief'], 'the half-granted instance was removed, the other writer\'s kept');
+});
+
+t.test('a graceful halt that times out (the spawn panicked) falls back to a forced halt', async (t) => {
+  const system = await sim(t, { haltTimeoutMs: 200 });
+  const steps: SelftestStep[] = [];
+  await runSelftest(system, {
+    image: placeholderImage(),
+    lockPath: LOCK,
+    bootTimeoutMs: 2000,
+    onStep: (s) => {
+      steps.push(s);
+      if (s.step === 'start') void system.panic(1);
+    },
+  });
+  t.match(steps.find((s) => s.step === 'stop')!.detail, 'graceful halt timed out; forced halt: loaded');
+  t.same(await leftovers(system), { instances: [], pooledCpus: 0, poolMemory: 0 });
+});
+
+t.test('aborting stops between steps and undoes the run', async (t) => {
+  const system = await sim(t);
+  const ac = new AbortController();
+  const err = await runSelftest(system, {
+    image: placeholderImage(),
+    lockPath: LOCK,
+    signal: ac.signal,
+    onStep: (s) => s.step === 'start' && ac.abort(new Error('operator said stop')),
+  }).catch((e: unknown) => e);
+  t.match(err, { message: 'operator said stop' });
+  t.same(await leftovers(system), { instances: [], pooledCpus: 0, poolMemory: 0 }, 'the active instance was force-halted, unloaded and removed');
+});
+
+t.test('the agent is reached from the first free reserved port', async (t) => {
+  const system = await sim(t);
+  system.faults.add({ op: 'vsock.connect', action: { errno: 'EADDRINUSE' }, times: 2 });
+  const r = await runSelftest(system, { image: placeholderImage(), lockPath: LOCK, exec: ['true'] });
+  t.equal(r.exec?.exitCode, 0, 'ports 1023 and 1022 were busy; 1021 worked');
+  const busy = await sim(t);
+  busy.faults.add({ op: 'vsock.connect', action: { errno: 'EADDRINUSE' } });
+  await t.rejects(runSelftest(busy, { image: placeholderImage(), lockPath: LOCK, exec: ['true'] }), { message: /no free local vsock port in 512..1023/ });
+  const refused = await sim(t);
+  refused.faults.add({ op: 'vsock.connect', action: { errno: 'ECONNREFUSED' } });
+  await t.rejects(runSelftest(refused, { image: placeholderImage(), lockPath: LOCK, exec: ['true'] }), { code: 'ECONNREFUSED' });
+  t.same(await leftovers(refused), { instances: [], pooledCpus: 0, poolMemory: 0 });
+});
+
+t.test('a console that cannot be selected is closed and the run undone', async (t) => {
+  const system = await sim(t);
+  system.faults.add({ op: 'mktty.write', action: { errno: 'ENOSPC' }, times: 1 });
+  await t.rejects(runSelftest(system, { image: placeholderImage(), lockPath: LOCK }), { code: 'ENOSPC' });
+  t.same(await leftovers(system), { instances: [], pooledCpus: 0, poolMemory: 0 });
+});
+
+/** The same simulated kernel with some System methods replaced (for kernel behaviours the simulator does not produce). */
+function tweak(system: SimulatedSystem, overrides: Partial<System>): System {
+  return new Proxy(system, {
+    get(target, key, receiver) {
+      const own = (overrides as Record<string | symbol, unknown>)[key];
+      if (own !== undefined) return own;
+      const v = Reflect.get(target, key, receiver) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  }) as unknown as System;
+}
+
+t.test('an older kernel without /proc/kimage still loads; image and initrd from files', async (t) => {
+  const system = await sim(t);
+  system.faults.add({ op: 'read', path: '/proc/kimage', action: { errno: 'ENOENT' } });
+  const dir = t.testdir({ vmlinux: Buffer.from(placeholderImage()), 'initrd.cpio': 'initramfs' });
+  const steps: SelftestStep[] = [];
+  await runSelftest(system, { kernel: `${dir}/vmlinux`, initrd: `${dir}/initrd.cpio`, lockPath: LOCK, onStep: (s) => steps.push(s) });
+  t.equal(steps.find((s) => s.step === 'load')!.detail, 'loaded');
+});
+
+t.test('on arm64 /proc/cpuinfo names no physical ids: the pool must be made by hand', async (t) => {
+  const system = await sim(t, { arch: 'arm64' });
+  await t.rejects(runSelftest(system, { image: placeholderImage('arm64'), lockPath: LOCK }), { code: 'ERR_MK_INVALID_SPEC', message: /shows no apicid/ });
+  await system.writeFile('/sys/fs/multikernel/device_tree', encodeBaseline({ cpus: [2], memory: [{ size: 1n << 30n }] }));
+  const r = await runSelftest(system, { image: placeholderImage('arm64'), lockPath: LOCK });
+  t.same(r.instance.cpus, [2], 'an existing pool works on arm64');
+});
+
+t.test('a pool whose CPUs are all lent gets one more host CPU, and the run gives back only that', async (t) => {
+  const system = await sim(t);
+  await system.mountMultikernel();
+  await system.writeFile('/sys/fs/multikernel/device_tree', encodeBaseline({ cpus: [2], memory: [{ size: 1n << 30n }] }));
+  await applyOverlay(system, encodeOverlay([{ op: 'instance-create', name: 'busy', memoryBytes: 1n << 24n, cpus: [2] }]), { lockPath: LOCK });
+  const steps: SelftestStep[] = [];
+  await runSelftest(system, { image: placeholderImage(), lockPath: LOCK, onStep: (s) => steps.push(s) });
+  t.match(steps.find((s) => s.step === 'pool')!.detail, /^grown: cpus 2,14, memory 1024 MiB/, 'CPU 14 joined; no memory was added');
+  t.same(await leftovers(system), { instances: ['busy'], pooledCpus: 1, poolMemory: 1 });
+});
+
+t.test('the instance id is the first free one', async (t) => {
+  const system = await sim(t);
+  await system.mountMultikernel();
+  await system.writeFile('/sys/fs/multikernel/device_tree', encodeBaseline({ cpus: [2, 4], memory: [{ size: 1n << 30n }] }));
+  await applyOverlay(system, encodeOverlay([{ op: 'instance-create', name: 'other', id: 1, memoryBytes: 1n << 24n, cpus: [2] }]), { lockPath: LOCK });
+  const r = await runSelftest(system, { image: placeholderImage(), lockPath: LOCK });
+  t.equal(r.instance.id, 2);
+  const full = tweak(system, {
+    readdir: async (p: string) => (p.endsWith('/instances') ? Array.from({ length: 2047 }, (_, i) => `i${i + 1}`) : system.readdir(p)),
+    readFile: async (p: string) => {
+      const m = /instances\/i(\d+)\/id$/.exec(p);
+      return m ? Buffer.from(`${m[1]}\n`) : system.readFile(p);
+    },
+  });
+  await t.rejects(runSelftest(full, { image: placeholderImage(), lockPath: LOCK }), { code: 'ERR_MK_INVALID_SPEC', message: 'every instance id 1..2047 is taken' });
+});
+
+t.test('an instance removed behind our back is noticed at the next re-read', async (t) => {
+  const system = await sim(t);
+  let other: Promise<unknown> | undefined;
+  // The status read after creation waits until another writer has removed the instance.
+  const raced = tweak(system, {
+    readFile: async (p: string) => {
+      if (p.endsWith('/instances/selftest/status')) await other;
+      return system.readFile(p);
+    },
+  });
+  const err = await runSelftest(raced, {
+    image: placeholderImage(),
+    lockPath: LOCK,
+    onStep: (s) => {
+      if (s.step === 'create') other = applyOverlay(system, encodeOverlay([{ op: 'instance-remove', name: 'selftest' }]), { lockPath: LOCK });
+    },
+  }).catch((e: unknown) => e);
+  t.match(err, { code: 'ERR_MK_TX_FAILED', message: 'instance "selftest" is gone, expected "ready"' });
+  t.same(await leftovers(system), { instances: [], pooledCpus: 0, poolMemory: 0 });
+});
+
+t.test('a halt that fails for another reason is not forced: the run is undone and the error kept', async (t) => {
+  const system = await sim(t);
+  const err = await runSelftest(system, {
+    image: placeholderImage(),
+    lockPath: LOCK,
+    onStep: (s) => s.step === 'start' && system.faults.add({ op: 'reboot', action: { errno: 'EIO' }, times: 1 }),
+  }).catch((e: unknown) => e);
+  t.ok(isSystemError(err, 'EIO'));
+  t.same(await leftovers(system), { instances: [], pooledCpus: 0, poolMemory: 0 });
+});
+
+t.test('console trouble: a read error fails the start; end of file ends the capture', async (t) => {
+  const system = await sim(t);
+  system.faults.add({ op: 'mktty.read', action: { errno: 'EIO' }, times: 1 });
+  await t.rejects(runSelftest(system, { image: placeholderImage(), lockPath: LOCK }), { code: 'EIO' });
+  t.same(await leftovers(system), { instances: [], pooledCpus: 0, poolMemory: 0 });
+  const eof = tweak(system, {
+    openDevice: async (p: string) => {
+      const h = await system.openDevice(p);
+      return { write: (d: Uint8Array) => h.write(d), read: async () => Buffer.alloc(0), close: () => h.close() };
+    },
+  });
+  const r = await runSelftest(eof, { image: placeholderImage(), lockPath: LOCK });
+  t.equal(r.console, '');
+});
+
+t.test('undo carries on when the kernel refuses its steps, and leaves what it could not undo', async (t) => {
+  const system = await sim(t);
+  const err = await runSelftest(system, {
+    image: placeholderImage(),
+    lockPath: LOCK,
+    onStep: (s) => {
+      if (s.step !== 'start') return;
+      system.faults.add({ op: 'mktty.read', action: { errno: 'EIO' } });
+      system.faults.add({ op: 'reboot', action: { errno: 'EPERM' } });
+    },
+  }).catch((e: unknown) => e);
+  t.ok(isSystemError(err, 'EPERM'), 'the halt error is reported');
+  t.same((await leftovers(system)).instances, ['selftest'], 'an active instance that cannot be halted stays, as the kernel says');
+});
+
+t.test('applyOverlay when the kernel reports the failure from write() (a possible future kernel)', async (t) => {
+  const system = await sim(t);
+  await system.mountMultikernel();
+  await system.writeFile('/sys/fs/multikernel/device_tree', encodeBaseline({ cpus: [2], memory: [{ size: 1n << 30n }] }));
+  const future = tweak(system, {
+    writeFile: async (p: string, data: Uint8Array) => {
+      await system.writeFile(p, data);
+      throw Object.assign(new Error('EBUSY: device or resource busy, write'), { code: 'EBUSY', errno: -16, syscall: 'write' });
+    },
+  });
+  const err = (await applyOverlay(future, encodeOverlay([{ op: 'instance-create', name: 'a', memoryBytes: 1n << 24n, cpus: [2] }])).catch((e: unknown) => e)) as MultikernelError;
+  t.equal(err.code, 'ERR_MK_TX_FAILED');
+  t.match(err.message, /tx_2 did not apply \(write failed with EBUSY\); it was rolled back/);
+  t.same(await system.readdir('/sys/fs/multikernel/instances'), [], 'rolled back');
+  const silent = tweak(system, { writeFile: async () => 0 });
+  await t.rejects(applyOverlay(silent, encodeOverlay([{ op: 'instance-remove', name: 'a' }])), { code: 'ERR_MK_TX_FAILED', message: /created no transaction/ });
+});
+
+t.test('status files that cannot be read, or say something unexpected, stop the run', async (t) => {
+  const system = await sim(t);
+  system.faults.add({ op: 'read', path: /instances\/selftest\/status$/, action: { errno: 'EIO' }, times: 1 });
+  await t.rejects(runSelftest(system, { image: placeholderImage(), lockPath: LOCK }), { code: 'EIO' });
+  t.same(await leftovers(system), { instances: [], pooledCpus: 0, poolMemory: 0 });
+  let reads = 0;
+  const odd = tweak(system, {
+    readFile: async (p: string) => (p.endsWith('/selftest/status') && ++reads === 1 ? Buffer.from('loaded\n') : system.readFile(p)),
+  });
+  await t.rejects(runSelftest(odd, { image: placeholderImage(), lockPath: LOCK }), { message: 'instance "selftest" is "loaded", expected "ready"' });
+  const lingering = tweak(system, {
+    readFile: async (p: string) => (p.endsWith('/selftest/status') && (await system.readdir('/sys/fs/multikernel/instances')).length === 0 ? Buffer.from('ready\n') : system.readFile(p)),
+  });
+  await t.rejects(runSelftest(lingering, { image: placeholderImage(), lockPath: LOCK }), { message: 'instance "selftest" is "ready", expected it gone' });
 });
