@@ -12,6 +12,7 @@ export const MK_OVERLAY_NEW = `${MK_OVERLAYS}/new`;
 export const MK_CONSOLE_DEVICE = '/dev/mktty';
 export const PROC_CPUINFO = '/proc/cpuinfo';
 export const PROC_KIMAGE = '/proc/kimage';
+export const PROC_FILESYSTEMS = '/proc/filesystems';
 /** The lock every overlay writer of this library takes, so "the newest tx_N" is ours. */
 export const DEFAULT_LOCK_PATH = '/run/multikernel.lock';
 

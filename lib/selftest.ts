@@ -9,6 +9,7 @@
  */
 import { MultikernelError, isSystemError } from './errors';
 import { execOverStream } from './exec/client';
+import { AGENT_PORT } from './exec/protocol';
 import { DEFAULT_LOCK_PATH, MK_CONSOLE_DEVICE, MK_DEVICE_TREE, MK_INSTANCES, PROC_CPUINFO, PROC_KIMAGE, instanceDir, parseCpuinfo, parseKimage } from './kernfs';
 import { encodeBaseline, encodeOverlay, parseInstance, parsePool } from './model';
 import { explainNoSupport, probeMultikernelSupport } from './support';
@@ -26,7 +27,6 @@ import {
   kexecMkId,
 } from './uapi';
 
-export const AGENT_PORT = 1023;
 const MIB = 1024n * 1024n;
 
 export interface SelftestOptions {

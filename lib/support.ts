@@ -9,11 +9,10 @@
  * kernel and finding none of its multikernel surfaces. Works over any `System`.
  */
 import { MultikernelError, isSystemError, type SystemError } from './errors';
+import { MK_DEVICE_TREE, PROC_FILESYSTEMS, PROC_KIMAGE } from './kernfs';
 import { MULTIKERNEL_FS_TYPE, MULTIKERNEL_MOUNT_POINT } from './uapi';
 import type { System } from './system/system';
 
-export const PROC_FILESYSTEMS = '/proc/filesystems';
-export const PROC_KIMAGE = '/proc/kimage';
 
 export interface SupportReport {
   /** true when any multikernel surface was found (filesystem type, mount point or /proc/kimage) */
@@ -56,7 +55,7 @@ export async function probeMultikernelSupport(system: System): Promise<SupportRe
   }
 
   const mountPoint = await exists(system, MULTIKERNEL_MOUNT_POINT);
-  const mounted = mountPoint && (await exists(system, `${MULTIKERNEL_MOUNT_POINT}/device_tree`));
+  const mounted = mountPoint && (await exists(system, MK_DEVICE_TREE));
   findings.push(
     mountPoint ? `${MULTIKERNEL_MOUNT_POINT} exists${mounted ? ' and is mounted' : ' but is not mounted'}` : `${MULTIKERNEL_MOUNT_POINT} is missing`,
   );
