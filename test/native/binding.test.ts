@@ -5,6 +5,7 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import { loadBinding, type NativeBinding } from '../../lib/binding';
 import * as uapi from '../../lib/uapi';
+import { isSystemError } from '../../lib/errors';
 
 const binding = loadBinding();
 
@@ -96,6 +97,10 @@ t.test('kexec_file_load error shape, with an empty memfd no kernel could load', 
       (e: unknown) => e as NodeJS.ErrnoException,
     );
   t.ok(error instanceof Error, 'the load failed');
+  t.ok(isSystemError(error), 'lib/errors recognises it as a system error');
+  t.notOk(isSystemError(error, 'EBUSY'), 'with its own code only');
+  t.notOk(isSystemError(new TypeError('x')), 'an argument error is not one');
+  t.notOk(isSystemError('ENOSYS'), 'nor a string');
   const e = error as NodeJS.ErrnoException;
   t.comment(`this kernel answered: ${e.message}`);
   t.match(e.code, /^E[A-Z0-9]+$/);
@@ -106,7 +111,7 @@ t.test('kexec_file_load error shape, with an empty memfd no kernel could load', 
   t.equal(e.message, `${e.code}: ${description}, kexec_file_load`);
   // This kernel has no kexec_file_load for our flag word: a stock kernel built without
   // CONFIG_KEXEC_FILE answers ENOSYS; one with it but without multikernel EINVAL/ENOEXEC.
-  t.ok(['ENOSYS', 'EINVAL', 'ENOEXEC', 'EPERM', 'EBADF'].includes(e.code as string), `code ${e.code}`);
+  t.ok(isSystemError(e, 'ENOSYS', 'EINVAL', 'ENOEXEC', 'EPERM', 'EBADF'), `code ${e.code}`);
 });
 
 t.test('errors are shaped exactly like node:fs errors', async (t) => {

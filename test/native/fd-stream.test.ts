@@ -233,6 +233,18 @@ t.test('a read error (ECONNRESET) destroys the stream', async (t) => {
   t.notOk(fdIsOpen(a), 'fd closed');
 });
 
+t.test('a write error (EPIPE) fails the write and destroys the stream', async (t) => {
+  const [a, b] = binding.socketpair();
+  binding.close(b); // nothing unread: the next write(2) fails with EPIPE
+  const stream = new FdDuplex(binding, a);
+  const writeError = new Promise<Error | null | undefined>((resolve) => stream.write('x', resolve));
+  const [error] = (await once(stream, 'error')) as [NodeJS.ErrnoException];
+  t.same({ code: error.code, errno: error.errno, syscall: error.syscall }, { code: 'EPIPE', errno: -32, syscall: 'write' });
+  t.equal(await writeError, error, 'the write callback gets the same error');
+  await closed(stream);
+  t.notOk(fdIsOpen(a), 'fd closed');
+});
+
 t.test('ownsFd false leaves the fd open', async (t) => {
   const [a, b] = binding.socketpair();
   const stream = new FdDuplex(binding, a, { ownsFd: false });
