@@ -12,7 +12,7 @@ import { execOverStream } from './exec/client';
 import { AGENT_PORT } from './exec/protocol';
 import { DEFAULT_LOCK_PATH, MK_CONSOLE_DEVICE, MK_DEVICE_TREE, MK_INSTANCES, PROC_CPUINFO, PROC_KIMAGE, instanceDir, parseCpuinfo, parseKimage } from './kernfs';
 import { encodeBaseline, encodeOverlay, parseInstance, parsePool } from './model';
-import { explainNoSupport, probeMultikernelSupport } from './support';
+import { probeMultikernelSupport } from './support';
 import type { DeviceHandle, System } from './system/system';
 import { applyOverlay } from './transaction';
 import {
@@ -204,12 +204,15 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
   let result: SelftestResult;
 
   try {
-    await step('probe', () => probeMultikernelSupport(system), (r) => r.findings.join('; '));
-    const mounted = await system.stat(MK_DEVICE_TREE).then(() => true, () => false);
+    const report = await step('probe', () => probeMultikernelSupport(system), (r) => r.findings.join('; '));
+    // Nothing that changes the kernel (not even mount) runs on a kernel without multikernel support.
+    if (!report.supported) {
+      throw new MultikernelError('ERR_MK_NO_SUPPORT', `this kernel has no multikernel support; probed: ${report.findings.join('; ')}`, { details: { probes: report } });
+    }
     await step(
       'mount',
-      () => (mounted ? Promise.resolve() : explainNoSupport(system, 'mount the multikernel filesystem', () => system.mountMultikernel())),
-      () => (mounted ? 'already mounted' : 'mounted /sys/fs/multikernel'),
+      () => (report.mounted ? Promise.resolve() : system.mountMultikernel()),
+      () => (report.mounted ? 'already mounted' : 'mounted /sys/fs/multikernel'),
     );
 
     const before = parsePool(await system.readFile(MK_DEVICE_TREE));
@@ -288,7 +291,7 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
         const initrdFd = options.initrd !== undefined ? await system.openImage(options.initrd) : -1;
         if (initrdFd !== -1) fds.push(initrdFd);
         const flags = KEXEC_MULTIKERNEL | kexecMkId(id) | (initrdFd === -1 ? KEXEC_FILE_NO_INITRAMFS : 0);
-        await explainNoSupport(system, 'kexec_file_load with KEXEC_MULTIKERNEL', () => system.kexecFileLoad({ kernelFd, initrdFd, cmdline, flags }));
+        await system.kexecFileLoad({ kernelFd, initrdFd, cmdline, flags });
         await expectStatus(system, name, 'loaded');
         return parseKimage(await text(system, PROC_KIMAGE).catch(() => '')).find((r) => r.id === id);
       },
