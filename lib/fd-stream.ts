@@ -118,7 +118,8 @@ export class FdDuplex extends Duplex {
         } else {
           chunk = Buffer.from(buffer.subarray(0, n));
         }
-        if (!this.push(chunk)) {
+        // push() can run a 'data' listener that destroys the stream (and closes the fd).
+        if (!this.push(chunk) || this.destroyed) {
           this.#wantRead = false;
           break;
         }

@@ -182,13 +182,26 @@ t.test('half-close both ways', async (t) => {
 
 t.test('destroy mid-transfer: the peer sees an error or EOF, no fd leaks', async (t) => {
   const fdsBefore = openFds();
-  const [writer, reader] = pair();
+  const [w, r] = binding.socketpair();
+  const writer = new FdDuplex(binding, w);
+  let readsAfterDestroy = 0;
+  const reader: FdDuplex = new FdDuplex(
+    {
+      ...binding,
+      read(fd: number, buffer: Uint8Array, offset: number, length: number): number {
+        if (reader.destroyed) readsAfterDestroy++;
+        return binding.read(fd, buffer, offset, length);
+      },
+    },
+    r,
+  );
   const block = Buffer.alloc(256 * 1024, 7);
   let got = 0;
   reader.on('data', (c: Buffer) => {
     got += c.length;
     if (got >= 4 * MiB && !reader.destroyed) reader.destroy();
   });
+  reader.on('error', (e) => t.fail(`destroyed from a data listener, the reader must stop reading: ${e.message}`));
   const writerError = new Promise<NodeJS.ErrnoException>((resolve) => writer.once('error', resolve));
   const pump = async (): Promise<void> => {
     while (!writer.destroyed) {
@@ -203,6 +216,7 @@ t.test('destroy mid-transfer: the peer sees an error or EOF, no fd leaks', async
   await pump();
   const error = await writerError;
   t.ok(['EPIPE', 'ECONNRESET'].includes(error.code as string), `writer failed with ${error.code}`);
+  t.equal(readsAfterDestroy, 0, 'no read(2) of the closed (perhaps reused) fd number after destroy()');
   t.equal(error.syscall, 'write');
   t.equal(error.message, `${error.code}: ${error.code === 'EPIPE' ? 'broken pipe' : 'connection reset by peer'}, write`);
   await closed(writer);
