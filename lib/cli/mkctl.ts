@@ -6,8 +6,9 @@
 import type { CliIo, Command } from './command';
 import { EXIT, UsageError } from './command';
 import { qemuRun } from './commands/qemu-run';
+import { selftest } from './commands/selftest';
 
-export const COMMANDS: readonly Command[] = [qemuRun];
+export const COMMANDS: readonly Command[] = [selftest, qemuRun];
 
 export function usage(commands: readonly Command[] = COMMANDS): string {
   const width = Math.max(...commands.map((c) => c.path.join(' ').length));
