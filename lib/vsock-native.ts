@@ -48,7 +48,8 @@ class VsockSocket extends FdDuplex implements VsockStream {
 }
 
 /** Resolves when `fd` is writable (a non-blocking connect finished); rejects on abort. */
-function waitWritable(binding: NativeBinding, fd: number, signal: AbortSignal | undefined): Promise<void> {
+/** Resolves with the poll status once the socket is writable or has failed (status < 0). */
+function waitWritable(binding: NativeBinding, fd: number, signal: AbortSignal | undefined): Promise<number> {
   return new Promise((resolve, reject) => {
     const onAbort = (): void => {
       watcher.close();
@@ -57,8 +58,7 @@ function waitWritable(binding: NativeBinding, fd: number, signal: AbortSignal | 
     const watcher = new binding.FdWatcher(fd, (status) => {
       watcher.close();
       signal?.removeEventListener('abort', onAbort);
-      if (status < 0) reject(systemError(getSystemErrorName(status), 'connect'));
-      else resolve();
+      resolve(status);
     });
     watcher.start(binding.constants.UV_WRITABLE);
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -81,9 +81,12 @@ export async function vsockConnect(binding: NativeBinding, options: VsockConnect
   const fd = binding.vsockSocket(multikernel);
   try {
     if (localPort !== undefined) binding.vsockBind(fd, VMADDR_CID_ANY, localPort);
-    if (!binding.vsockConnect(fd, cid, port)) await waitWritable(binding, fd, signal);
+    const status = binding.vsockConnect(fd, cid, port) ? 0 : await waitWritable(binding, fd, signal);
+    // A failed connect shows as POLLERR, which libuv reports as EBADF: the socket's own error
+    // (SO_ERROR, e.g. ECONNRESET) says what happened.
     const err = binding.socketError(fd);
     if (err !== 0) throw systemError(getSystemErrorName(-err), 'connect');
+    if (status < 0) throw systemError(getSystemErrorName(status), 'connect');
     return new VsockSocket(binding, fd, binding.vsockLocalAddress(fd), binding.vsockRemoteAddress(fd));
   } catch (error) {
     binding.close(fd);

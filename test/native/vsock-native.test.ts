@@ -208,7 +208,9 @@ t.test('a poll error while connecting', async (t) => {
       close(): void {}
     },
   };
-  await t.rejects(vsockConnect(binding, { cid: GUEST_CID, port: 1 }), { code: 'EBADF', syscall: 'connect' });
+  await t.rejects(vsockConnect(binding, { cid: GUEST_CID, port: 1 }), { code: 'EBADF', syscall: 'connect' }, 'no SO_ERROR: the poll status is reported');
+  const refused: NativeBinding = { ...binding, socketError: () => 104 };
+  await t.rejects(vsockConnect(refused, { cid: GUEST_CID, port: 1 }), { code: 'ECONNRESET', syscall: 'connect' }, 'SO_ERROR wins over the EBADF libuv reports for POLLERR');
 });
 
 t.test('the server as an async iterable; close ends it and rejects waiters', async (t) => {
