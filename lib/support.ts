@@ -85,6 +85,9 @@ export function isStockKernelAnswer(err: unknown): err is SystemError {
       return err.syscall === 'mount';
     case 'ENOENT':
       return err.syscall === 'mount' || err.syscall === 'umount' || underMultikernel;
+    case 'ENOSYS':
+      // A kernel built without CONFIG_KEXEC_FILE (Debian's arm64 kernels) cannot host instances.
+      return err.syscall === 'kexec_file_load';
     case 'ENOPROTOOPT':
       // SO_VM_SOCKETS_TRANSPORT only exists in multikernel kernels.
       return err.syscall === 'setsockopt';

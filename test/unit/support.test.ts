@@ -125,6 +125,7 @@ t.test('which errors are a stock kernel answering a multikernel request', async 
   t.ok(isStockKernelAnswer(systemError('ENOENT', 'scandir', '/sys/fs/multikernel')));
   t.ok(isStockKernelAnswer(systemError('ENOENT', 'open', '/proc/kimage')));
   t.ok(isStockKernelAnswer(systemError('ENOPROTOOPT', 'setsockopt')));
+  t.ok(isStockKernelAnswer(systemError('ENOSYS', 'kexec_file_load')), 'no CONFIG_KEXEC_FILE at all');
 
   t.notOk(isStockKernelAnswer(systemError('EINVAL', 'write', '/sys/fs/multikernel/device_tree')), 'a kernfs EINVAL is real');
   t.notOk(isStockKernelAnswer(systemError('ENOENT', 'open', '/boot/vmlinux')), 'a missing image is just missing');
@@ -133,6 +134,7 @@ t.test('which errors are a stock kernel answering a multikernel request', async 
   t.notOk(isStockKernelAnswer(systemError('EPERM', 'kexec_file_load')), 'EPERM is a permission problem');
   t.notOk(isStockKernelAnswer(systemError('ENODEV', 'open', '/dev/mktty')));
   t.notOk(isStockKernelAnswer(systemError('ENOPROTOOPT', 'getsockopt')));
+  t.notOk(isStockKernelAnswer(systemError('ENOSYS', 'reboot')));
   t.notOk(isStockKernelAnswer(new Error('EINVAL')));
   t.notOk(isStockKernelAnswer(undefined));
 });
