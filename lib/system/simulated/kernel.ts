@@ -6,6 +6,7 @@
  * Failures inside the kernel are thrown as `KErr` (an errno name) and turned into Node-shaped
  * system errors, or into a failed transaction, by the caller.
  */
+import { constants as osConstants } from 'node:os';
 import { decodeFdt } from '../../fdt/codec';
 import type { FdtNode, FdtProperty } from '../../fdt/types';
 import { systemError } from '../../errors';
@@ -42,14 +43,11 @@ export class KErr extends Error {
   }
 }
 
-const ERRNO: Record<string, number> = {
-  EPERM: 1, ENOENT: 2, EIO: 5, E2BIG: 7, ENOEXEC: 8, EBADF: 9, ENOMEM: 12, EBUSY: 16, EEXIST: 17,
-  ENODEV: 19, EINVAL: 22, EFBIG: 27, ETIMEDOUT: 110,
-};
+const errnoByName = osConstants.errno as Record<string, number>;
 
 /** "-17" as the kernel prints an error code with %d */
 function neg(code: string): string {
-  return `-${ERRNO[code] ?? 0}`;
+  return `-${errnoByName[code]}`;
 }
 
 export interface KernelEnv {
@@ -771,10 +769,10 @@ export class Kernel {
     if (cmd === LINUX_REBOOT_CMD_MULTIKERNEL_HALT) {
       if (inst.status !== 'active') throw new KErr('EINVAL');
       if (inst.panicked) {
-        const id = inst.id;
+        this.log(`multikernel: instance ${inst.id} (${inst.name}) did not acknowledge the shutdown request`);
         return async () => {
           await this.env.sleep(this.env.haltTimeoutMs);
-          throw systemError('ETIMEDOUT', 'reboot', `mk_id ${id}`);
+          throw systemError('ETIMEDOUT', 'reboot');
         };
       }
       this.stop(inst, 'halted');
