@@ -1,7 +1,7 @@
 /**
  * The simulated userspace of a spawned instance: a handful of deterministic commands, a minimal
  * shell, and the kerf-init exec agent that serves the kerf exec protocol on vsock port 1023
- * (kerf `src/init/session.c`, `src/init/proto.h`; docs/kernel-interface-channels.md).
+ * (kerf `src/init/session.c`, `src/init/proto.h`; docs/kernel-interface.md, "Console, vsock and the exec agent").
  */
 import { constants as osConstants } from 'node:os';
 import { posix } from 'node:path';

@@ -2,7 +2,7 @@
  * /dev/mktty in the simulated kernel, following drivers/tty/mktty.c (host side) and
  * kernel/multikernel/ipi.c (the IPI ring that carries console input), with a simulated console
  * in each instance: the boot log, a minimal line-based shell, and the panic message
- * (docs/kernel-interface-channels.md).
+ * (docs/kernel-interface.md, "Console, vsock and the exec agent").
  */
 import { systemError } from '../../errors';
 import { shellStatus } from '../../exec/protocol';

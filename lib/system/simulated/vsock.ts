@@ -1,7 +1,7 @@
 /**
  * AF_VSOCK in the simulated kernel: the multikernel transport (CID = instance id, host = CID 0)
  * and the loopback transport (CID 1), following net/vmw_vsock/mk_transport.c,
- * net/vmw_vsock/af_vsock.c and kernel/multikernel/ipi.c (docs/kernel-interface-channels.md).
+ * net/vmw_vsock/af_vsock.c and kernel/multikernel/ipi.c (docs/kernel-interface.md, "Console, vsock and the exec agent").
  * Connected sockets are in-memory Duplex pairs with a 64 KiB buffer per direction (the
  * transport's buf_alloc) and back-pressure: a write completes once the peer has room for it.
  */
