@@ -35,9 +35,9 @@ export class FakeCore implements SimChannelHost {
     this.channels.instanceStarted(id);
   }
 
-  stop(id: number): void {
+  stop(id: number, how: 'shutdown' | 'forced' = 'shutdown'): void {
     Object.assign(this.instances.get(id)!, { status: 'loaded', panicked: false });
-    this.channels.instanceStopped(id);
+    this.channels.instanceStopped(id, how);
   }
 
   panic(id: number): void {

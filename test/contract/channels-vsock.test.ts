@@ -198,17 +198,35 @@ t.test('panic: connect hangs until timeout, streams fall silent without closing'
   stream.end();
 });
 
-t.test('stop resets the instance connections', async (t) => {
+t.test('a graceful stop shuts the connections down: end of file, then EPIPE on write', async (t) => {
   const core = new FakeCore();
   core.create(1, 'one', 'loaded');
   core.start(1);
   const stream = await core.channels.vsockConnect({ cid: 1, port: 1023, localPort: 901 });
+  const ended = once(stream, 'end');
+  stream.resume();
+  core.stop(1, 'shutdown');
+  await ended;
   const failed = once(stream, 'error');
-  core.stop(1);
-  t.match((await failed)[0], { code: 'ECONNRESET', syscall: 'read' });
-  t.ok(stream.destroyed);
-  core.channels.instanceStopped(1); // nothing left to reset
+  stream.write('anyone?');
+  t.match((await failed)[0], { code: 'EPIPE', syscall: 'write' });
+  core.channels.instanceStopped(1, 'shutdown'); // nothing left to shut down
   core.channels.instancePanicked(5); // nothing to silence
+});
+
+t.test('a forced stop sends nothing: the connections stay open and silent', async (t) => {
+  const core = new FakeCore();
+  core.create(1, 'one', 'loaded');
+  core.start(1);
+  const stream = await core.channels.vsockConnect({ cid: 1, port: 1023, localPort: 902 });
+  let events = 0;
+  for (const e of ['data', 'end', 'error', 'close']) stream.on(e, () => events++);
+  core.stop(1, 'forced');
+  t.ok(stream.write('into the void'), 'writes are accepted');
+  await tick(50);
+  t.equal(events, 0, 'no data, no end, no error');
+  t.notOk(stream.destroyed);
+  stream.destroy();
 });
 
 t.test('fault hook vsock.connect', async (t) => {

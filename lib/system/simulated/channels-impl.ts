@@ -42,8 +42,8 @@ export function createSimChannels(host: SimChannelHost, options: SimChannelOptio
       pids.delete(id);
       mktty.instanceStarted(id);
     },
-    instanceStopped(id) {
-      vsock.instanceStopped(id);
+    instanceStopped(id, how) {
+      vsock.instanceStopped(id, how);
       mktty.instanceStopped(id);
     },
     instancePanicked(id) {

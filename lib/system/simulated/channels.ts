@@ -34,8 +34,14 @@ export interface SimChannels {
   vsockListen(options: VsockListenOptions): Promise<VsockServer>;
   /** the instance was just started: its boot log goes to the console, its agent starts listening on port 1023 */
   instanceStarted(id: number): void;
-  /** the instance was halted or powered off: its connections are reset, its console stops */
-  instanceStopped(id: number): void;
+  /**
+   * The instance stopped and its console stops. How it stopped decides what its vsock peers see
+   * (net/vmw_vsock/mk_transport.c): after a graceful halt or a poweroff from inside ('shutdown')
+   * the spawn released its sockets, which sends OP_SHUTDOWN: the host reads end of file and its
+   * writes then fail. A forced halt ('forced') stops the spawn's CPUs: nothing is sent, and the
+   * connections stay open and silent, as after a panic.
+   */
+  instanceStopped(id: number, how: 'shutdown' | 'forced'): void;
   /** the instance panicked: console output and vsock traffic stop without any reset */
   instancePanicked(id: number): void;
   /** closes every open channel (used when the simulated host is disposed) */

@@ -151,7 +151,7 @@ export class SimulatedSystem implements System {
           sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
           events: {
             started: (id) => this.#channels.instanceStarted(id),
-            stopped: (id) => this.#channels.instanceStopped(id),
+            stopped: (id, how) => this.#channels.instanceStopped(id, how),
           },
         });
         // A refused call may still have changed the state (a kernel does not roll back either).
@@ -437,7 +437,7 @@ export class SimulatedSystem implements System {
       if (inst.panicked) throw new RangeError(`instance ${id} has panicked and cannot power itself off`);
       k.stop(inst, 'powered off');
     });
-    this.#channels.instanceStopped(id);
+    this.#channels.instanceStopped(id, 'shutdown');
   }
 
   #active(k: Kernel, id: number) {

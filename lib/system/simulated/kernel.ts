@@ -59,7 +59,7 @@ export interface KernelEnv {
   resourceAckTimeoutMs: number;
   sleep(ms: number): Promise<void>;
   /** tells the console/vsock side about instance life-cycle events, after the state was saved */
-  events: { started(id: number): void; stopped(id: number): void };
+  events: { started(id: number): void; stopped(id: number, how: 'shutdown' | 'forced'): void };
 }
 
 export interface ImageFile {
@@ -777,13 +777,13 @@ export class Kernel {
       }
       this.stop(inst, 'halted');
       const id = inst.id;
-      return async () => this.env.events.stopped(id);
+      return async () => this.env.events.stopped(id, 'shutdown');
     }
     if (inst.status === 'ready') throw new KErr('EINVAL');
     if (inst.cpus.length === 0) throw new KErr('EINVAL');
     this.stop(inst, 'force-halted');
     const id = inst.id;
-    return async () => this.env.events.stopped(id);
+    return async () => this.env.events.stopped(id, 'forced');
   }
 
   stop(inst: SimInstance, how: string): void {

@@ -301,11 +301,19 @@ export class SimVsock {
     });
   }
 
-  /** The instance stopped: its connections are reset on the host side. */
-  instanceStopped(id: number): void {
+  /**
+   * The instance stopped. 'shutdown': the spawn's sockets were released (OP_SHUTDOWN), so the
+   * host reads end of file and its writes fail EPIPE. 'forced': nothing reaches the host; the
+   * connections stay open and silent, as a dead kernel's do.
+   */
+  instanceStopped(id: number, how: 'shutdown' | 'forced'): void {
     for (const { hostSide, guestSide } of this.#byInstance.get(id) ?? []) {
-      hostSide.destroy(systemError('ECONNRESET', 'read'));
-      guestSide.destroy();
+      if (how === 'shutdown') {
+        guestSide.destroy();
+      } else {
+        hostSide.frozen = true;
+        guestSide.frozen = true;
+      }
     }
     this.#byInstance.delete(id);
   }
@@ -320,7 +328,14 @@ export class SimVsock {
 
   async close(): Promise<void> {
     for (const server of [...this.#listeners.values()]) await server.close();
-    for (const id of [...this.#byInstance.keys()]) this.instanceStopped(id);
+    // The simulated host goes away: its end of every instance connection is reset.
+    for (const streams of this.#byInstance.values()) {
+      for (const { hostSide, guestSide } of streams) {
+        hostSide.destroy(systemError('ECONNRESET', 'read'));
+        guestSide.destroy();
+      }
+    }
+    this.#byInstance.clear();
     for (const stream of [...this.#loopback]) stream.destroy();
   }
 }
