@@ -34,4 +34,4 @@ export { applyOverlay, type ApplyOverlayOptions, type TxResult, type TxStatus } 
 export { runSelftest, placeholderImage, type SelftestOptions, type SelftestResult, type SelftestStep } from './selftest';
 export { execOverStream, ExecRemoteError, ExecLostConnectionError, type ExecRequest, type ExecResult } from './exec/client';
 export { AGENT_PORT } from './exec/protocol';
-export { runQemu, type QemuOptions, type QemuResult } from './qemu';
+export { runQemu, readKernelCache, type QemuOptions, type QemuResult, type KernelCache } from './qemu';
