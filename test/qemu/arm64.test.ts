@@ -8,26 +8,10 @@ import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { addonFor, assertChecks, boot, buildHelper, fetchKernel, missingPrerequisite, ROOT } from './harness';
+import { addonFor, assertChecks, boot, buildHelper, COMMON_STOCK_CHECKS, fetchKernel, KEXEC_CHECKS, missingPrerequisite, ROOT, VSOCK_CHECKS } from './harness';
 
 const execFileAsync = promisify(execFile);
 const CPUS = 4;
-const KEXEC_CHECKS = ['kexec-plain-load-unload', 'kexec-multikernel-load-no-support', 'kexec-multikernel-unload-no-support'];
-const STOCK_CHECKS = [
-  'addon-loads',
-  'support-probe-stock',
-  'reboot-start-no-support',
-  'reboot-halt-no-support',
-  'reboot-halt-force-no-support',
-  'kernfs-missing-no-support',
-  'mount-multikernel-no-support',
-  'mount-unknown-fstype-enodev',
-  'cpu-topology',
-  'cpu-offline-online',
-  'flock-across-processes',
-  'sd-notify',
-];
-const VSOCK_CHECKS = ['vsock-loopback-available', 'vsock-echo', 'vsock-64MiB-checksum', 'vsock-back-pressure', 'vsock-100-concurrent', 'vsock-peer-vanishes', 'vsock-connect-refused', 'vsock-script-complete'];
 /** the glibc pieces node needs, from the arm64 libc6/libstdc++6/libgcc-s1 packages */
 const LIBS = ['ld-linux-aarch64.so.1', 'libc.so.6', 'libm.so.6', 'libdl.so.2', 'libpthread.so.0', 'libgcc_s.so.1'];
 
@@ -54,7 +38,7 @@ t.test('stock Debian kernel, arm64', async (t) => {
   const libFile = (name: string): string => [path.join(sysroot, 'lib', 'aarch64-linux-gnu', name), path.join(sysroot, 'usr', 'lib', 'aarch64-linux-gnu', name)].find((p) => existsSync(p)) ?? name;
   // Debian builds arm64 without CONFIG_KEXEC_FILE: then the kexec checks become "ENOSYS"
   const kexecFile = /^CONFIG_KEXEC_FILE=y$/m.test(await readFile(path.join(kernel.dir, 'config'), 'utf8'));
-  const checks = [...STOCK_CHECKS, ...(kexecFile ? KEXEC_CHECKS : ['kexec-file-not-built-enosys'])];
+  const checks = [...COMMON_STOCK_CHECKS, ...(kexecFile ? KEXEC_CHECKS : ['kexec-file-not-built-enosys'])];
   t.comment(`kernel ${kernel.info['KERNEL_PACKAGE']} (CONFIG_KEXEC_FILE ${kexecFile ? 'y' : 'not set'}), node ${node}`);
   const b = await boot('stock-arm64', {
     arch: 'aarch64',

@@ -16,6 +16,35 @@ export const ROOT = path.resolve(__dirname, '..', '..');
 export const CACHE = path.join(ROOT, '.cache', 'qemu');
 export const LOGS = path.join(CACHE, 'logs');
 
+/** Checks of guest/stock.mjs that every architecture runs. */
+export const COMMON_STOCK_CHECKS = [
+  'addon-loads',
+  'support-probe-stock',
+  'reboot-start-no-support',
+  'reboot-halt-no-support',
+  'reboot-halt-force-no-support',
+  'kernfs-missing-no-support',
+  'mount-multikernel-no-support',
+  'mount-unknown-fstype-enodev',
+  'cpu-topology',
+  'cpu-offline-online',
+  'flock-across-processes',
+  'sd-notify',
+] as const;
+/** The kexec checks of guest/stock.mjs, for kernels built with CONFIG_KEXEC_FILE. */
+export const KEXEC_CHECKS = ['kexec-plain-load-unload', 'kexec-multikernel-load-no-support', 'kexec-multikernel-unload-no-support'] as const;
+/** Checks of guest/vsock.mjs. */
+export const VSOCK_CHECKS = [
+  'vsock-loopback-available',
+  'vsock-echo',
+  'vsock-64MiB-checksum',
+  'vsock-back-pressure',
+  'vsock-100-concurrent',
+  'vsock-peer-vanishes',
+  'vsock-connect-refused',
+  'vsock-script-complete',
+] as const;
+
 export interface GuestCheck {
   name: string;
   ok: boolean;
