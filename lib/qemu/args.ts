@@ -1,6 +1,8 @@
 /**
  * Option checking and the QEMU argument vector (an array: QEMU is never started through a shell).
  */
+import { parseMemoryMiB } from '../units';
+
 export type QemuArch = 'x86_64' | 'aarch64';
 
 export interface QemuMachine {
@@ -39,15 +41,11 @@ export function consoleFor(arch: QemuArch): string {
   return arch === 'x86_64' ? 'ttyS0' : 'ttyAMA0';
 }
 
-/** Parses "512", "512M", "2G" (MiB by default) into MiB. */
+/** Guest memory in MiB from "512", "512M", "2G" (MiB by default) or a number; QEMU guests get at least 64. */
 export function parseMemory(value: string | number): number {
-  if (typeof value === 'number') {
-    if (!Number.isInteger(value) || value < 64) throw new RangeError(`memory must be a whole number of MiB >= 64, got ${value}`);
-    return value;
-  }
-  const m = /^(\d+)([MG]?)$/i.exec(value.trim());
-  if (m === null) throw new RangeError(`memory must look like 512, 512M or 2G, got ${JSON.stringify(value)}`);
-  return parseMemory(Number(m[1]) * (m[2]!.toUpperCase() === 'G' ? 1024 : 1));
+  const mib = parseMemoryMiB(value);
+  if (mib < 64) throw new RangeError(`memory must be at least 64 MiB, got ${mib} MiB`);
+  return mib;
 }
 
 export function checkCpus(cpus: number): number {

@@ -244,6 +244,7 @@ t.test('args: architecture, memory, cpus, command line', async (t) => {
   t.equal(parseMemory(128), 128);
   for (const bad of ['1T', 'lots', '']) t.throws(() => parseMemory(bad), RangeError);
   for (const bad of [32, 1.5]) t.throws(() => parseMemory(bad), RangeError);
+  t.throws(() => parseMemory('63M'), { message: 'memory must be at least 64 MiB, got 63 MiB' });
   t.equal(checkCpus(4), 4);
   for (const bad of [0, 65, 1.5]) t.throws(() => checkCpus(bad), RangeError);
   t.equal(kernelCmdline('x86_64', undefined), 'console=ttyS0 rdinit=/init panic=-1 quiet');

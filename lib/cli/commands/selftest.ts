@@ -4,7 +4,7 @@
  * library; this file parses options and prints.
  */
 import { parseArgs } from 'node:util';
-import { parseMemory } from '../../qemu/args';
+import { parseMemoryMiB as parseMemory } from '../../units';
 import { runSelftest, placeholderImage, type SelftestOptions, type SelftestResult } from '../../selftest';
 import { LinuxSystem } from '../../system/linux';
 import { SimulatedSystem } from '../../system/simulated';
