@@ -29,11 +29,22 @@ export function shellQuote(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
+/**
+ * Refuses guest paths with a newline or NUL: the guest reports on line-based channels, and a NUL
+ * cannot be passed to a program at all. Everything else is quoted where it is used.
+ */
+export function checkGuestPaths(paths: readonly string[]): void {
+  for (const p of paths) {
+    if (/[\n\0]/.test(p)) throw new RangeError(`guest paths must not contain a newline or NUL character, got ${JSON.stringify(p)}`);
+  }
+}
+
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** The /init script (busybox sh) for `spec`. */
 export function renderInit(spec: InitScript): string {
   if (spec.command.length === 0) throw new RangeError('the guest command is empty');
+  checkGuestPaths([spec.cwd, ...(spec.shareMount === undefined ? [] : [spec.shareMount]), ...spec.modules]);
   const env: Record<string, string> = { PATH: '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin', HOME: '/root', TERM: 'dumb', NO_COLOR: '1', ...spec.env };
   for (const name of Object.keys(env)) {
     if (!ENV_NAME.test(name)) throw new RangeError(`invalid environment variable name ${JSON.stringify(name)}`);
@@ -56,20 +67,19 @@ export function renderInit(spec: InitScript): string {
       ? `  printf "\\\\$(printf %o "$1")" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null`
       : '  :',
     '  reboot -f; sleep 5; poweroff -f; }',
-    `fail() { echo "${MARKER} fail $*"; report 255; }`,
+    // paths reach these as separate, single-quoted words: nothing in them is expanded twice
+    `warn() { printf '%s\\n' "${MARKER} warn $*"; }`,
+    `fail() { printf '%s\\n' "${MARKER} fail $*"; report 255; }`,
     `echo "${MARKER} init"`,
   ];
-  for (const m of spec.modules) {
-    const name = shellQuote(m);
-    lines.push(`insmod ${name} || echo "${MARKER} warn insmod ${m.replaceAll('"', '')} failed"`);
-  }
+  for (const m of spec.modules) lines.push(`insmod ${shellQuote(m)} || warn 'insmod failed:' ${shellQuote(m)}`);
   if (spec.shareMount !== undefined) {
     const mnt = shellQuote(spec.shareMount);
-    lines.push(`mkdir -p ${mnt} && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro share ${mnt} || fail "could not mount the 9p share on ${spec.shareMount.replaceAll('"', '')}"`);
+    lines.push(`mkdir -p ${mnt} && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro share ${mnt} || fail 'could not mount the 9p share on' ${mnt}`);
   }
   for (const [name, value] of Object.entries(env)) lines.push(`export ${name}=${shellQuote(value)}`);
   lines.push(
-    `cd ${shellQuote(spec.cwd)} || fail "no such guest directory ${spec.cwd.replaceAll('"', '')}"`,
+    `cd ${shellQuote(spec.cwd)} || fail 'no such guest directory' ${shellQuote(spec.cwd)}`,
     `set -- ${spec.command.map(shellQuote).join(' ')}`,
     `echo "${MARKER} run"`,
     '"$@" </dev/null',

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { MultikernelError } from '../errors';
 import { buildQemuArgs, checkCpus, hostQemuArch, kernelCmdline, parseMemory, qemuArchFor, qemuBinaryFor, type QemuArch } from './args';
-import { buildInitramfs } from './initramfs';
+import { buildInitramfs, checkGuestPaths } from './initramfs';
 import { type QemuPhase, SerialParser } from './serial';
 
 export interface QemuFile {
@@ -101,6 +101,8 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
   for (const p of [shareMount, ...(options.cwd === undefined ? [] : [options.cwd])]) {
     if (!p.startsWith('/')) throw new RangeError(`guest paths must be absolute, got ${JSON.stringify(p)}`);
   }
+  // the /init script names these (modules by their file name): refuse what it cannot carry now
+  checkGuestPaths([shareMount, ...(options.cwd === undefined ? [] : [options.cwd]), ...(options.modules ?? []).map((m) => path.basename(m))]);
   const node = options.node === false ? undefined : (options.node ?? (qemuArchFor(process.arch) === arch ? process.execPath : undefined));
   options.signal?.throwIfAborted();
 

@@ -120,7 +120,7 @@ t.test('renderInit: x86_64 with modules, share and environment', async (t) => {
   });
   t.match(script, /^#!\/bin\/busybox sh\n/);
   t.match(script, "insmod '/lib/mkqemu/00-netfs.ko'");
-  t.match(script, `insmod '/lib/it'\\''s.ko' || echo "${MARKER} warn insmod /lib/it's.ko failed"`);
+  t.match(script, `insmod '/lib/it'\\''s.ko' || warn 'insmod failed:' '/lib/it'\\''s.ko'`);
   t.match(script, "mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro share '/share'");
   t.match(script, "export FOO='a b'\\''c'");
   t.match(script, "export NO_COLOR='0'", 'the caller may override the preset environment');
@@ -138,6 +138,67 @@ t.test('renderInit: aarch64 without share; bad input', async (t) => {
   t.throws(() => renderInit({ arch: 'aarch64', modules: [], cwd: '/', env: {}, command: [] }), RangeError);
   t.throws(() => renderInit({ arch: 'aarch64', modules: [], cwd: '/', env: { 'A-B': '1' }, command: ['x'] }), RangeError);
   t.equal(shellQuote(''), "''");
+});
+
+/**
+ * The words of one generated shell line, decoded. Only the quoting the init uses for data is
+ * understood: single quotes, backslash escapes and plain characters. A double quote, `$` or
+ * backquote outside single quotes would make the shell expand something: that throws.
+ */
+function literalWords(line: string): string[] {
+  const words: string[] = [];
+  let word: string | undefined;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (c === ' ') {
+      if (word !== undefined) words.push(word);
+      word = undefined;
+    } else if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      if (end < 0) throw new Error(`unterminated single quote in ${line}`);
+      word = (word ?? '') + line.slice(i + 1, end);
+      i = end;
+    } else if (c === '\\') {
+      word = (word ?? '') + line[++i]!;
+    } else if (c === '"' || c === '$' || c === '`') {
+      throw new Error(`${c} outside single quotes at ${i}: ${line}`);
+    } else {
+      word = (word ?? '') + c;
+    }
+  }
+  if (word !== undefined) words.push(word);
+  return words;
+}
+
+t.test('renderInit: hostile paths reach the guest as data, never as shell code', async (t) => {
+  const hostile = [
+    '/srv/$(touch /pwned)',
+    '/srv/`touch /pwned`',
+    "/srv/'$(touch /pwned)'",
+    '/srv/"$(touch /pwned)"',
+    '/srv/\\$(touch /pwned)',
+    "/srv/a'b\"c d  e;|&<>*?~{}!#",
+  ];
+  for (const p of hostile) {
+    const script = renderInit({ arch: 'x86_64', modules: [`/lib/mkqemu/00-${p.slice(5)}.ko`], shareMount: p, cwd: p, env: {}, command: ['true'] });
+    const line = (start: string): string[] => literalWords(script.split('\n').find((l) => l.startsWith(start))!);
+    t.same(line('cd '), ['cd', p, '||', 'fail', 'no such guest directory', p], `cwd ${p}`);
+    t.same(line('mkdir -p \''), ['mkdir', '-p', p, '&&', 'mount', '-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=512000,ro', 'share', p, '||', 'fail', 'could not mount the 9p share on', p], `share ${p}`);
+    const mod = `/lib/mkqemu/00-${p.slice(5)}.ko`;
+    t.same(line('insmod '), ['insmod', mod, '||', 'warn', 'insmod failed:', mod], `module ${mod}`);
+  }
+  t.throws(() => literalWords("'open"), /unterminated/, 'the decoder itself refuses broken quoting');
+});
+
+t.test('renderInit: a newline or NUL in a guest path is refused up front', async (t) => {
+  const base = { arch: 'x86_64' as const, modules: [], cwd: '/', env: {}, command: ['true'] };
+  for (const bad of ['/a\nb', '/a\0b']) {
+    const message = `guest paths must not contain a newline or NUL character, got ${JSON.stringify(bad)}`;
+    t.throws(() => renderInit({ ...base, cwd: bad }), { name: 'RangeError', message });
+    t.throws(() => renderInit({ ...base, shareMount: bad }), { name: 'RangeError', message });
+    t.throws(() => renderInit({ ...base, modules: [bad] }), { name: 'RangeError', message });
+  }
+  t.doesNotThrow(() => renderInit({ ...base, env: { X: 'a\nb' }, command: ['echo', 'a\nb'] }), 'values and arguments may hold newlines: they are quoted');
 });
 
 t.test('parseLdd', async (t) => {

@@ -123,6 +123,9 @@ t.test('invalid options reject before anything is created', async (t) => {
   await t.rejects(runQemu(options('ok', { timeoutMs: 0 })), RangeError);
   await t.rejects(runQemu(options('ok', { shareMount: 'share' })), RangeError);
   await t.rejects(runQemu(options('ok', { cwd: 'x' })), RangeError);
+  await t.rejects(runQemu(options('ok', { cwd: '/a\nb' })), { name: 'RangeError', message: /must not contain a newline/ });
+  await t.rejects(runQemu(options('ok', { shareMount: '/a\nb' })), { name: 'RangeError', message: /must not contain a newline/ });
+  await t.rejects(runQemu(options('ok', { modules: [path.join(tmp, 'x\n.ko')] })), { name: 'RangeError', message: /must not contain a newline/ });
   await t.rejects(runQemu(options('ok', { cpus: 0 })), RangeError);
   await t.rejects(runQemu(options('ok', { memory: 'x' })), RangeError);
   await t.rejects(runQemu(options('ok', { busybox: path.join(tmp, 'absent') })), { code: 'ENOENT' });
