@@ -20,7 +20,7 @@ if [ -n "$missing" ]; then
 fi
 
 bash scripts/qemu/fetch-kernel.sh --arch amd64 >/dev/null
-[ -f dist/system/linux.js ] || npm run build:ts
+[ -f dist/system/linux/index.js ] || npm run build:ts
 [ -f build/Release/multikernel.node ] || npm run build:native
 
 echo "qemu lane: setup took $((SECONDS - start)) s"

@@ -7,7 +7,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { once } from 'node:events';
 import { Writable } from 'node:stream';
 import { loadBinding, type NativeBinding } from '../../lib/binding';
-import { FdDuplex } from '../../lib/fd-stream';
+import { FdDuplex } from '../../lib/system/linux/fd-stream';
 
 const binding = loadBinding();
 // the 1 GiB transfer needs 3-40 s depending on the load of the machine

@@ -1,4 +1,4 @@
-// lib/vsock-native.ts against a fake vsock: the binding's vsock calls are mapped onto real
+// lib/system/linux/vsock.ts against a fake vsock: the binding's vsock calls are mapped onto real
 // AF_UNIX socketpairs (so FdWatcher, read/write and FdDuplex are the real ones), with a small
 // in-memory table of ports. Real AF_VSOCK is exercised inside QEMU guests (test/qemu).
 import t from 'tap';
@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { loadBinding, type NativeBinding, type VsockAddress } from '../../lib/binding';
 import { systemError } from '../../lib/errors';
 import { VMADDR_CID_ANY } from '../../lib/uapi';
-import { vsockConnect, vsockListen } from '../../lib/vsock-native';
+import { vsockConnect, vsockListen } from '../../lib/system/linux/vsock';
 import type { VsockStream } from '../../lib/system/system';
 
 const real = loadBinding();

@@ -255,7 +255,7 @@ t.test('mount and umount go to the addon; errors become rejections', async (t) =
   await t.rejects(failing.mountMultikernel(), { code: 'ENODEV', syscall: 'mount' });
 });
 
-t.test('vsock goes through lib/vsock-native with the injected binding', async (t) => {
+t.test('vsock goes through lib/system/linux/vsock with the injected binding', async (t) => {
   const { binding, calls } = fakeBinding();
   const system = new LinuxSystem({ binding });
   await t.rejects(system.vsockConnect({ cid: 3, port: 1023 }), { code: 'EAFNOSUPPORT' });

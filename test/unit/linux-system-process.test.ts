@@ -12,7 +12,7 @@ import { LinuxSystem } from '../../lib/system/linux';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const LOADER = path.join(ROOT, 'node_modules/@tapjs/typescript/dist/esm/import.mjs');
-const LINUX = path.join(ROOT, 'lib/system/linux.ts');
+const LINUX = path.join(ROOT, 'lib/system/linux/index.ts');
 // Children run without tap's NODE_OPTIONS hooks and coverage: their V8 coverage of lib/*.ts,
 // compiled separately, does not merge with the test process's. Coverage comes from this process.
 const childEnv: NodeJS.ProcessEnv = { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' };

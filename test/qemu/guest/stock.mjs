@@ -7,7 +7,7 @@ const KERNEL = process.env.MKQEMU_KERNEL_IMAGE ?? '/boot/vmlinuz';
 const HELPER = '/usr/local/bin/mkhelper';
 
 const { loadBinding } = lib('binding');
-const { LinuxSystem } = lib('system/linux');
+const { LinuxSystem } = lib('system/linux/index');
 const { explainNoSupport, probeMultikernelSupport } = lib('support');
 const uapi = lib('uapi');
 
@@ -184,7 +184,7 @@ await check('flock-across-processes', async () => {
   const path = '/tmp/mk-flock-test.lock';
   const held = await sys.lock(path, { exclusive: true });
   const child = `
-    const { LinuxSystem } = require(${JSON.stringify(`${ROOT}/dist/system/linux.js`)});
+    const { LinuxSystem } = require(${JSON.stringify(`${ROOT}/dist/system/linux/index.js`)});
     const sys = new LinuxSystem();
     (async () => {
       try { await sys.lock(${JSON.stringify(path)}, { exclusive: true, wait: false }); console.log('NB taken'); }

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { once } from 'node:events';
 import { assert, check, emit, finish, lib, sleep } from './lib.mjs';
 
-const { LinuxSystem } = lib('system/linux');
+const { LinuxSystem } = lib('system/linux/index');
 const sys = new LinuxSystem();
 const LOCAL = { cid: 1, multikernel: false };
 

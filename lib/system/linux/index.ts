@@ -11,8 +11,8 @@
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
 import { getSystemErrorName } from 'node:util';
-import { loadBinding, type FdWatcher, type NativeBinding } from '../binding';
-import { MultikernelError, systemError, type SystemError } from '../errors';
+import { loadBinding, type FdWatcher, type NativeBinding } from '../../binding';
+import { MultikernelError, systemError, type SystemError } from '../../errors';
 import {
   KEXEC_FILE_DEBUG,
   KEXEC_FILE_NO_INITRAMFS,
@@ -24,8 +24,8 @@ import {
   LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE,
   isValidMkId,
   kexecGetMkId,
-} from '../uapi';
-import { vsockConnect, vsockListen } from '../vsock-native';
+} from '../../uapi';
+import { vsockConnect, vsockListen } from './vsock';
 import type {
   DeviceHandle,
   FileStat,
@@ -38,7 +38,7 @@ import type {
   VsockListenOptions,
   VsockServer,
   VsockStream,
-} from './system';
+} from '../system';
 
 const openFd = promisify(fs.open);
 const closeFd = promisify(fs.close);

@@ -4,11 +4,11 @@
  * with a fake binding on machines without vsock.
  */
 import { getSystemErrorName } from 'node:util';
-import type { FdWatcher, NativeBinding, VsockAddress } from './binding';
-import { systemError } from './errors';
+import type { FdWatcher, NativeBinding, VsockAddress } from '../../binding';
+import { systemError } from '../../errors';
 import { FdDuplex } from './fd-stream';
-import type { VsockConnectOptions, VsockListenOptions, VsockServer, VsockStream } from './system/system';
-import { VMADDR_CID_ANY } from './uapi';
+import type { VsockConnectOptions, VsockListenOptions, VsockServer, VsockStream } from '../system';
+import { VMADDR_CID_ANY } from '../../uapi';
 
 const U32_MAX = 0xffffffff;
 const DEFAULT_BACKLOG = 128;

@@ -12,8 +12,8 @@
  */
 import { Duplex } from 'node:stream';
 import { getSystemErrorName } from 'node:util';
-import type { FdWatcher, NativeBinding } from './binding';
-import { systemError } from './errors';
+import type { FdWatcher, NativeBinding } from '../../binding';
+import { systemError } from '../../errors';
 
 export interface FdDuplexOptions {
   /** close the fd on destroy (default true) */
