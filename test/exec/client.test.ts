@@ -10,7 +10,7 @@ import { FrameDecoder, FrameType, STDIN_WINDOW, decodeError, decodeExit, decodeS
 import type { Frame } from '../../lib/exec/protocol';
 import { isSystemError } from '../../lib/errors';
 import type { VsockStream } from '../../lib/system/system';
-import { FakeCore, tick } from '../contract/channels-fixture';
+import { FakeCore, tick } from '../simulated/channels-fixture';
 
 /** kerf's connect_agent: bind a reserved port from 1023 down, skipping ports in use. */
 async function connectAgent(core: FakeCore, id = 1): Promise<VsockStream> {

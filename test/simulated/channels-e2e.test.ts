@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { execOverStream } from '../../lib/exec/client';
 import { AGENT_PORT } from '../../lib/exec/protocol';
 import { LINUX_REBOOT_CMD_MULTIKERNEL, LINUX_REBOOT_CMD_MULTIKERNEL_HALT } from '../../lib/uapi';
-import { setup } from '../simulated/helpers';
+import { setup } from './helpers';
 import { readFor, readUntil, timeoutSignal } from './channels-fixture';
 
 t.test('console, exec, panic and halt through SimulatedSystem', async (t) => {
