@@ -179,7 +179,7 @@ export function decodeFdt(blob: Uint8Array, limits?: FdtLimits): Fdt {
 }
 
 /** Structure-block bytes of a subtree; collects property names in encounter order. */
-function measure(n: FdtNode, root: FdtNode, path: string, strings: Strings): number {
+function measure(n: FdtNode, root: FdtNode, path: string, strings: { add(name: string): unknown }): number {
   let size = 8 + ((n.name.length + 4) & ~3);
   if (n !== root && (n.name === '' || n.name.includes('/'))) throw cannotEncode(`node name ${JSON.stringify(n.name)} is empty or holds '/'`, path);
   if (BAD_NAME_CHAR.test(n.name)) throw cannotEncode(`node name ${JSON.stringify(n.name)} holds NUL or a character above U+00FF`, path);
@@ -197,35 +197,90 @@ function cannotEncode(what: string, path: string): MultikernelError {
   return new MultikernelError('ERR_MK_INVALID_FDT', `cannot encode ${path}: ${what}`, { details: { path } });
 }
 
+/** Builds the strings block; `add` returns the name's offset for that one property. */
+interface StringTable {
+  add(name: string): number;
+  /** the final offset of a value `add` returned (libfdt's table grows at the front) */
+  offset(handle: number): number;
+  readonly size: number;
+  /** the block's bytes, names NUL-terminated, in block order */
+  readonly list: string[];
+}
+
 /**
  * The strings block as dtc builds it: names in first-use order, and a name that is a suffix of
  * one already stored ("size-cells" after "#size-cells") points into it instead of being added.
  */
-class Strings {
-  readonly offsets = new Map<string, number>();
+class DtcStrings implements StringTable {
+  private readonly offsets = new Map<string, number>();
   readonly list: string[] = [];
   size = 0;
-  add(name: string): void {
-    if (this.offsets.has(name)) return;
-    this.list.push(name);
-    for (let i = 0; i < name.length; i++) {
-      const suffix = i === 0 ? name : name.slice(i);
-      if (!this.offsets.has(suffix)) this.offsets.set(suffix, this.size + i);
+  add(name: string): number {
+    if (!this.offsets.has(name)) {
+      this.list.push(name);
+      for (let i = 0; i < name.length; i++) {
+        const suffix = i === 0 ? name : name.slice(i);
+        if (!this.offsets.has(suffix)) this.offsets.set(suffix, this.size + i);
+      }
+      this.size += name.length + 1;
     }
-    this.size += name.length + 1;
+    return this.offsets.get(name)!;
   }
+  offset(handle: number): number {
+    return handle;
+  }
+}
+
+/**
+ * The strings block as libfdt's sequential writer builds it (fdt_sw.c fdt_find_add_string_, used
+ * by pylibfdt's FdtSw and by the kernel's own tree emitters): every property looks its name up
+ * in the table as it stands (the first `name\0` in block order, so also as a suffix of a longer
+ * name), and a new name goes in FRONT of the table, which therefore ends up in reverse order of
+ * first use. Handles count from the end of the block, which does not move.
+ */
+class LibfdtStrings implements StringTable {
+  private table = '';
+  readonly list: string[] = [];
+  add(name: string): number {
+    const key = `${name}\0`;
+    let at = this.table.indexOf(key);
+    if (at < 0) {
+      this.table = key + this.table;
+      this.list.unshift(name);
+      at = 0;
+    }
+    return this.table.length - at;
+  }
+  get size(): number {
+    return this.table.length;
+  }
+  offset(handle: number): number {
+    return this.table.length - handle;
+  }
+}
+
+/** How `encodeFdt` lays out the strings block. */
+export interface EncodeFdtOptions {
+  /**
+   * 'dtc' (default): names in first-use order, as dtc writes them. 'libfdt': as libfdt's
+   * sequential writer (pylibfdt's FdtSw, kerf, the kernel's rendered trees) writes them, so a
+   * tree decoded from such a blob re-encodes byte for byte.
+   */
+  strings?: 'dtc' | 'libfdt';
 }
 
 /**
  * Encode a tree as an FDT version 17 blob laid out like dtc's output: header, reservation
  * block, structure block, strings block, no padding. A bare node encodes with no reservations
- * and boot CPU 0.
+ * and boot CPU 0. `options.strings` picks the strings block layout (dtc's, or libfdt's
+ * sequential writer's, which kerf and the kernel use; the blocks are otherwise identical).
  */
-export function encodeFdt(tree: Fdt | FdtNode): Buffer {
+export function encodeFdt(tree: Fdt | FdtNode, options: EncodeFdtOptions = {}): Buffer {
   const fdt: Fdt = 'root' in tree ? tree : { root: tree, reservations: [], bootCpuId: 0 };
   if (fdt.root.name !== '') throw cannotEncode(`root node has the name ${JSON.stringify(fdt.root.name)}`, '/');
-  const strings = new Strings();
-  const structSize = measure(fdt.root, fdt.root, '/', strings) + 4;
+  const strings: StringTable = options.strings === 'libfdt' ? new LibfdtStrings() : new DtcStrings();
+  const handles: number[] = [];
+  const structSize = measure(fdt.root, fdt.root, '/', { add: (name) => handles.push(strings.add(name)) }) + 4;
   const rsvOff = FDT_HEADER_SIZE;
   const structOff = rsvOff + 16 * (fdt.reservations.length + 1);
   const stringsOff = structOff + structSize;
@@ -249,7 +304,7 @@ export function encodeFdt(tree: Fdt | FdtNode): Buffer {
     view.setBigUint64(off + 8, r.size);
     off += 16;
   }
-  const offsets = strings.offsets;
+  let next = 0;
   let pos = structOff;
   const write = (n: FdtNode): void => {
     view.setUint32(pos, FDT_BEGIN_NODE);
@@ -261,7 +316,7 @@ export function encodeFdt(tree: Fdt | FdtNode): Buffer {
       const len = p.value.length;
       view.setUint32(pos, FDT_PROP);
       view.setUint32(pos + 4, len);
-      view.setUint32(pos + 8, offsets.get(p.name) as number);
+      view.setUint32(pos + 8, strings.offset(handles[next++]!));
       out.set(p.value, pos + 12);
       pos += 12 + ((len + 3) & ~3);
     }

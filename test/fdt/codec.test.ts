@@ -211,3 +211,24 @@ t.test('tree lookups', async (t) => {
   t.equal(findNode(root, 'resources'), undefined, 'relative paths find nothing');
   t.equal(findNode(root, '/resources/'), undefined);
 });
+
+t.test("the 'libfdt' strings layout: new names go in front, each property finds the first match", async (t) => {
+  // fdt_sw.c fdt_find_add_string_: the table as it stands is searched for "name\0" (also as the
+  // suffix of a longer name); a name not found is put in front of the table.
+  const tree = node('', [prop.u32('size-cells', 1), prop.u32('#size-cells', 2), prop.u32('size-cells', 3)], [node('a', [prop.u32('#size-cells', 4)])]);
+  const blob = encodeFdt(tree, { strings: 'libfdt' });
+  const strOff = blob.readUInt32BE(12);
+  const strSize = blob.readUInt32BE(32);
+  t.equal(blob.subarray(strOff, strOff + strSize).toString('latin1'), '#size-cells\0size-cells\0', 'reverse order of first use');
+  const structOff = blob.readUInt32BE(8);
+  const nameoffs: number[] = [];
+  for (let p = structOff; p < structOff + blob.readUInt32BE(36); p += 4) {
+    if (blob.readUInt32BE(p) === 3) {
+      nameoffs.push(blob.readUInt32BE(p + 8));
+      p += 8 + ((blob.readUInt32BE(p + 4) + 3) & ~3);
+    }
+  }
+  t.same(nameoffs, [12, 0, 1, 0], 'the first size-cells was added alone; the later one is found inside #size-cells');
+  t.same(decodeFdt(blob).root, tree, 'decodes to the same tree');
+  t.same(encodeFdt(tree).subarray(0, 8), blob.subarray(0, 8), 'same total size as the dtc layout here');
+});
