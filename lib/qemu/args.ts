@@ -18,6 +18,11 @@ export interface QemuMachine {
   cmdline: string;
   /** host directory shared read-only over 9p with mount tag `share` */
   share?: string;
+  /**
+   * host file that receives what /init writes to its status device (x86_64: a second 16550 UART,
+   * the guest's ttyS1; aarch64: the virtio-serial port `mkqemu.status`), which only /init opens
+   */
+  status: string;
 }
 
 /** Host `process.arch` → QEMU architecture name, or undefined when QEMU guests of it are not supported. */
@@ -31,6 +36,9 @@ export function hostQemuArch(nodeArch: string = process.arch): QemuArch {
   if (arch === undefined) throw new RangeError(`no QEMU guest architecture for host ${nodeArch}; pass arch`);
   return arch;
 }
+
+/** Name of the aarch64 guest's virtio-serial status port (`name` in /sys/class/virtio-ports/vportNpM). */
+export const STATUS_PORT_NAME = 'mkqemu.status';
 
 export function qemuBinaryFor(arch: QemuArch): string {
   return `qemu-system-${arch}`;
@@ -78,7 +86,14 @@ export function buildQemuArgs(m: QemuMachine): string[] {
     '-initrd', m.initrd,
     '-append', m.cmdline,
   );
-  if (m.arch === 'x86_64') args.push('-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04');
+  // ",," is a literal comma inside a QEMU option value
+  args.push('-chardev', `file,id=mkstatus,path=${m.status.replaceAll(',', ',,')}`);
+  if (m.arch === 'x86_64') {
+    // a -serial of our own ends -nographic's default one, so the console is named first
+    args.push('-serial', 'mon:stdio', '-serial', 'chardev:mkstatus', '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04');
+  } else {
+    args.push('-device', 'virtio-serial-pci,id=mkstatus-bus', '-device', `virtserialport,bus=mkstatus-bus.0,chardev=mkstatus,name=${STATUS_PORT_NAME}`);
+  }
   if (m.share !== undefined) {
     if (m.share.includes(',')) throw new RangeError(`the share directory must not contain a comma (QEMU option syntax): ${m.share}`);
     args.push('-virtfs', `local,path=${m.share},mount_tag=share,security_model=none,readonly=on,multidevs=remap`);

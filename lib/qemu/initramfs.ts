@@ -7,13 +7,14 @@ import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { MultikernelError } from '../errors';
+import { STATUS_PORT_NAME } from './args';
 import { type CpioEntry, normalizeArchivePath, writeCpio } from './cpio';
 
 /** Lines the guest prints on the console so the host can follow it; see lib/qemu/serial.ts. */
 export const MARKER = '@@MKQEMU@@';
 
 export interface InitScript {
-  /** 'x86_64' reports the exit code through isa-debug-exit (port 0xf4) as well as on the console */
+  /** which status device /init writes to; x86_64 also reports the exit code through isa-debug-exit (port 0xf4) */
   arch: 'x86_64' | 'aarch64';
   /** archive paths of modules to insmod, in order */
   modules: readonly string[];
@@ -62,17 +63,33 @@ export function renderInit(spec: InitScript): string {
     'mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /run',
     'ln -sf /proc/self/fd /dev/fd 2>/dev/null',
     'hostname mkqemu',
-    `report() { echo "${MARKER} exit $1"; sync`,
+    // The result goes to a device only this script opens (see lib/qemu/args.ts), never to the
+    // console the command shares: what the command prints cannot pass for it.
+    `status() { [ -n "$mkstatus" ] && printf '%s\\n' "$*" > "$mkstatus"; }`,
+    `report() { status "exit $1"; printf '%s\\n' "${MARKER} exit $1"; sync`,
     spec.arch === 'x86_64'
       ? `  printf "\\\\$(printf %o "$1")" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null`
       : '  :',
     '  reboot -f; sleep 5; poweroff -f; }',
     // paths reach these as separate, single-quoted words: nothing in them is expanded twice
     `warn() { printf '%s\\n' "${MARKER} warn $*"; }`,
-    `fail() { printf '%s\\n' "${MARKER} fail $*"; report 255; }`,
+    `fail() { status "fail $*"; printf '%s\\n' "${MARKER} fail $*"; report 255; }`,
     `echo "${MARKER} init"`,
   ];
   for (const m of spec.modules) lines.push(`insmod ${shellQuote(m)} || warn 'insmod failed:' ${shellQuote(m)}`);
+  if (spec.arch === 'x86_64') {
+    lines.push('mkstatus=/dev/ttyS1');
+  } else {
+    // virtio-serial ports show up shortly after the driver binds
+    lines.push(
+      'mkstatus=',
+      'for i in $(seq 50); do',
+      `  for p in /sys/class/virtio-ports/*; do [ "$(cat "$p/name" 2>/dev/null)" = ${STATUS_PORT_NAME} ] && mkstatus="/dev/\${p##*/}"; done`,
+      '  [ -n "$mkstatus" ] && break; sleep 0.1',
+      'done',
+    );
+  }
+  lines.push(`[ -c "$mkstatus" ] || { warn 'no status device' "$mkstatus" '- the exit status cannot reach the host'; mkstatus=; }`);
   if (spec.shareMount !== undefined) {
     const mnt = shellQuote(spec.shareMount);
     lines.push(`mkdir -p ${mnt} && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro share ${mnt} || fail 'could not mount the 9p share on' ${mnt}`);
@@ -82,7 +99,8 @@ export function renderInit(spec: InitScript): string {
     `cd ${shellQuote(spec.cwd)} || fail 'no such guest directory' ${shellQuote(spec.cwd)}`,
     `set -- ${spec.command.map(shellQuote).join(' ')}`,
     `echo "${MARKER} run"`,
-    '"$@" </dev/null',
+    // `command`: a program called status, report, warn or fail is not one of the functions above
+    'command "$@" </dev/null',
     'report $?',
     '',
   );

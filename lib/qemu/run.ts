@@ -4,13 +4,14 @@
  * end, error, timeout, abort, and the Node process exiting underneath.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { MultikernelError } from '../errors';
 import { buildQemuArgs, checkCpus, hostQemuArch, kernelCmdline, parseMemory, qemuArchFor, qemuBinaryFor, type QemuArch } from './args';
 import { buildInitramfs, checkGuestPaths } from './initramfs';
-import { type QemuPhase, SerialParser } from './serial';
+import { parseStatus, type QemuPhase, SerialParser } from './serial';
 
 export interface QemuFile {
   /** host path */
@@ -117,6 +118,7 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
   const scratch = await mkdtemp(path.join(options.tmpDir ?? os.tmpdir(), 'mkqemu-'));
   try {
     const initrd = path.join(scratch, 'initramfs.cpio');
+    const statusFile = path.join(scratch, 'status');
     await buildInitramfs(initrd, {
       arch,
       busybox: options.busybox,
@@ -138,28 +140,41 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
       initrd,
       cmdline: kernelCmdline(arch, options.append),
       ...(options.share === undefined ? {} : { share: path.resolve(options.share) }),
+      status: statusFile,
     });
-    return await supervise(options.qemuBinary ?? qemuBinaryFor(arch), qemuArgs, timeoutMs, options, started, phases, notePhase);
+    return await supervise({ binary: options.qemuBinary ?? qemuBinaryFor(arch), qemuArgs, arch, statusFile, timeoutMs, options, started, phases, notePhase });
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
 }
 
-function supervise(
-  binary: string,
-  qemuArgs: string[],
-  timeoutMs: number,
-  options: QemuOptions,
-  started: number,
-  phases: QemuResult['phases'],
-  notePhase: (phase: QemuPhase) => void,
-): Promise<QemuResult> {
+interface Supervision {
+  binary: string;
+  qemuArgs: string[];
+  arch: QemuArch;
+  /** where QEMU writes what /init sends to its status device */
+  statusFile: string;
+  timeoutMs: number;
+  options: QemuOptions;
+  started: number;
+  phases: QemuResult['phases'];
+  notePhase: (phase: QemuPhase) => void;
+}
+
+/** The status device's text; none when QEMU never opened the file. */
+function readStatus(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+function supervise({ binary, qemuArgs, arch, statusFile, timeoutMs, options, started, phases, notePhase }: Supervision): Promise<QemuResult> {
   return new Promise((resolve, reject) => {
     const parser = new SerialParser();
     let output = '';
     let stderr = '';
-    let exitCode: number | undefined;
-    let setupFailure: string | undefined;
     let stopReason: 'timeout' | 'aborted' | undefined;
     let spawnError: Error | undefined;
 
@@ -185,8 +200,6 @@ function supervise(
       options.onOutput?.(text);
       for (const ev of parser.push(text)) {
         if (ev.kind === 'phase') notePhase(ev.phase);
-        else if (ev.kind === 'exit') exitCode = ev.code;
-        else if (ev.kind === 'fail') setupFailure ??= ev.reason;
       }
     });
     child.stderr.setEncoding('utf8');
@@ -196,12 +209,12 @@ function supervise(
     child.on('error', (err) => {
       spawnError = err;
     });
-    child.on('close', (status, signal) => {
+    child.on('close', (qemuStatus, signal) => {
       clearTimeout(timer);
       options.signal?.removeEventListener('abort', onAbort);
       process.removeListener('exit', killOnExit);
       const elapsed = Date.now() - started;
-      const details = { phase: parser.currentPhase, qemuStatus: status, signal, stderr: stderr.trim(), consoleTail: parser.lastLines(), elapsedMs: elapsed };
+      const details = { phase: parser.currentPhase, qemuStatus, signal, stderr: stderr.trim(), consoleTail: parser.lastLines(), elapsedMs: elapsed };
       if (spawnError !== undefined) {
         const missing = (spawnError as NodeJS.ErrnoException).code === 'ENOENT';
         reject(failure('spawn', missing ? `${binary} is not installed (Debian: apt-get install qemu-system-${binary.endsWith('x86_64') ? 'x86' : 'arm'})` : `could not start ${binary}: ${spawnError.message}`, details, spawnError));
@@ -215,19 +228,25 @@ function supervise(
         reject(failure('aborted', `QEMU run aborted during "${parser.currentPhase}"; it was killed`, details, options.signal?.reason));
         return;
       }
-      if (setupFailure !== undefined) {
-        reject(failure('guest-setup', `guest setup failed: ${setupFailure}`, details));
+      // Only /init writes the status device; the console is shared with the command, whose
+      // output may contain anything, markers included.
+      const guest = parseStatus(readStatus(statusFile));
+      if (guest.failure !== undefined) {
+        reject(failure('guest-setup', `guest setup failed: ${guest.failure}`, details));
         return;
       }
-      // isa-debug-exit makes QEMU exit with 2*code+1; the console marker carries the full byte. The
-      // status alone only counts once the command ran: QEMU's own errors exit 1 too.
-      if (exitCode === undefined && parser.currentPhase === 'command' && status !== null && status % 2 === 1) exitCode = (status - 1) / 2;
+      let exitCode = guest.exitCode;
+      // Without a status line (the status device missing in the guest), x86 still has
+      // isa-debug-exit: QEMU exits with 2*code+1. It only counts once the command ran and never
+      // as a success: QEMU's own errors exit 1 too.
+      if (exitCode === undefined && arch === 'x86_64' && parser.currentPhase === 'command' && qemuStatus !== null && qemuStatus % 2 === 1 && qemuStatus >= 3) exitCode = (qemuStatus - 1) / 2;
       if (exitCode === undefined) {
         const why = stderr.trim() !== '' ? `QEMU said: ${stderr.trim()}` : `last console lines:\n${parser.lastLines()}`;
-        reject(failure('no-exit-code', `the guest ended without reporting an exit code (QEMU status ${status}, phase "${parser.currentPhase}"); ${why}`, details));
+        reject(failure('no-exit-code', `the guest ended without reporting an exit code (QEMU status ${qemuStatus}, phase "${parser.currentPhase}"); ${why}`, details));
         return;
       }
-      resolve({ exitCode, output, phases, durationMs: elapsed, qemuStatus: status, qemuArgs });
+      notePhase('done');
+      resolve({ exitCode, output, phases, durationMs: elapsed, qemuStatus, qemuArgs });
     });
   });
 }

@@ -1,6 +1,7 @@
 /**
  * Follows the guest's serial console: splits it into lines, recognises the /init markers and
- * the kernel's first line, and turns them into boot phases.
+ * the kernel's first line, and turns them into boot phases. The console is shared with the
+ * command, so nothing on it decides the result: that comes from the status device (parseStatus).
  */
 import { MARKER } from './initramfs';
 
@@ -14,11 +15,7 @@ export const PHASE_LABELS: Readonly<Record<QemuPhase, string>> = {
   done: 'done',
 };
 
-export type SerialEvent =
-  | { kind: 'phase'; phase: QemuPhase }
-  | { kind: 'exit'; code: number }
-  | { kind: 'fail'; reason: string }
-  | { kind: 'warn'; message: string };
+export type SerialEvent = { kind: 'phase'; phase: QemuPhase } | { kind: 'warn'; message: string };
 
 /** Incremental console parser; `push` returns the events the new text completes. */
 export class SerialParser {
@@ -54,7 +51,6 @@ export class SerialParser {
     const at = line.indexOf(MARKER);
     if (at < 0) return;
     const [word = '', ...rest] = line.slice(at + MARKER.length).trim().split(/\s+/);
-    const arg = rest.join(' ');
     switch (word) {
       case 'init':
         this.advance('init', events);
@@ -62,27 +58,36 @@ export class SerialParser {
       case 'run':
         this.advance('command', events);
         break;
-      case 'exit': {
-        const code = Number(arg);
-        if (Number.isInteger(code) && code >= 0 && code <= 255) {
-          events.push({ kind: 'exit', code });
-          this.advance('done', events);
-        }
-        break;
-      }
-      case 'fail':
-        events.push({ kind: 'fail', reason: arg });
-        break;
       case 'warn':
-        events.push({ kind: 'warn', message: arg });
+        events.push({ kind: 'warn', message: rest.join(' ') });
         break;
     }
   }
 
+  /** `done` is not on the console: the host notes it when the status device has spoken. */
   private advance(to: QemuPhase, events: SerialEvent[]): void {
     const order: QemuPhase[] = ['starting', 'kernel', 'init', 'command', 'done'];
     if (order.indexOf(to) <= order.indexOf(this.phase)) return;
     this.phase = to;
     events.push({ kind: 'phase', phase: to });
   }
+}
+
+export interface GuestStatus {
+  /** the command's exit status, from the last `exit N` line */
+  exitCode?: number;
+  /** why /init gave up before the command ran, from the first `fail REASON` line */
+  failure?: string;
+}
+
+/** Reads what /init wrote to its status device: `fail REASON` and `exit N` lines (CRLF or LF). */
+export function parseStatus(text: string): GuestStatus {
+  const status: GuestStatus = {};
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/\r$/, '');
+    const exit = /^exit (\d{1,3})$/.exec(line);
+    if (exit !== null && Number(exit[1]) <= 255) status.exitCode = Number(exit[1]);
+    else if (line.startsWith('fail ')) status.failure ??= line.slice('fail '.length);
+  }
+  return status;
 }

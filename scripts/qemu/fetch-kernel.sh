@@ -7,10 +7,11 @@
 # Result (DIR defaults to .cache/qemu/<arch>):
 #   DIR/vmlinuz        the kernel image (x86 bzImage, arm64 Image)
 #   DIR/config         its config
-#   DIR/modules/*.ko   the 9p and vsock-loopback modules plus their dependencies, decompressed,
+#   DIR/modules/*.ko   the 9p, vsock-loopback and virtio-console modules (those not built in) plus
+#                      their dependencies, decompressed,
 #                      and DIR/modules/order: the insmod order (dependencies first)
 #   DIR/busybox        static busybox
-#   DIR/kernel.env     KERNEL_PACKAGE=..., KERNEL_RELEASE=..., BUSYBOX_PACKAGE=...
+#   DIR/kernel.env     KERNEL_PACKAGE=..., KERNEL_RELEASE=..., BUSYBOX_PACKAGE=..., MODULES=...
 #
 # The package name is resolved with apt-cache (newest linux-image-<series>.*-<arch>-unsigned), never
 # hard-coded: Debian rotates ABI numbers. Idempotent: when DIR/kernel.env names the package apt
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --arch) arch="$2"; shift 2 ;;
     --series) series="$2"; shift 2 ;;
     --cache) cache="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "fetch-kernel: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -40,7 +41,8 @@ cache="${cache:-$root/.cache/qemu/$arch}"
 mkdir -p "$cache"
 
 # Modules the guest /init may load (names as in modules.dep); dependencies are added below.
-want_modules="9p 9pnet_virtio vsock_loopback"
+# virtio_console carries the arm64 guest's status port (lib/qemu/args.ts); built in on amd64.
+want_modules="9p 9pnet_virtio vsock_loopback virtio_console"
 
 apt_opts=()
 foreign=0
@@ -76,6 +78,7 @@ bb_pkg=busybox-static
 sysroot_pkgs="libc6 libstdc++6 libgcc-s1"
 
 if [ -f "$cache/kernel.env" ] && grep -qx "KERNEL_PACKAGE=$pkg" "$cache/kernel.env" \
+   && grep -qx "MODULES=$want_modules" "$cache/kernel.env" \
    && [ -f "$cache/vmlinuz" ] && [ -f "$cache/busybox" ] && [ -f "$cache/modules/order" ] \
    && { [ "$foreign" = 0 ] || [ -d "$cache/sysroot" ]; }; then
   echo "fetch-kernel: $pkg already cached in $cache" >&2
@@ -142,7 +145,7 @@ cp "$work/k/boot/config-$release" "$cache/config"
 cp "$work/bb/bin/busybox" "$cache/busybox"
 chmod 0755 "$cache/busybox"
 bb_ver="$(dpkg-deb -f "$work"/busybox-static*.deb Version)"
-printf 'KERNEL_PACKAGE=%s\nKERNEL_RELEASE=%s\nBUSYBOX_PACKAGE=%s=%s\nARCH=%s\n' \
-  "$pkg" "$release" "$bb_pkg" "$bb_ver" "$arch" > "$cache/kernel.env"
+printf 'KERNEL_PACKAGE=%s\nKERNEL_RELEASE=%s\nBUSYBOX_PACKAGE=%s=%s\nARCH=%s\nMODULES=%s\n' \
+  "$pkg" "$release" "$bb_pkg" "$bb_ver" "$arch" "$want_modules" > "$cache/kernel.env"
 echo "fetch-kernel: $pkg ($release) -> $cache; modules: ${order[*]}" >&2
 echo "$cache"

@@ -13,6 +13,7 @@ import {
   MARKER,
   parseLdd,
   parseMemory,
+  parseStatus,
   PHASE_LABELS,
   qemuArchFor,
   qemuBinaryFor,
@@ -22,7 +23,7 @@ import {
   shellQuote,
   writeCpio,
 } from '../../lib/qemu';
-import { consoleFor, checkCpus } from '../../lib/qemu/args';
+import { consoleFor, checkCpus, STATUS_PORT_NAME } from '../../lib/qemu/args';
 import { binaryEntries } from '../../lib/qemu/initramfs';
 import { normalizeArchivePath } from '../../lib/qemu/cpio';
 
@@ -127,12 +128,17 @@ t.test('renderInit: x86_64 with modules, share and environment', async (t) => {
   t.notMatch(script, "export NO_COLOR='1'");
   t.match(script, "set -- 'node' '-e' 'console.log(\"x\")'");
   t.match(script, 'dd of=/dev/port bs=1 seek=244 count=1', 'x86 reports through isa-debug-exit');
-  t.ok(script.indexOf(`${MARKER} run`) < script.indexOf('"$@" </dev/null'));
+  t.match(script, 'mkstatus=/dev/ttyS1', 'x86: the status device is the second UART');
+  t.match(script, `report() { status "exit $1";`, 'the exit status goes to the status device');
+  t.match(script, `fail() { status "fail $*";`, 'so do setup failures');
+  t.ok(script.indexOf(`${MARKER} run`) < script.indexOf('command "$@" </dev/null'));
+  t.ok(script.indexOf('mkstatus=/dev/ttyS1') < script.indexOf('mount -t 9p'), 'the status device is known before anything can fail');
 });
 
 t.test('renderInit: aarch64 without share; bad input', async (t) => {
   const script = renderInit({ arch: 'aarch64', modules: [], cwd: '/', env: {}, command: ['true'] });
   t.notMatch(script, '/dev/port');
+  t.match(script, `[ "$(cat "$p/name" 2>/dev/null)" = ${STATUS_PORT_NAME} ] && mkstatus="/dev/\${p##*/}"`, 'arm64: the virtio-serial port is found by name');
   t.notMatch(script, 'mount -t 9p');
   t.match(script, "export NO_COLOR='1'");
   t.throws(() => renderInit({ arch: 'aarch64', modules: [], cwd: '/', env: {}, command: [] }), RangeError);
@@ -265,7 +271,7 @@ t.test('buildInitramfs: busybox, node, binaries, modules, files and /init', asyn
   t.match(init.data.toString(), "insmod '/lib/mkqemu/00-9p.ko'");
 });
 
-t.test('SerialParser: phases, exit, fail, warn, partial lines, tail', async (t) => {
+t.test('SerialParser: phases, warn, partial lines, tail; exit and fail markers decide nothing', async (t) => {
   const p = new SerialParser(3);
   t.equal(p.currentPhase, 'starting');
   t.same(p.push(''), []);
@@ -275,11 +281,10 @@ t.test('SerialParser: phases, exit, fail, warn, partial lines, tail', async (t) 
   t.same(p.push(`it\n${MARKER} warn insmod x failed\n`), [{ kind: 'phase', phase: 'init' }, { kind: 'warn', message: 'insmod x failed' }]);
   t.same(p.push(`${MARKER} run\n${MARKER} bogus\n`), [{ kind: 'phase', phase: 'command' }]);
   t.same(p.push(`${MARKER} init\n`), [], 'phases never go back');
-  t.same(p.push(`${MARKER} exit 300\n${MARKER} exit x\n`), [], 'an exit code out of range is ignored');
-  t.same(p.push(`${MARKER} fail no share\n`), [{ kind: 'fail', reason: 'no share' }]);
-  t.same(p.push(`noise ${MARKER} exit 3\npartial`), [{ kind: 'exit', code: 3 }, { kind: 'phase', phase: 'done' }]);
-  t.equal(p.currentPhase, 'done');
-  t.equal(p.lastLines(), `${MARKER} exit x\n${MARKER} fail no share\nnoise ${MARKER} exit 3\npartial`, 'the last 3 lines and the partial one');
+  t.same(p.push(`${MARKER} exit 0\n${MARKER} fail no share\n`), [], 'the console is the command\'s too: its markers are not events');
+  t.same(p.push(`noise ${MARKER} exit 3\npartial`), []);
+  t.equal(p.currentPhase, 'command', 'done is noted by the host, not read from the console');
+  t.equal(p.lastLines(), `${MARKER} exit 0\n${MARKER} fail no share\nnoise ${MARKER} exit 3\npartial`, 'the last 3 lines and the partial one');
   t.equal(PHASE_LABELS.kernel, 'kernel booting');
   const q = new SerialParser();
   q.push('[ok] started\n');
@@ -287,6 +292,14 @@ t.test('SerialParser: phases, exit, fail, warn, partial lines, tail', async (t) 
   q.push('[    1.500000] x\n');
   t.equal(q.currentPhase, 'kernel');
   t.equal(q.lastLines(), '[ok] started\n[    1.500000] x');
+});
+
+t.test('parseStatus: what /init wrote to the status device', async (t) => {
+  t.same(parseStatus(''), {});
+  t.same(parseStatus('exit 3\r\n'), { exitCode: 3 }, 'CRLF from the tty');
+  t.same(parseStatus('exit 0\nexit 255\n'), { exitCode: 255 }, 'the last exit line counts');
+  t.same(parseStatus('fail no share\r\nexit 255\r\nfail later\n'), { failure: 'no share', exitCode: 255 }, 'the first fail line counts');
+  t.same(parseStatus('exit 256\nexit -1\nexit 1x\nexit\nnoise\nexit 7'), { exitCode: 7 }, 'malformed lines and a cut last line');
 });
 
 t.test('args: architecture, memory, cpus, command line', async (t) => {
@@ -314,12 +327,14 @@ t.test('args: architecture, memory, cpus, command line', async (t) => {
 });
 
 t.test('buildQemuArgs', async (t) => {
-  const base = { cpus: 4, memoryMiB: 1024, kernel: '/k', initrd: '/i', cmdline: 'console=ttyS0' };
+  const base = { cpus: 4, memoryMiB: 1024, kernel: '/k', initrd: '/i', cmdline: 'console=ttyS0', status: '/s/status' };
   const x86 = buildQemuArgs({ ...base, arch: 'x86_64', share: '/repo' });
   t.same(x86, [
     '-machine', 'q35', '-accel', 'tcg',
     '-smp', '4', '-m', '1024M', '-nographic', '-no-reboot', '-nic', 'none',
     '-kernel', '/k', '-initrd', '/i', '-append', 'console=ttyS0',
+    '-chardev', 'file,id=mkstatus,path=/s/status',
+    '-serial', 'mon:stdio', '-serial', 'chardev:mkstatus',
     '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04',
     '-virtfs', 'local,path=/repo,mount_tag=share,security_model=none,readonly=on,multidevs=remap',
   ]);
@@ -327,8 +342,13 @@ t.test('buildQemuArgs', async (t) => {
   t.same(buildQemuArgs({ ...base, arch: 'x86_64', machine: 'pc' }).slice(0, 2), ['-machine', 'pc']);
   const arm = buildQemuArgs({ ...base, arch: 'aarch64' });
   t.same(arm.slice(0, 6), ['-machine', 'virt,gic-version=3', '-accel', 'tcg', '-cpu', 'max']);
-  t.notOk(arm.includes('-device'), 'no isa-debug-exit on arm64');
+  t.same(arm.slice(arm.indexOf('-chardev')), [
+    '-chardev', 'file,id=mkstatus,path=/s/status',
+    '-device', 'virtio-serial-pci,id=mkstatus-bus',
+    '-device', `virtserialport,bus=mkstatus-bus.0,chardev=mkstatus,name=${STATUS_PORT_NAME}`,
+  ], 'arm64: the status device is a virtio-serial port; no isa-debug-exit');
   t.notOk(arm.includes('-virtfs'));
+  t.ok(buildQemuArgs({ ...base, arch: 'x86_64', status: '/a,b/status' }).includes('file,id=mkstatus,path=/a,,b/status'), 'a comma in the status path is doubled (QEMU option syntax)');
   t.throws(() => buildQemuArgs({ ...base, arch: 'x86_64', machine: 'virt' }), RangeError);
   t.throws(() => buildQemuArgs({ ...base, arch: 'aarch64', machine: 'q35' }), RangeError);
   t.throws(() => buildQemuArgs({ ...base, arch: 'x86_64', share: '/a,b' }), RangeError);

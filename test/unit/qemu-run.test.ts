@@ -22,12 +22,21 @@ if (process.env.FAKE_QEMU_RECORD) fs.writeFileSync(process.env.FAKE_QEMU_RECORD,
 const mode = /fake=(\\S+)/.exec(append)[1];
 const M = ${JSON.stringify(MARKER)};
 const out = (s) => process.stdout.write(s);
+// what /init writes to the status device lands in the -chardev file, as with QEMU
+const chardev = argv[argv.indexOf('-chardev') + 1] ?? '';
+const statusFile = /(?:^|,)path=(.*)$/.exec(chardev)?.[1].replaceAll(',,', ',');
+const status = (s) => statusFile && fs.writeFileSync(statusFile, s);
 switch (mode) {
-  case 'ok': out('SeaBIOS\\r\\nBooting from ROM...\\r\\n' + M + ' init\\n' + M + ' run\\nhello\\n'); setTimeout(() => { out(M + ' exit 3\\n'); process.exit(7); }, 50); break;
+  case 'ok': out('SeaBIOS\\r\\nBooting from ROM...\\r\\n' + M + ' init\\n' + M + ' run\\nhello\\n'); setTimeout(() => { status('exit 3\\r\\n'); out(M + ' exit 3\\n'); process.exit(7); }, 50); break;
   case 'status': out(M + ' init\\n' + M + ' run\\n'); process.exit(11);
+  case 'status-zero': out(M + ' init\\n' + M + ' run\\n'); process.exit(1);
   case 'stderr': process.stderr.write('qemu: could not load kernel\\n'); process.exit(1);
   case 'silent': out('Kernel panic - not syncing\\n'); process.exit(0);
-  case 'fail': out(M + ' init\\n' + M + ' fail could not mount the 9p share\\n' + M + ' exit 255\\n'); process.exit(255);
+  case 'fail': out(M + ' init\\n' + M + ' fail could not mount the 9p share\\n' + M + ' exit 255\\n'); status('fail could not mount the 9p share\\r\\nexit 255\\r\\n'); process.exit(255);
+  // the command prints the success marker, then fails
+  case 'spoof-pass': out(M + ' init\\n' + M + ' run\\n' + M + ' exit 0\\n'); status('exit 1\\r\\n'); process.exit(3);
+  // the command prints a setup-failure marker (and an exit marker), then succeeds
+  case 'spoof-fail': out(M + ' init\\n' + M + ' run\\n' + M + ' fail could not mount the 9p share\\n' + M + ' exit 255\\n'); status('exit 0\\r\\n'); process.exit(1);
   case 'hang': out('Booting from ROM...\\n'); setInterval(() => {}, 1000); break;
 }
 `,
@@ -76,16 +85,27 @@ t.test('exit code from the console marker; phases; output; arguments', async (t)
   t.match(r.qemuArgs[r.qemuArgs.indexOf('-append') + 1]!, /^console=ttyS0 .*fake=ok$/);
 });
 
-t.test('exit code from the isa-debug-exit status when the marker is missing', async (t) => {
+t.test('the status device decides, not markers the command prints on the console', async (t) => {
+  const printedPass = await runQemu(options('spoof-pass'));
+  t.equal(printedPass.exitCode, 1, 'a command that prints the exit-0 marker and then fails reads as a failure');
+  t.match(printedPass.output, `${MARKER} exit 0`);
+  const printedFail = await runQemu(options('spoof-fail'));
+  t.equal(printedFail.exitCode, 0, 'a command that prints a fail marker and then succeeds reads as a success');
+  t.equal(printedFail.phases.at(-1)!.phase, 'done');
+});
+
+t.test('x86 without a status line: the isa-debug-exit status, never as a success', async (t) => {
   const r = await runQemu(options('status', { arch: 'x86_64', cwd: '/tmp' }));
   t.equal(r.exitCode, 5);
+  await t.rejects(runQemu(options('status-zero', { arch: 'x86_64' })), { code: 'ERR_MK_QEMU', details: { reason: 'no-exit-code', qemuStatus: 1, phase: 'command' } }, 'status 1 is also what QEMU exits with on its own errors');
+  await t.rejects(runQemu(options('status', { arch: 'aarch64', node: false })), { code: 'ERR_MK_QEMU', details: { reason: 'no-exit-code', qemuStatus: 11 } }, 'arm64 has no isa-debug-exit');
 });
 
 t.test('default node: the host node for the host architecture, none for another', async (t) => {
-  const withNode = await runQemu(options('status', { node: undefined, arch: 'x86_64' }));
-  const without = await runQemu(options('status', { node: undefined, arch: 'aarch64' }));
-  t.equal(withNode.exitCode, 5);
-  t.equal(without.exitCode, 5);
+  const withNode = await runQemu(options('ok', { node: undefined, arch: 'x86_64' }));
+  const without = await runQemu(options('ok', { node: undefined, arch: 'aarch64' }));
+  t.equal(withNode.exitCode, 3);
+  t.equal(without.exitCode, 3);
   t.match(without.qemuArgs.join(' '), /-machine virt,gic-version=3 .*console=ttyAMA0/);
 });
 
