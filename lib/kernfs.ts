@@ -20,6 +20,9 @@ export function instanceDir(name: string): string {
   return `${MK_INSTANCES}/${name}`;
 }
 
+/** What `overlays/tx_N/status` reads (overlay.c mk_overlay_status_str), without the newline. */
+export type TxStatus = 'pending' | 'applied' | 'failed' | 'removed';
+
 export function txDir(id: number): string {
   return `${MK_OVERLAYS}/tx_${id}`;
 }

@@ -11,7 +11,7 @@ import { MultikernelError, isSystemError } from './errors';
 import { DEFAULT_LOCK_PATH, MK_OVERLAYS, MK_OVERLAY_NEW, txDir, txIds } from './kernfs';
 import type { System } from './system/system';
 
-export type TxStatus = 'pending' | 'applied' | 'failed' | 'removed';
+export type { TxStatus } from './kernfs';
 
 export interface TxResult {
   id: number;

@@ -15,7 +15,17 @@ export const MEMORY_BLOCK_SIZE = 128 * MiB;
 export const HOST_RESERVED_BYTES = 1 * GiB;
 export const MAX_NUMNODES = 64;
 export const MAX_VIRTIO_DEVICES = 16;
-export const MAX_OVERLAY_BYTES = 1024 * 1024;
+/**
+ * mk_overlay_new_write's own size check (overlay.c@14213ee5: > 1 MiB → EFBIG). Not the limit a
+ * writer meets: kernfs hands the handler at most PAGE_SIZE per write(2) (no atomic_write_len),
+ * so a larger write is cut short long before this; the library's limit is the model's
+ * MAX_OVERLAY_WRITE_BYTES.
+ */
+export const MK_OVERLAY_HANDLER_MAX_BYTES = 1024 * 1024;
+/** baseline.c MK_BASELINE_MAX_MEM_REQS (= MAX_NUMNODES): more memory@ nodes → E2BIG */
+export const MAX_BASELINE_MEM_REQS = MAX_NUMNODES;
+/** include/uapi/linux/multikernel_virtio.h MK_VIRTIO_MAX_QUEUES */
+export const MAX_VIRTIO_QUEUES = 8;
 
 /** A kernel-internal failure: an errno name. */
 export class KErr extends Error {
@@ -30,6 +40,29 @@ const errnoByName = osConstants.errno as Record<string, number>;
 export function neg(code: string): string {
   return `-${errnoByName[code]}`;
 }
+
+/** `size >> 20` of a u64 as the kernel prints it (%llu MB); JS `>>` would cut at 32 bits */
+export function mb(bytes: number): number {
+  return Math.floor(bytes / MiB);
+}
+/** %llx */
+export function hex(v: number): string {
+  return v.toString(16);
+}
+/** %pa of a phys_addr_t: 0x and 16 hex digits */
+export function pa(v: number): string {
+  return `0x${v.toString(16).padStart(16, '0')}`;
+}
+/** mk_cpu_set_format: "none", or the physical ids comma-separated in set order */
+export function cpuSetFormat(ids: number[]): string {
+  return ids.length === 0 ? 'none' : ids.join(',');
+}
+/**
+ * Vendor and device id of a simulated host PCI function (what pci_get_domain_bus_and_slot finds):
+ * every simulated function is an Intel 82540EM (QEMU's e1000, 8086:100e).
+ */
+export const SIM_PCI_VENDOR = 0x8086;
+export const SIM_PCI_DEVICE = 0x100e;
 
 // ---------- property readers with the kernel's exact length rules ----------
 
@@ -80,12 +113,22 @@ export function cpuReg(n: FdtNode): number {
   if (!b || (b.length !== 4 && b.length !== 8)) throw new KErr('EINVAL');
   return b.length === 8 ? u64At(b, 0) : u32At(b, 0);
 }
+/** sscanf("%x:%x:%x.%x") of a pci-id, normalised to DDDD:BB:SS.F; undefined when it does not scan. */
+export function parseBdf(s: string): string | undefined {
+  const m = /^\s*([0-9a-f]+):([0-9a-f]+):([0-9a-f]+)\.([0-9a-f]+)/i.exec(s);
+  if (!m) return undefined;
+  const [d, b, sl, f] = [m[1]!, m[2]!, m[3]!, m[4]!].map((x) => parseInt(x, 16)) as [number, number, number, number];
+  // the kernel keeps u16 domain, u8 bus, and PCI_DEVFN(slot, func) (slot 5 bits, func 3 bits)
+  const devfn = ((sl & 0x1f) << 3) | (f & 7);
+  return `${(d & 0xffff).toString(16).padStart(4, '0')}:${(b & 0xff).toString(16).padStart(2, '0')}:${(devfn >> 3).toString(16).padStart(2, '0')}.${devfn & 7}`;
+}
+
+/** mk_overlay_parse_pci_id: a NUL-terminated pci-id that scans as %x:%x:%x.%x, else EINVAL */
 export function pciId(n: FdtNode): string {
   const s = str(n, 'pci-id');
-  const m = s === undefined ? null : /^([0-9a-f]+):([0-9a-f]+):([0-9a-f]+)\.([0-9a-f]+)/i.exec(s);
-  if (!m) throw new KErr('EINVAL');
-  const h = (x: string, w: number): string => parseInt(x, 16).toString(16).padStart(w, '0');
-  return `${h(m[1]!, 4)}:${h(m[2]!, 2)}:${h(m[3]!, 2)}.${parseInt(m[4]!, 16).toString(16)}`;
+  const id = s === undefined ? undefined : parseBdf(s);
+  if (id === undefined) throw new KErr('EINVAL');
+  return id;
 }
 /** u64 cells of a `cpus` property: non-zero multiple of 8 bytes */
 export function cpuList(b: Uint8Array): number[] {

@@ -3,73 +3,154 @@
  * /proc/kimage (kexec_core.c), /proc/iomem (mem.c, kernel/resource.c), /proc/cpuinfo, the CPU masks
  * in sysfs and /proc/filesystems.
  */
-import { encodeFdt } from '../../fdt/codec';
+import { decodeFdt, encodeFdt } from '../../fdt/codec';
 import { node, prop } from '../../fdt/tree';
 import type { FdtNode } from '../../fdt/types';
-import type { SimInstance, SimState } from './state';
+import { SIM_PCI_DEVICE, SIM_PCI_VENDOR } from './props';
+import type { SimInstance, SimPlatformDevice, SimState } from './state';
 
-function poolCpusFree(s: SimState, poolCpus: number[]): number[] {
+/** The kernel's free CPU set, in its order (see SimPool.cpus). */
+export function poolFreeCpus(s: SimState): number[] {
   const owned = new Set(s.instances.flatMap((i) => i.cpus));
-  return poolCpus.filter((c) => !owned.has(c));
+  return (s.pool?.cpus ?? []).filter((c) => !owned.has(c));
 }
 
-/** Root device_tree read: the live pool (or, before a baseline, the host tree without memory). */
-export function poolDtb(s: SimState): Buffer {
-  const props = [prop.u32('id', 0), prop.u32('#address-cells', 2), prop.u32('#size-cells', 2)];
-  const children: FdtNode[] = [];
-  if (s.pool) {
-    const memories = s.pool.memory
-      .slice()
-      .sort((a, b) => a.base - b.base)
-      .map((m) =>
-        node(`memory@${m.base.toString(16)}`, [
-          prop.string('device_type', 'memory'),
-          prop.u64('reg', m.base, m.size),
-          prop.u32('numa-node-id', m.node),
-        ]),
-      );
-    const devices = node(
-      'devices',
-      [],
-      s.pool.devices.map((d) => node(d.name, [prop.string('device-type', 'pci'), prop.string('pci-id', d.pciId)])),
-    );
-    children.push(
+const PCI_HOST_BRIDGE = 'multikernel,pci-host-bridge';
+
+interface PciFn {
+  pci: string;
+  alias?: string;
+}
+
+function splitBdf(pci: string): { domain: number; bus: number; slot: number; func: number } {
+  const [d, b, sf] = pci.split(':') as [string, string, string];
+  const [sl, f] = sf.split('.') as [string, string];
+  return { domain: parseInt(d, 16), bus: parseInt(b, 16), slot: parseInt(sl, 16), func: parseInt(f, 16) };
+}
+
+/**
+ * mk_dt_emit_aliases and mk_dt_emit_host_bridges (dts.c@0a54b0b4). The simulated host has one
+ * root bus per PCI domain, bus 00 spanning 00-ff, with every function directly on it; it has no
+ * ECAM window and no bridge windows, so the bridge carries no `reg` and no `ranges` (dts.c writes
+ * both only when the host has them). A function on another bus sits behind no bridge the
+ * simulator knows and is left out, as dts.c leaves out a device no bus leads to.
+ */
+function pciNodes(devices: PciFn[]): FdtNode[] {
+  const reachable = devices.filter((d) => splitBdf(d.pci).bus === 0);
+  const out: FdtNode[] = [];
+  const withAlias = devices.filter((d) => d.alias);
+  if (withAlias.length > 0) {
+    out.push(
       node(
-        'resources',
-        [prop.u64('cpus', ...s.pool.cpus), prop.u64('cpus-available', ...poolCpusFree(s, s.pool.cpus))],
-        [...memories, devices],
+        'aliases',
+        withAlias.filter((d) => splitBdf(d.pci).bus === 0).map((d) => {
+          const { slot, func } = splitBdf(d.pci);
+          return prop.string(d.alias!, `/pci@0/pci@${slot.toString(16)},${func.toString(16)}`);
+        }),
       ),
     );
   }
-  return encodeFdt(node('', props, children));
+  const domains = [...new Set(reachable.map((d) => splitBdf(d.pci).domain))];
+  for (const domain of domains) {
+    const leaves = reachable
+      .filter((d) => splitBdf(d.pci).domain === domain)
+      .map((d) => {
+        const { bus, slot, func } = splitBdf(d.pci);
+        return node(`pci@${slot.toString(16)},${func.toString(16)}`, [
+          prop.u32('reg', (bus << 16) | (((slot << 3) | func) << 8), 0, 0, 0, 0),
+          prop.u32('vendor-id', SIM_PCI_VENDOR),
+          prop.u32('device-id', SIM_PCI_DEVICE),
+        ]);
+      });
+    out.push(
+      node(
+        'pci@0',
+        [
+          prop.string('compatible', PCI_HOST_BRIDGE),
+          prop.string('device_type', 'pci'),
+          prop.u32('#address-cells', 3),
+          prop.u32('#size-cells', 2),
+          prop.u32('linux,pci-domain', domain),
+          prop.u32('bus-range', 0, 0xff),
+        ],
+        leaves,
+      ),
+    );
+  }
+  return out;
 }
 
-/** instances/<name>/device_tree (instance_dt.c) */
+/** mk_dt_emit_devices: platform devices only (PCI devices are described under their bus). */
+function platformNode(devices: SimPlatformDevice[] | undefined): FdtNode[] {
+  if (!devices || devices.length === 0) return [];
+  return [
+    node(
+      'devices',
+      [],
+      devices.map((d) =>
+        node(d.name, [
+          prop.string('device-type', 'platform'),
+          ...(d.name ? [prop.string('device-name', d.name)] : []),
+          ...(d.hid ? [prop.string('acpi-hid', d.hid)] : []),
+        ]),
+      ),
+    ),
+  ];
+}
+
+/** the root properties every tree starts with (mk_dt_emit_tree) */
+function rootProps(name: string, id: number) {
+  return [
+    prop.string('compatible', 'multikernel-v1'),
+    ...(name ? [prop.string('model', name)] : []),
+    prop.u32('#address-cells', 2),
+    prop.u32('#size-cells', 2),
+    prop.u32('id', id),
+  ];
+}
+
+const cpusProp = (name: string, cpus: number[]) => (cpus.length > 0 ? [prop.u64(name, ...cpus)] : []);
+
+/**
+ * Root device_tree read (kernfs.c root_device_tree_seq_show → dts.c@0a54b0b4 mk_dt_emit_tree for
+ * the host's self instance, whose name is empty). With a pool: every member CPU (the free set,
+ * then each instance's CPUs), the free set, one memory node per chunk in the order they were
+ * grown, and the free pool devices. Before the first baseline the host's own CPUs.
+ */
+export function poolDtb(s: SimState): Buffer {
+  let resources: FdtNode;
+  let tail: FdtNode[] = [];
+  if (s.pool) {
+    const free = poolFreeCpus(s);
+    const members = [...free, ...s.instances.flatMap((i) => i.cpus)];
+    const chunks = s.pool.memory.map((m) =>
+      node(`memory@${m.base.toString(16)}`, [
+        prop.string('device_type', 'memory'),
+        prop.u64('reg', m.base, m.size),
+        prop.u32('numa-node-id', m.node),
+      ]),
+    );
+    resources = node('resources', [...cpusProp('cpus', members), ...cpusProp('cpus-available', free)], [...chunks, ...platformNode(s.pool.platformDevices)]);
+    if (s.pool.devicesValid) tail = pciNodes(s.pool.devices.map((d) => ({ pci: d.pciId, ...(d.alias ? { alias: d.alias } : {}) })));
+  } else {
+    const own = hostCpus(s, true).map((i) => s.topology.cpus[i]!.apicId);
+    resources = node('resources', cpusProp('cpus', own));
+  }
+  return encodeFdt(node('', rootProps('', 0), [resources, ...tail]), { strings: 'libfdt' });
+}
+
+/** instances/<name>/device_tree (kernfs.c instance_device_tree_read → dts.c@0a54b0b4 mk_dt_emit_tree) */
 export function instanceDtb(inst: SimInstance): Buffer {
   const bytes = inst.memory.reduce((a, r) => a + r.size, 0);
-  return encodeFdt(
-    node(
-      '',
-      [
-        prop.string('compatible', 'multikernel-v1'),
-        prop.string('model', inst.name),
-        prop.u32('#address-cells', 2),
-        prop.u32('#size-cells', 2),
-        prop.u32('id', inst.id),
-      ],
-      [
-        node(
-          'resources',
-          [
-            prop.u64('memory-base', inst.memory[0]?.base ?? 0),
-            prop.u64('memory-bytes', bytes),
-            prop.u64('cpus', ...inst.cpus),
-          ],
-          [node('devices', [], inst.devices.map((d, i) => node(`pci@${i}`, [prop.string('pci-id', d)])))],
-        ),
-      ],
-    ),
-  );
+  const memory = bytes > 0 ? [prop.u64('memory-base', inst.memory[0]!.base), prop.u64('memory-bytes', bytes)] : [];
+  const resources = node('resources', [...memory, ...cpusProp('cpus', inst.cpus)], platformNode(inst.platformDevices));
+  const pci = pciNodes(inst.devices.map((d) => ({ pci: d, ...(inst.deviceAliases?.[d] ? { alias: inst.deviceAliases[d] } : {}) })));
+  const chosen: FdtNode[] = [];
+  if (inst.hostTree !== undefined) {
+    const tree = decodeFdt(Buffer.from(inst.hostTree, 'base64')).root;
+    chosen.push(node('chosen', [], [node('multikernel,host-tree', tree.properties, tree.children)]));
+  }
+  return encodeFdt(node('', rootProps(inst.name, inst.id), [resources, ...pci, ...chosen]), { strings: 'libfdt' });
 }
 
 /** /proc/kimage: kexec_core.c's header and `"%5d  %-10s  0x%012lx  %8lu  %-4s  \"%s\""` rows */

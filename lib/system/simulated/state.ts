@@ -3,7 +3,10 @@
  * shared by several processes. It holds what the kernel keeps (sizes, cmdline, segment counts),
  * never image bytes.
  */
+import type { TxStatus } from '../../kernfs';
 import type { SimInstanceStatus } from './channels';
+
+export type { TxStatus };
 
 export interface SimCpu {
   /** physical id: APIC id on x86_64, MPIDR on arm64 */
@@ -46,26 +49,48 @@ export interface SimInstance {
   panicked: boolean;
   cpus: number[];
   memory: MemRange[];
-  /** pool device names (pci-ids) given to the instance */
+  /** PCI devices (pci-ids) given to the instance, in the order they arrived */
   devices: string[];
+  /** the /aliases name each of those devices carries (mk_pci_device.alias), by pci-id */
+  deviceAliases?: Record<string, string>;
+  /** platform devices given at instance-create (dts.c mk_dt_parse_single_platform_device) */
+  platformDevices?: SimPlatformDevice[];
+  /** base64 FDT of the instance-create `chosen/multikernel,host-tree` contents (dts.c mk_dt_store_host_tree) */
+  hostTree?: string;
   image?: SimImage;
 }
 
-export interface SimPoolDevice {
+export interface SimPlatformDevice {
+  /** device-name, or the node name when there is none */
   name: string;
+  hid?: string;
+}
+
+/** A PCI device free in the pool (the host's mk_self->pci_devices list). */
+export interface SimPoolDevice {
   pciId: string;
+  /** the /aliases name it carries: the baseline's alias of its node, or a pool device-add's `alias` */
+  alias?: string;
 }
 
 export interface SimPool {
-  /** physical CPU ids, in the order they joined */
+  /**
+   * Every pool member CPU (free or lent to an instance), physical ids. Filtered by "not held by
+   * an instance" it is the kernel's free set in its order: a CPU that comes back from an
+   * instance is moved to the end, as mk_cpu_set_add appends it.
+   */
   cpus: number[];
+  /** pool chunks in the order they were grown (mk_pool->chunks) */
   memory: MemRange[];
+  /** free pool PCI devices, in list order (a device lent to an instance is not here) */
   devices: SimPoolDevice[];
+  /** mk_self->pci_devices_valid: false until the pool first lists a PCI device (core.c) */
+  devicesValid?: boolean;
+  /** platform devices of the baseline, free in the pool */
+  platformDevices?: SimPlatformDevice[];
   /** base of the chunk holding the pool park area, or null when the pool has no memory */
   parkChunk: number | null;
 }
-
-export type TxStatus = 'pending' | 'applied' | 'failed' | 'removed';
 
 export interface SimTx {
   id: number;
