@@ -60,36 +60,37 @@ t.test('baseline rules against the topology', async (t) => {
   const dt = `${M}/device_tree`;
   const mem = [memoryNode(0, GiB)];
   const refuse = (blob: Buffer, code: string, label: string) => t.rejects(sim.writeFile(dt, blob), { code }, label);
-  await refuse(baseline([5], mem), 'EINVAL', 'offline CPU');
-  await refuse(baseline([0], mem), 'EBUSY', 'the boot CPU');
-  await refuse(baseline([3, 3], mem), 'EEXIST', 'a CPU twice');
+  // refusals before the pool is grown leave no pool (the boot CPU, an offline CPU, a CPU listed
+  // twice and an absent PCI function are baseline.c rules tested in resources-baseline.test.ts)
   await refuse(baseline([], mem), 'EINVAL', 'no cpus');
   await refuse(baseline([3], []), 'EINVAL', 'no memory');
   await refuse(baseline([3], [node('memory@0', [prop.u32('size', 4096)])]), 'EINVAL', 'size not a u64');
   await refuse(baseline([3], [node('memory@0', [prop.u64('size', GiB), prop.u64('numa-node-id', 0)])]), 'EINVAL', 'numa-node-id not a u32');
   await refuse(baseline([3], [node('memory@0', [prop.u64('size', GiB), prop.u32('numa-node-id', 64)])]), 'EINVAL', 'numa-node-id >= MAX_NUMNODES');
-  await refuse(baseline([3], [node('memory@0', [prop.u64('size', GiB), prop.u32('numa-node-id', 5)])]), 'ENOMEM', 'no such node');
+  await refuse(baseline([3], [node('memory@0', [prop.u64('size', GiB), prop.u32('numa-node-id', 5)])]), 'EINVAL', 'an offline node (mk_pool_mem_grow)');
   await refuse(baseline([3], [node('memory@0', [prop.u64('size', 3 * GiB + 2 * MiB), prop.u32('numa-node-id', 0)])]), 'ENOMEM', 'node 0 has 3 GiB besides the host');
   const devs = (d: ReturnType<typeof node>) => baseline([3], mem, { resources: [node('devices', [], [d])] });
-  await refuse(devs(node('nic0', [prop.string('device-type', 'pci'), prop.string('pci-id', '0000:00:09.0')])), 'ENODEV', 'unknown PCI device');
-  await refuse(devs(node('nic0', [prop.string('device-type', 'pci')])), 'ENODEV', 'PCI device without pci-id');
+  await refuse(devs(node('nic0', [prop.string('device-type', 'pci')])), 'EINVAL', 'PCI device without pci-id');
   await refuse(devs(node('nic0', [prop.string('device-type', 'pci'), prop.string('pci-id', 'zz')])), 'EINVAL', 'malformed pci-id');
   await refuse(patched({ 8: 44 }, baseline([3], mem)), 'EINVAL', 'header fine, structure broken');
   t.same(await sim.readdir(`${M}/instances`), []);
   t.match((await sim.dmesg()).join('\n'), /Baseline validation and initialization failed: -22/);
+  const pciNode = (name: string) => node(name, [prop.string('device-type', 'pci'), prop.string('pci-id', '0000:00:04.0'), prop.u32('vendor-id', 0x8086), prop.u32('device-id', 0x100e)]);
   const blob = baseline([3, 9], [memoryNode(0, GiB), node('memory@1', [prop.u64('size', GiB), prop.u32('numa-node-id', 1)])], {
-    resources: [node('devices', [], [node('nic0', [prop.string('device-type', 'pci'), prop.string('pci-id', '0000:00:04.0')]), node('plat0', [prop.string('device-type', 'platform')])])],
+    resources: [node('devices', [], [pciNode('nic0'), node('plat0', [prop.string('device-type', 'platform')])])],
   });
   await sim.writeFile(dt, blob);
-  const res = await pool(sim);
+  const root = decodeFdt(await sim.readFile(`${M}/device_tree`)).root;
+  const res = findNode(root, '/resources')!;
   t.same(res.children.map((c) => c.name), ['memory@40000000', 'memory@100000000', 'devices'], 'one chunk per request, node 1 starts at 4 GiB');
-  t.same(findNode(res, '/devices')!.children.map((c) => c.name), ['nic0']);
+  t.same(findNode(res, '/devices')!.children.map((c) => c.name), ['plat0'], 'resources/devices holds the platform devices');
+  t.same(findNode(root, '/pci@0')!.children.map((c) => c.name), ['pci@4,0'], 'a PCI function sits under its host bridge');
   t.equal((await overlay(sim, dtbo([fragment('0', '/resources', [node('cpu-add', [], [cpu(5)])])]))).status, 'failed', 'pool cpu-add of an offline CPU');
-  const nic = node('devices', [], [node('nic', [prop.string('pci-id', '0000:00:04.0')])]);
-  const withNic = dtbo([fragment('0', '/instances', [node('instance-create', [prop.string('instance-name', 'n')], [node('resources', [prop.u64('memory-bytes', 64 * MiB)], [nic])])])]);
+  const withNic = dtbo([fragment('0', '/instances', [node('instance-create', [prop.string('instance-name', 'n')], [node('resources', [prop.u64('memory-bytes', 64 * MiB)], [node('devices', [], [pciNode('nic')])])])])]);
   t.equal((await overlay(sim, withNic)).status, 'applied');
   const n = decodeFdt(await sim.readFile(`${M}/instances/n/device_tree`)).root;
-  t.same(findNode(n, '/resources/devices')!.children.map((c) => c.name), ['pci@0'], 'the free pool device was reserved');
+  t.same(findNode(n, '/pci@0')!.children.map((c) => c.name), ['pci@4,0'], 'the free pool device was reserved');
+  t.notOk(findNode(decodeFdt(await sim.readFile(`${M}/device_tree`)).root, '/pci@0'), 'and is no longer free in the pool');
   t.equal((await sim.readFile('/sys/devices/system/cpu/online')).toString(), '0\n', 'CPU 2 is offline, 1 and 3 departed');
   t.equal((await sim.readFile('/sys/devices/system/cpu/present')).toString(), '0,2\n');
   t.equal((await sim.readFile('/proc/iomem')).toString(), [
@@ -106,7 +107,7 @@ t.test('/proc/cpuinfo and the CPU masks follow the pool', async (t) => {
   t.teardown(() => bare.dispose());
   await bare.mountMultikernel();
   const nic = node('devices', [], [node('nic0', [prop.string('device-type', 'pci'), prop.string('pci-id', '0000:00:04.0')])]);
-  await t.rejects(bare.writeFile(`${M}/device_tree`, baseline([1], [memoryNode(0, GiB)], { resources: [nic] })), { code: 'ENODEV' }, 'a host without PCI devices');
+  await t.rejects(bare.writeFile(`${M}/device_tree`, baseline([1], [memoryNode(0, GiB)], { resources: [nic] })), { code: 'EINVAL' }, 'a PCI device without vendor-id');
   const sim = new SimulatedSystem();
   t.teardown(() => sim.dispose());
   const info = (await sim.readFile('/proc/cpuinfo')).toString();
@@ -142,11 +143,12 @@ t.test('overlay parsing and per-operation errors', async (t) => {
   await fails(inst([node('instance-create', [prop.string('instance-name', 'x')], [node('resources')])], '/resources'), 'instance-create on /resources');
   await fails(create([prop.u64('memory-bytes', 64 * MiB)], [], 'a/b'), "a '/' in the name");
   await fails(create([prop.u64('memory-bytes', 64 * MiB), prop.string('device-names', 'x')]), 'device-names');
-  await fails(create([]), 'no memory-bytes');
+  await applies(create([], [], 'nomem'), 'no memory-bytes: an instance without memory (dts.c: optional)');
+  await applies(inst([node('instance-remove', [prop.string('instance-name', 'nomem')])], '/instances'), 'remove it');
   await fails(create([prop.u64('memory-bytes', 100)]), 'memory-bytes not page aligned');
   await fails(create([prop.u64('memory-bytes', 64 * MiB), prop.u32('cpus', 4)]), 'cpus not u64');
   await fails(create([prop.u64('memory-bytes', 2 * GiB)]), 'more memory than the pool has free');
-  const virtio = node('virtio', [], Array.from({ length: 17 }, (_, i) => node(`net${i}`, [prop.u32('device-id', 1)])));
+  const virtio = node('virtio', [], Array.from({ length: 17 }, (_, i) => node(`net${i}`, [prop.u32('device-id', 1), prop.u32('queues', 2)])));
   await fails(create([prop.u64('memory-bytes', 64 * MiB)], [virtio]), 'more than 16 virtio devices');
   t.match((await sim.dmesg()).join('\n'), /Failed to apply overlay transaction \d+: -7/, 'E2BIG in dmesg');
   await fails(res([node('memory-add', [], [node('memory@0', [prop.u64('reg', 0, GiB)])])]), 'pool memory-add by reg');
@@ -165,13 +167,15 @@ t.test('overlay parsing and per-operation errors', async (t) => {
   await fails(res([node('device-remove', [], [pci('0000:00:04.0')])]), 'pool device-remove of a device not in the pool');
   await fails(inst([node('device-add', [], [pci('0000:00:04.0')])]), 'instance device-add of a device not in the pool');
   await applies(res([node('device-add', [], [pci('0000:00:04.0', [prop.string('alias', 'eth1')])]), node('cpu-add', [], [cpu(8, true)])]), 'pool device-add and cpu-add (u32 reg)');
-  await fails(res([node('device-add', [], [pci('0000:00:04.0')])]), 'pool device-add twice');
-  t.same(findNode(await pool(sim), '/devices')!.children.map((c) => c.name), ['eth1']);
+  await applies(res([node('device-add', [], [pci('0000:00:04.0')])]), 'pool device-add twice: the second add finds it listed (EEXIST, ignored)');
+  const poolRoot = decodeFdt(await sim.readFile(`${M}/device_tree`)).root;
+  t.same(findNode(poolRoot, '/pci@0')!.children.map((c) => c.name), ['pci@4,0']);
+  t.same(findNode(poolRoot, '/aliases')!.properties.map((p) => p.name), ['eth1']);
   await applies(inst([node('device-add', [], [pci('0000:00:04.0')]), node('cpu-add', [], [cpu(8)])]), 'instance device-add and cpu-add');
   await fails(inst([node('device-add', [], [pci('0000:00:04.0')])]), 'instance device-add of a device another holds');
   await fails(res([node('device-remove', [], [pci('0000:00:04.0')])]), 'pool device-remove of a device an instance holds');
   const web = decodeFdt(await sim.readFile(`${M}/instances/web/device_tree`)).root;
-  t.same(findNode(web, '/resources/devices')!.children.map((c) => c.name), ['pci@0']);
+  t.same(findNode(web, '/pci@0')!.children.map((c) => c.name), ['pci@4,0']);
   await fails(inst([node('cpu-add', [], [cpu(10)])]), 'instance cpu-add of a host CPU');
   await fails(inst([node('cpu-remove', [], [cpu(6)])]), 'instance cpu-remove of a CPU it does not hold');
   await fails(inst([node('device-remove', [], [pci('0000:00:05.0')])]), 'instance device-remove of a device it does not hold');
@@ -188,19 +192,21 @@ t.test('overlay parsing and per-operation errors', async (t) => {
   await fails(inst([node('memory-remove', [], [node('memory@0', [prop.u64('reg', 0, 64 * MiB)])])]), 'instance memory-remove of a range it does not hold');
   await applies(inst([node('memory-remove', [], [region(0), { ...region(1), name: 'memory@1' }])]), 'instance memory-remove of both regions');
   const bare = decodeFdt(await sim.readFile(`${M}/instances/web/device_tree`)).root;
-  t.same(findNode(bare, '/resources')!.properties.find((p) => p.name === 'memory-bytes')!.value, prop.u64('x', 0).value, 'no memory left');
+  t.notOk(findNode(bare, '/resources')!.properties.some((p) => p.name === 'memory-bytes' || p.name === 'memory-base'), 'no memory left: dts.c writes neither property');
   const fd = await sim.openImageBytes('vmlinux', fakeElfVmlinux());
   await t.rejects(sim.kexecFileLoad({ kernelFd: fd, initrdFd: -1, cmdline: '', flags: 0x10 | (1 << 5) | 4 }), { code: 'ENOMEM' }, 'an instance without memory cannot load');
   await applies(res([node('device-add', [], [pci('0000:00:05.0')])]), 'pool device-add without alias');
-  t.same(findNode(await pool(sim), '/devices')!.children.map((c) => c.name), ['pci@000000050']);
+  t.same(findNode(decodeFdt(await sim.readFile(`${M}/device_tree`)).root, '/pci@0')!.children.map((c) => c.name), ['pci@5,0']);
   await applies(inst([node('device-add', [], [pci('0000:00:05.0')])]), 'web takes it');
   // CPU and device reservation failures inside instance-create only warn
-  await applies(create([prop.u64('memory-bytes', 64 * MiB), prop.u64('cpus', 2, 10, 4)], [node('devices', [], [pci('0000:00:05.0'), pci('0000:00:04.0'), node('x')])]), 'create with unavailable CPUs and devices');
+  const full = (id: string) => node(`d${id.slice(8, 10)}`, [prop.string('device-type', 'pci'), prop.string('pci-id', id), prop.u32('vendor-id', 0x8086), prop.u32('device-id', 0x100e)]);
+  await applies(create([prop.u64('memory-bytes', 64 * MiB), prop.u64('cpus', 2, 10, 4)], [node('devices', [], [full('0000:00:05.0'), full('0000:00:04.0'), node('x')])]), 'create with unavailable CPUs and devices');
   const db = decodeFdt(await sim.readFile(`${M}/instances/db/device_tree`)).root;
-  t.same(findNode(db, '/resources')!.properties.find((p) => p.name === 'cpus')!.value, prop.u64('cpus', 4).value, 'only the free pool CPU was reserved');
+  t.notOk(findNode(db, '/resources')!.properties.some((p) => p.name === 'cpus'), 'CPU grants are all or nothing (core.c mk_instance_transfer_cpus): none');
   t.equal((await sim.readFile(`${M}/instances/db/id`)).toString(), '2\n', 'auto-assigned id skips used ones');
-  t.match((await sim.dmesg()).join('\n'), /failed to reserve CPU 2[^]*failed to reserve CPU 10[^]*failed to reserve device 0000:00:05.0[^]*failed to reserve device 0000:00:04.0/);
-  t.same(findNode(db, '/resources/devices')!.children, [], 'neither device was reserved');
+  t.match((await sim.dmesg()).join('\n'), /CPU 2 not available in the pool\nCPU 10 not available in the pool\nInstance 2 \(db\): 2 CPUs are not available\nFailed to reserve CPU resources for instance 2 \(db\): -16\nContinuing without CPU assignment/);
+  t.match((await sim.dmesg()).join('\n'), /PCI device 8086:100e@0000:00:05.0 not available in root pool\nPCI device 8086:100e@0000:00:04.0 not available in root pool\nInstance 2 \(db\): 2 PCI devices not available/);
+  t.notOk(findNode(db, '/pci@0'), 'neither device was reserved');
   const long = dtbo([fragment('0', '/instances', [node('instance-remove', [prop.string('instance-name', 'db')])])], 'r'.repeat(300));
   const tx = await overlay(sim, long);
   t.equal((await sim.readFile(`${M}/overlays/tx_${tx.id}/resources`)).toString(), `${'r'.repeat(255)}\n`, 'mk,resources is cut to 255 characters');
@@ -225,11 +231,12 @@ t.test('pool memory: park area, shrink, rollback regrow, no-memory pool', async 
   t.equal((await overlay(sim, res([cpus, remove(all[0]!)]))).status, 'applied', 'CPUs home, then the park chunk');
   t.equal((await overlay(sim, res([node('memory-add', [], [memoryNode(0, 64 * MiB)])]))).status, 'applied', 'grow into the hole');
   const now = (await pool(sim)).children.filter((c) => c.name.startsWith('memory@'));
-  t.same(now.map((c) => c.name), ['memory@40000000', 'memory@80000000'], 'first fit: the hole below the remaining chunk');
-  const both = node('memory-remove', [], [remove(all[1]!).children[0]!, { ...remove(now[0]!).children[0]!, name: 'memory@1' }]);
+  t.same(now.map((c) => c.name), ['memory@80000000', 'memory@40000000'], 'first fit: the hole below the remaining chunk; chunks listed in grow order');
+  const both = node('memory-remove', [], [remove(all[1]!).children[0]!, { ...remove(now[1]!).children[0]!, name: 'memory@1' }]);
   t.equal((await overlay(sim, res([both]))).status, 'applied', 'the other chunks');
-  t.equal((await overlay(sim, res([node('cpu-add', [], [cpu(2)])]))).status, 'failed', 'no park area without pool memory');
-  t.equal((await overlay(sim, res([node('memory-add', [], [memoryNode(0, 64 * MiB)]), node('cpu-add', [], [cpu(2)])]))).status, 'applied', 'memory first, then CPUs');
+  // hotplug.c mk_pool_cpu_add has no park-area check (spawn.c: such a CPU halts for good)
+  t.equal((await overlay(sim, res([node('cpu-add', [], [cpu(2)])]))).status, 'applied', 'a pool without memory still takes a CPU');
+  t.equal((await overlay(sim, res([node('memory-add', [], [memoryNode(0, 64 * MiB)]), node('cpu-add', [], [cpu(4)])]))).status, 'applied', 'memory first, then CPUs');
 });
 
 t.test('instance memory is carved first-fit out of pool chunks', async (t) => {
@@ -252,9 +259,9 @@ t.test('changes to a running instance wait for its acknowledgement', async (t) =
   t.equal((await overlay(sim, inst([node('cpu-add', [], [cpu(4)])]))).status, 'applied');
   sim.faults.add({ op: 'instance.ack', id: 1, times: 1, action: { errno: 'EIO' } });
   t.equal((await overlay(sim, inst([node('cpu-add', [], [cpu(6)])]))).status, 'failed', 'an injected acknowledgement failure');
-  await sim.panic(1);
+  await sim.hang(1);
   const t0 = Date.now();
-  t.equal((await overlay(sim, inst([node('cpu-remove', [], [cpu(4)])]))).status, 'failed', 'a panicked spawn never acknowledges');
+  t.equal((await overlay(sim, inst([node('cpu-remove', [], [cpu(4)])]))).status, 'failed', 'a hung spawn never acknowledges');
   t.ok(Date.now() - t0 >= 15);
   t.match((await sim.dmesg()).join('\n'), /Failed to apply overlay transaction \d+: -110/);
   await sim.reboot(0x4d4b4c46, 1);
@@ -361,7 +368,8 @@ t.test('dmesg keeps the last 2000 lines', async (t) => {
   for (let i = 0; i < 2001; i++) await sim.writeFile(`${M}/device_tree`, blob).catch(() => undefined);
   const lines = await sim.dmesg();
   t.equal(lines.length, 2000);
-  t.equal(lines[0], 'Baseline validation and initialization failed: -16');
+  t.equal(lines[0], 'Baseline already applied; change the pool with an overlay targeting /resources', 'each refused write logs three lines');
+  t.equal(lines[1], 'Baseline validation and initialization failed: -16');
 });
 
 t.test('the pool device tree before a baseline', async (t) => {
@@ -369,8 +377,9 @@ t.test('the pool device tree before a baseline', async (t) => {
   t.teardown(() => sim.dispose());
   await sim.mountMultikernel();
   const root = decodeFdt(await sim.readFile(`${M}/device_tree`)).root;
-  t.same(root.children, []);
-  t.same(root.properties.map((p) => p.name), ['id', '#address-cells', '#size-cells']);
+  t.same(root.children.map((c) => c.name), ['resources'], 'dts.c always writes /resources');
+  t.same(root.properties.map((p) => p.name), ['compatible', '#address-cells', '#size-cells', 'id']);
+  t.same(root.children[0]!.properties.map((p) => p.name), ['cpus'], "before a baseline: the host's own CPUs");
   t.equal((await sim.readFile('/proc/kimage')).toString(), 'MK_ID  Type        Start Address   Segments  Mode  Cmdline\n');
   t.equal((await sim.readFile('/proc/iomem')).toString(), '00000000-3ffffffff : System RAM\n');
   t.equal((await overlay(sim, dtbo([fragment('0', '/resources', [])]))).status, 'failed', '/resources without a pool');
