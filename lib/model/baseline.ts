@@ -3,8 +3,9 @@
  * kernel/multikernel/baseline.c): a request for the CPUs, memory and devices the host hands
  * to the multikernel pool.
  */
-import { encodeFdt, node, prop } from '../fdt';
-import type { Fdt, FdtNode } from '../fdt/types';
+import { decodeFdt, encodeFdt, getChild, getProperty, node, prop, readU32, readU64, readU64s } from '../fdt';
+import type { Fdt, FdtLimits, FdtNode } from '../fdt/types';
+import { OldKerfFormatError } from './errors';
 import {
   MAX_BASELINE_BYTES,
   MAX_BASELINE_MEMORY_NODES,
@@ -15,8 +16,14 @@ import {
   checkNumaNode,
   checkSize,
   checkText,
+  cpuNumber,
   devicesNode,
   invalid,
+  malformed,
+  optString,
+  readAliases,
+  readDevicesNode,
+  reqProp,
   show,
 } from './common';
 
@@ -94,11 +101,54 @@ export function buildBaseline(spec: BaselineSpec): Fdt {
   return { root, reservations: [], bootCpuId: 0 };
 }
 
-/** Build and encode the baseline; refuses a blob the kernel could not take in one write (> 1 MiB). */
-export function encodeBaseline(spec: BaselineSpec): Buffer {
-  const blob = encodeFdt(buildBaseline(spec));
+/**
+ * Build and encode the baseline; refuses a blob the kernel could not take in one write (> 1 MiB).
+ * `strings: 'libfdt'` lays the strings block out as kerf (pylibfdt) does.
+ */
+export function encodeBaseline(spec: BaselineSpec, options: { strings?: 'dtc' | 'libfdt' } = {}): Buffer {
+  const blob = encodeFdt(buildBaseline(spec), { strings: options.strings ?? 'dtc' });
   if (blob.length > MAX_BASELINE_BYTES) {
     invalid(`baseline: the encoded blob is ${blob.length} bytes; device_tree takes at most ${MAX_BASELINE_BYTES} bytes in one write, describe fewer devices`);
   }
   return blob;
+}
+
+/**
+ * Read a baseline blob (one this package or kerf wrote) back into a spec, as baseline.c@16083690
+ * reads it: `cpus` (u64 cells), the `memory@N { size; numa-node-id; }` requests, the devices and
+ * the aliases naming them. kerf 0.1's format (`memory-base`/`memory-bytes` on /resources and no
+ * memory@N node) raises OldKerfFormatError: the newest kernel refuses it with EINVAL. Does not
+ * validate beyond the shape; buildBaseline/encodeBaseline validate a spec.
+ */
+export function parseBaseline(dtb: Uint8Array, limits?: FdtLimits): BaselineSpec {
+  const root = decodeFdt(dtb, limits).root;
+  const resources = getChild(root, 'resources');
+  if (resources === undefined) malformed('baseline: no /resources node (the kernel fails with EINVAL)');
+  const memory: BaselineMemory[] = resources.children
+    .filter((c) => c.name.startsWith('memory@'))
+    .map((m) => {
+      const out: BaselineMemory = { size: readU64(reqProp(m, 'size')) };
+      const nid = getProperty(m, 'numa-node-id');
+      if (nid !== undefined) out.numaNode = readU32(nid);
+      return out;
+    });
+  if (memory.length === 0 && (getProperty(resources, 'memory-base') !== undefined || getProperty(resources, 'memory-bytes') !== undefined)) {
+    throw new OldKerfFormatError(
+      'baseline: /resources gives memory-base/memory-bytes and no memory@N node: this baseline was written by kerf 0.1, and the newest kernel ' +
+        'refuses it with EINVAL (baseline.c: "memory-base/memory-bytes are no longer accepted"). Write it again with a newer kerf (0.2 or later) ' +
+        "or with this package's encodeBaseline, giving the pool memory as memory entries { size, numaNode }.",
+      { memoryBase: getProperty(resources, 'memory-base') && readU64(getProperty(resources, 'memory-base')!), memoryBytes: getProperty(resources, 'memory-bytes') && readU64(getProperty(resources, 'memory-bytes')!) },
+    );
+  }
+  const spec: BaselineSpec = {
+    cpus: readU64s(reqProp(resources, 'cpus')).map((c) => cpuNumber('baseline: resources/cpus', c)),
+    memory,
+  };
+  const devices = getChild(resources, 'devices');
+  if (devices !== undefined) spec.devices = readDevicesNode(devices);
+  const aliases = readAliases(root);
+  if (Object.keys(aliases).length > 0) spec.aliases = aliases;
+  const compatible = optString(root, 'compatible');
+  if (compatible !== undefined) spec.compatible = compatible;
+  return spec;
 }

@@ -48,8 +48,8 @@ export interface MkPlatformDevice {
 }
 
 /** Throw the library's validation error. */
-export function invalid(message: string): never {
-  throw new MultikernelError('ERR_MK_INVALID_SPEC', message);
+export function invalid(message: string, details?: Record<string, unknown>): never {
+  throw new MultikernelError('ERR_MK_INVALID_SPEC', message, details === undefined ? {} : { details });
 }
 
 /** Throw the library's malformed-tree error. */

@@ -3,7 +3,8 @@
  * instance trees the kernel renders. Build with `buildBaseline` / `buildOverlay` (trees) or
  * `encodeBaseline` / `encodeOverlay` (blobs ready for one write), read back with `parsePool`,
  * `parseInstance`, `parseOverlay`. Validation errors are MultikernelError ERR_MK_INVALID_SPEC;
- * malformed blobs raise ERR_MK_INVALID_FDT.
+ * malformed blobs raise ERR_MK_INVALID_FDT; blobs in kerf 0.1's format (which the newest kernel refuses)
+ * raise ERR_MK_OLD_KERF_FORMAT (OldKerfFormatError).
  */
 export {
   PAGE_SIZE,
@@ -16,7 +17,8 @@ export {
   type MkPciDevice,
   type MkPlatformDevice,
 } from './common';
-export { BASELINE_COMPATIBLE, buildBaseline, encodeBaseline, type BaselineSpec, type BaselineMemory } from './baseline';
+export { BASELINE_COMPATIBLE, buildBaseline, encodeBaseline, parseBaseline, type BaselineSpec, type BaselineMemory } from './baseline';
+export { ERR_MK_OLD_KERF_FORMAT, OldKerfFormatError } from './errors';
 export {
   parsePool,
   parseInstance,
@@ -29,16 +31,13 @@ export {
 } from './trees';
 export {
   OVERLAY_COMPATIBLE,
-  MAX_OVERLAY_BYTES,
+  MAX_OVERLAY_WRITE_BYTES,
   MAX_RESOURCES_DESCRIPTION,
   MAX_VIRTIO_DEVICES,
   MAX_VIRTIO_QUEUES,
   DEFAULT_VIRTIO_QUEUES,
   INSTANCE_OP_ORDER,
   POOL_OP_ORDER,
-  buildOverlay,
-  encodeOverlay,
-  parseOverlay,
   overlayApplyOrder,
   checkInstanceName,
   targetPath,
@@ -58,3 +57,5 @@ export {
   type ResourceOp,
   type VirtioDevice,
 } from './overlay';
+export { buildOverlay, encodeOverlay } from './overlay-encode';
+export { parseOverlay } from './overlay-parse';

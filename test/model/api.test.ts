@@ -17,10 +17,13 @@ t.test('lib/model exports exactly the documented API', async (t) => {
     BASELINE_COMPATIBLE: 'string',
     buildBaseline: 'function',
     encodeBaseline: 'function',
+    parseBaseline: 'function',
+    ERR_MK_OLD_KERF_FORMAT: 'string',
+    OldKerfFormatError: 'function',
     parsePool: 'function',
     parseInstance: 'function',
     OVERLAY_COMPATIBLE: 'string',
-    MAX_OVERLAY_BYTES: 'number',
+    MAX_OVERLAY_WRITE_BYTES: 'number',
     MAX_RESOURCES_DESCRIPTION: 'number',
     MAX_VIRTIO_DEVICES: 'number',
     MAX_VIRTIO_QUEUES: 'number',
@@ -35,7 +38,7 @@ t.test('lib/model exports exactly the documented API', async (t) => {
     targetPath: 'function',
   });
   t.equal(model.PAGE_SIZE, 4096);
-  t.equal(model.MAX_OVERLAY_BYTES, 4096, 'one kernfs write of overlays/new');
+  t.equal(model.MAX_OVERLAY_WRITE_BYTES, 4096, 'one kernfs write of overlays/new');
   t.equal(model.MAX_BASELINE_BYTES, 1 << 20, 'atomic_write_len of device_tree');
   t.equal(model.MAX_VIRTIO_DEVICES, 16);
   t.equal(model.MAX_VIRTIO_QUEUES, 8);
