@@ -47,7 +47,8 @@ export type MultikernelErrorCode =
   | 'ERR_MK_INVALID_SPEC'
   | 'ERR_MK_TX_FAILED'
   | 'ERR_MK_SIM_FAULT'
-  | 'ERR_MK_QEMU';
+  | 'ERR_MK_QEMU'
+  | 'ERR_MK_IMAGE';
 
 /** A domain error with a stable `code` and a message that says what to do. */
 export class MultikernelError extends Error {

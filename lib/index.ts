@@ -30,6 +30,16 @@ export type { FaultRule, FaultAction } from './system/simulated/faults';
 export { probeMultikernelSupport, explainNoSupport, isStockKernelAnswer, type SupportReport } from './support';
 export * from './fdt';
 export * from './model';
+export {
+  prepareKernelImage,
+  identifyKernelImage,
+  compressionOf,
+  type KernelArch,
+  type KernelImageKind,
+  type ImageCompression,
+  type PreparedKernelImage,
+  type PrepareKernelImageOptions,
+} from './image';
 export { applyOverlay, type ApplyOverlayOptions, type TxResult, type TxStatus } from './transaction';
 export { runSelftest, placeholderImage, type SelftestOptions, type SelftestResult, type SelftestStep } from './selftest';
 export { execOverStream, ExecRemoteError, ExecLostConnectionError, type ExecRequest, type ExecResult } from './exec/client';
