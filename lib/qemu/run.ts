@@ -1,7 +1,8 @@
 /**
  * Boots a kernel under QEMU (TCG), runs one command in a generated initramfs and returns the
  * command's exit code. Scratch files and the QEMU process are cleaned up on every path: normal
- * end, error, timeout, abort, and the Node process exiting underneath.
+ * end, error, timeout, abort, an exception thrown by a callback, and the Node process ending
+ * underneath (process.exit(), an uncaught exception, SIGINT, SIGTERM, SIGHUP: see cleanup.ts).
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -10,6 +11,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { MultikernelError } from '../errors';
 import { buildQemuArgs, checkCpus, hostQemuArch, kernelCmdline, parseMemory, qemuArchFor, qemuBinaryFor, type QemuArch } from './args';
+import { type ActiveRun, type Interruption, RunRegistry } from './cleanup';
+import { HeadTail } from './head-tail';
 import { buildInitramfs, checkGuestPaths } from './initramfs';
 import { parseStatus, type QemuPhase, SerialParser } from './serial';
 
@@ -60,20 +63,30 @@ export interface QemuOptions {
   /** kill QEMU after this long; default 300000 */
   timeoutMs?: number;
   signal?: AbortSignal;
-  /** serial console text as it arrives */
+  /** serial console text as it arrives (all of it); an exception thrown here stops the run and is its rejection */
   onOutput?: (text: string) => void;
   onPhase?: (phase: QemuPhase, elapsedMs: number) => void;
   /** default `qemu-system-<arch>` from PATH */
   qemuBinary?: string;
   /** parent of the scratch directory; default os.tmpdir() */
   tmpDir?: string;
+  /**
+   * characters of console kept in `QemuResult.output`: the first and the last half of them
+   * (default 2 Mi); `onOutput` sees everything
+   */
+  outputLimit?: number;
 }
 
 export interface QemuResult {
   /** the guest command's exit status (0..255) */
   exitCode: number;
-  /** the whole serial console */
+  /**
+   * the serial console; beyond `outputLimit` characters its head and tail, with a line
+   * `[mkqemu: N characters dropped here]` between them
+   */
   output: string;
+  /** characters of console left out of `output` */
+  outputDropped: number;
   /** milliseconds from the start of runQemu to each phase */
   phases: { phase: QemuPhase; atMs: number }[];
   durationMs: number;
@@ -84,6 +97,27 @@ export interface QemuResult {
 }
 
 export type QemuFailure = 'timeout' | 'aborted' | 'spawn' | 'guest-setup' | 'no-exit-code';
+
+const DEFAULT_OUTPUT_LIMIT = 2 * 1024 * 1024;
+/** QEMU's stderr is a few lines, unless something goes badly wrong */
+const STDERR_LIMIT = 64 * 1024;
+
+/** Runs of this process, for cleanup when the process ends underneath them. */
+const registry = new RunRegistry();
+
+/** One run in progress, as cleanup.ts sees it. */
+class Run implements ActiveRun {
+  interruptedBy: Interruption | undefined;
+  /** set while QEMU runs: stops it */
+  onInterrupt: (() => void) | undefined;
+
+  constructor(readonly scratch: string) {}
+
+  interrupt(by: Interruption): void {
+    this.interruptedBy ??= by;
+    this.onInterrupt?.();
+  }
+}
 
 function failure(reason: QemuFailure, message: string, details: Record<string, unknown>, cause?: unknown): MultikernelError {
   return new MultikernelError('ERR_MK_QEMU', message, { details: { reason, ...details }, ...(cause === undefined ? {} : { cause }) });
@@ -98,6 +132,8 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
   const memoryMiB = parseMemory(options.memory ?? 1024);
   const timeoutMs = options.timeoutMs ?? 300_000;
   if (!(timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
+  const outputLimit = options.outputLimit ?? DEFAULT_OUTPUT_LIMIT;
+  if (!Number.isSafeInteger(outputLimit) || outputLimit < 2) throw new RangeError(`outputLimit must be a whole number >= 2, got ${outputLimit}`);
   const shareMount = options.shareMount ?? '/share';
   for (const p of [shareMount, ...(options.cwd === undefined ? [] : [options.cwd])]) {
     if (!p.startsWith('/')) throw new RangeError(`guest paths must be absolute, got ${JSON.stringify(p)}`);
@@ -116,21 +152,31 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
   notePhase('starting');
 
   const scratch = await mkdtemp(path.join(options.tmpDir ?? os.tmpdir(), 'mkqemu-'));
+  const run = new Run(scratch);
+  const release = registry.add(run);
   try {
     const initrd = path.join(scratch, 'initramfs.cpio');
     const statusFile = path.join(scratch, 'status');
-    await buildInitramfs(initrd, {
-      arch,
-      busybox: options.busybox,
-      modules: options.modules ?? [],
-      binaries: options.binaries ?? [],
-      files: options.files ?? [],
-      ...(node === undefined ? {} : { node }),
-      ...(options.share === undefined ? {} : { shareMount }),
-      cwd: options.cwd ?? (options.share === undefined ? '/' : shareMount),
-      env: options.env ?? {},
-      command: options.command,
-    });
+    try {
+      await buildInitramfs(initrd, {
+        arch,
+        busybox: options.busybox,
+        modules: options.modules ?? [],
+        binaries: options.binaries ?? [],
+        files: options.files ?? [],
+        ...(node === undefined ? {} : { node }),
+        ...(options.share === undefined ? {} : { shareMount }),
+        cwd: options.cwd ?? (options.share === undefined ? '/' : shareMount),
+        env: options.env ?? {},
+        command: options.command,
+      });
+    } catch (e) {
+      // the scratch directory may have been removed under the writer: say why
+      throw run.interruptedBy === undefined ? e : interrupted(run.interruptedBy, 'starting', {}, e);
+    }
+    // interrupted or aborted while the initramfs was written: no QEMU to start
+    if (run.interruptedBy !== undefined) throw interrupted(run.interruptedBy, 'starting', {});
+    if (options.signal?.aborted === true) throw failure('aborted', 'QEMU run aborted during "starting"', { phase: 'starting' }, options.signal.reason);
     const qemuArgs = buildQemuArgs({
       arch,
       ...(options.machine === undefined ? {} : { machine: options.machine }),
@@ -142,10 +188,15 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
       ...(options.share === undefined ? {} : { share: path.resolve(options.share) }),
       status: statusFile,
     });
-    return await supervise({ binary: options.qemuBinary ?? qemuBinaryFor(arch), qemuArgs, arch, statusFile, timeoutMs, options, started, phases, notePhase });
+    return await supervise({ binary: options.qemuBinary ?? qemuBinaryFor(arch), qemuArgs, arch, statusFile, timeoutMs, outputLimit, options, run, started, phases, notePhase });
   } finally {
+    release();
     await rm(scratch, { recursive: true, force: true });
   }
+}
+
+function interrupted(by: Interruption, phase: QemuPhase, details: Record<string, unknown>, cause?: unknown): MultikernelError {
+  return failure('aborted', `QEMU run interrupted by ${by} during "${phase}"; it was killed`, { phase, ...details }, cause ?? new Error(`received ${by}`));
 }
 
 interface Supervision {
@@ -155,7 +206,9 @@ interface Supervision {
   /** where QEMU writes what /init sends to its status device */
   statusFile: string;
   timeoutMs: number;
+  outputLimit: number;
   options: QemuOptions;
+  run: Run;
   started: number;
   phases: QemuResult['phases'];
   notePhase: (phase: QemuPhase) => void;
@@ -170,41 +223,48 @@ function readStatus(file: string): string {
   }
 }
 
-function supervise({ binary, qemuArgs, arch, statusFile, timeoutMs, options, started, phases, notePhase }: Supervision): Promise<QemuResult> {
+function supervise({ binary, qemuArgs, arch, statusFile, timeoutMs, outputLimit, options, run, started, phases, notePhase }: Supervision): Promise<QemuResult> {
   return new Promise((resolve, reject) => {
     const parser = new SerialParser();
-    let output = '';
-    let stderr = '';
-    let stopReason: 'timeout' | 'aborted' | undefined;
+    const output = new HeadTail(Math.floor(outputLimit / 2), Math.ceil(outputLimit / 2));
+    const stderr = new HeadTail(STDERR_LIMIT / 2, STDERR_LIMIT / 2);
+    let stopReason: 'timeout' | 'aborted' | 'interrupted' | 'callback' | undefined;
+    let callbackError: unknown;
     let spawnError: Error | undefined;
 
     const child = spawn(binary, qemuArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
-    // if this process exits while QEMU runs (uncaught error, process.exit), take QEMU along;
-    // not reachable from a unit test without ending the test process itself
-    /* c8 ignore next 3 */
-    const killOnExit = (): void => {
-      child.kill('SIGKILL');
-    };
-    process.once('exit', killOnExit);
-    const stop = (reason: 'timeout' | 'aborted'): void => {
+    const stop = (reason: NonNullable<typeof stopReason>): void => {
       stopReason ??= reason;
       child.kill('SIGKILL');
     };
+    run.onInterrupt = () => stop('interrupted');
     const timer = setTimeout(() => stop('timeout'), timeoutMs);
     const onAbort = (): void => stop('aborted');
     options.signal?.addEventListener('abort', onAbort, { once: true });
+    /** the caller's callbacks: what they throw ends the run, as its rejection */
+    const call = (fn: () => void): boolean => {
+      try {
+        fn();
+        return true;
+      } catch (e) {
+        if (stopReason === undefined) callbackError = e;
+        stop('callback');
+        return false;
+      }
+    };
 
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (text: string) => {
-      output += text;
-      options.onOutput?.(text);
+      if (stopReason === 'callback') return;
+      output.append(text);
+      if (options.onOutput !== undefined && !call(() => options.onOutput!(text))) return;
       for (const ev of parser.push(text)) {
-        if (ev.kind === 'phase') notePhase(ev.phase);
+        if (ev.kind === 'phase' && !call(() => notePhase(ev.phase))) return;
       }
     });
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (text: string) => {
-      stderr += text;
+      stderr.append(text);
     });
     child.on('error', (err) => {
       spawnError = err;
@@ -212,9 +272,10 @@ function supervise({ binary, qemuArgs, arch, statusFile, timeoutMs, options, sta
     child.on('close', (qemuStatus, signal) => {
       clearTimeout(timer);
       options.signal?.removeEventListener('abort', onAbort);
-      process.removeListener('exit', killOnExit);
+      run.onInterrupt = undefined;
       const elapsed = Date.now() - started;
-      const details = { phase: parser.currentPhase, qemuStatus, signal, stderr: stderr.trim(), consoleTail: parser.lastLines(), elapsedMs: elapsed };
+      const qemuStderr = stderr.toString().trim();
+      const details = { phase: parser.currentPhase, qemuStatus, signal, stderr: qemuStderr, consoleTail: parser.lastLines(), elapsedMs: elapsed };
       if (spawnError !== undefined) {
         const missing = (spawnError as NodeJS.ErrnoException).code === 'ENOENT';
         reject(failure('spawn', missing ? `${binary} is not installed (Debian: apt-get install qemu-system-${binary.endsWith('x86_64') ? 'x86' : 'arm'})` : `could not start ${binary}: ${spawnError.message}`, details, spawnError));
@@ -226,6 +287,14 @@ function supervise({ binary, qemuArgs, arch, statusFile, timeoutMs, options, sta
       }
       if (stopReason === 'aborted') {
         reject(failure('aborted', `QEMU run aborted during "${parser.currentPhase}"; it was killed`, details, options.signal?.reason));
+        return;
+      }
+      if (stopReason === 'interrupted') {
+        reject(interrupted(run.interruptedBy!, parser.currentPhase, details));
+        return;
+      }
+      if (stopReason === 'callback') {
+        reject(callbackError);
         return;
       }
       // Only /init writes the status device; the console is shared with the command, whose
@@ -241,12 +310,15 @@ function supervise({ binary, qemuArgs, arch, statusFile, timeoutMs, options, sta
       // as a success: QEMU's own errors exit 1 too.
       if (exitCode === undefined && arch === 'x86_64' && parser.currentPhase === 'command' && qemuStatus !== null && qemuStatus % 2 === 1 && qemuStatus >= 3) exitCode = (qemuStatus - 1) / 2;
       if (exitCode === undefined) {
-        const why = stderr.trim() !== '' ? `QEMU said: ${stderr.trim()}` : `last console lines:\n${parser.lastLines()}`;
+        const why = qemuStderr !== '' ? `QEMU said: ${qemuStderr}` : `last console lines:\n${parser.lastLines()}`;
         reject(failure('no-exit-code', `the guest ended without reporting an exit code (QEMU status ${qemuStatus}, phase "${parser.currentPhase}"); ${why}`, details));
         return;
       }
-      notePhase('done');
-      resolve({ exitCode, output, phases, durationMs: elapsed, qemuStatus, qemuArgs });
+      if (!call(() => notePhase('done'))) {
+        reject(callbackError);
+        return;
+      }
+      resolve({ exitCode, output: output.toString(), outputDropped: output.dropped, phases, durationMs: elapsed, qemuStatus, qemuArgs });
     });
   });
 }

@@ -17,6 +17,15 @@ export const PHASE_LABELS: Readonly<Record<QemuPhase, string>> = {
 
 export type SerialEvent = { kind: 'phase'; phase: QemuPhase } | { kind: 'warn'; message: string };
 
+/** Console text without a newline for this long is taken as a line: memory stays bounded. */
+const MAX_LINE = 64 * 1024;
+/** Lines kept for error messages are cut to this. */
+const MAX_TAIL_LINE = 1024;
+
+function clip(line: string): string {
+  return line.length <= MAX_TAIL_LINE ? line : `${line.slice(0, MAX_TAIL_LINE)}… (${line.length} characters)`;
+}
+
 /** Incremental console parser; `push` returns the events the new text completes. */
 export class SerialParser {
   private partial = '';
@@ -31,7 +40,7 @@ export class SerialParser {
 
   /** The last lines seen (for error messages). */
   lastLines(): string {
-    return [...this.tail, ...(this.partial === '' ? [] : [this.partial])].join('\n');
+    return [...this.tail, ...(this.partial === '' ? [] : [clip(this.partial)])].join('\n');
   }
 
   push(text: string): SerialEvent[] {
@@ -39,11 +48,15 @@ export class SerialParser {
     const lines = (this.partial + text).split('\n');
     this.partial = lines.pop()!;
     for (const raw of lines) this.line(raw.replace(/\r$/, ''), events);
+    if (this.partial.length > MAX_LINE) {
+      this.line(this.partial, events);
+      this.partial = '';
+    }
     return events;
   }
 
   private line(line: string, events: SerialEvent[]): void {
-    this.tail.push(line);
+    this.tail.push(clip(line));
     if (this.tail.length > this.tailLines) this.tail.shift();
     // SeaBIOS's last words before jumping into the kernel, or the kernel's own log (without `quiet`);
     // on arm64 with `quiet` the first sign is /init's marker

@@ -97,6 +97,8 @@ export function addonFor(arch: 'x86_64' | 'aarch64'): string | undefined {
 export interface Boot {
   result: QemuResult;
   checks: Map<string, GuestCheck>;
+  /** the whole console (result.output keeps only its head and tail past runQemu's outputLimit) */
+  console: string;
   log: string;
 }
 
@@ -107,11 +109,13 @@ export async function boot(name: string, options: QemuOptions): Promise<Boot> {
   const verbose = process.env['MKQEMU_VERBOSE'] === '1';
   // written as it arrives, so a hung guest can be watched with tail -f
   const fd = openSync(log, 'w');
+  let consoleText = '';
   let result: QemuResult;
   try {
     result = await runQemu({
       ...options,
       onOutput: (text) => {
+        consoleText += text;
         writeSync(fd, text);
         if (verbose) process.stderr.write(text);
       },
@@ -120,7 +124,7 @@ export async function boot(name: string, options: QemuOptions): Promise<Boot> {
     closeSync(fd);
   }
   const checks = new Map<string, GuestCheck>();
-  for (const line of result.output.split('\n')) {
+  for (const line of consoleText.split('\n')) {
     const at = line.indexOf('RESULT {');
     if (at < 0) continue;
     try {
@@ -130,7 +134,7 @@ export async function boot(name: string, options: QemuOptions): Promise<Boot> {
       // a RESULT line cut by kernel messages on the console: its check will count as missing
     }
   }
-  return { result, checks, log };
+  return { result, checks, console: consoleText, log };
 }
 
 /** One tap assertion per expected check; extra checks the guest reported are asserted too. */

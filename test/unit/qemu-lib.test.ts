@@ -1,6 +1,7 @@
 // lib/qemu without QEMU: the cpio writer, the /init script, ldd parsing, the initramfs, console
 // parsing, the argument vector and the kernel cache reader.
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
@@ -26,6 +27,8 @@ import {
 import { consoleFor, checkCpus, STATUS_PORT_NAME } from '../../lib/qemu/args';
 import { binaryEntries } from '../../lib/qemu/initramfs';
 import { normalizeArchivePath } from '../../lib/qemu/cpio';
+import { RunRegistry, signalExitListeners, type Interruption, type ProcessLike } from '../../lib/qemu/cleanup';
+import { HeadTail } from '../../lib/qemu/head-tail';
 
 interface Member {
   name: string;
@@ -292,6 +295,121 @@ t.test('SerialParser: phases, warn, partial lines, tail; exit and fail markers d
   q.push('[    1.500000] x\n');
   t.equal(q.currentPhase, 'kernel');
   t.equal(q.lastLines(), '[ok] started\n[    1.500000] x');
+});
+
+t.test('SerialParser: a console without newlines does not grow memory; long lines are clipped for messages', async (t) => {
+  const p = new SerialParser(2);
+  const chunk = 'x'.repeat(40 * 1024);
+  p.push(chunk);
+  p.push(chunk);
+  p.push(`${chunk}${MARKER} run\n`);
+  t.equal(p.currentPhase, 'command', 'the marker after the cut is still found');
+  const tail = p.lastLines().split('\n');
+  t.equal(tail.length, 2, 'the 80 KiB without a newline became a line of its own');
+  t.equal(tail[0], `${'x'.repeat(1024)}… (${80 * 1024} characters)`);
+  t.match(tail[1], /… \(\d+ characters\)$/);
+  p.push('y'.repeat(2000));
+  t.match(p.lastLines(), /y… \(2000 characters\)$/, 'the partial line is clipped too');
+  const q = new SerialParser();
+  q.push(`${'z'.repeat(70 * 1024)}\n${MARKER} run\n`);
+  t.equal(q.currentPhase, 'command', 'markers on the lines after a long one still count');
+});
+
+t.test('HeadTail: keeps the head and the tail, counts what was dropped', async (t) => {
+  const b = new HeadTail(4, 6);
+  b.append('ab');
+  t.equal(b.toString(), 'ab');
+  b.append('cdefgh');
+  t.equal(b.toString(), 'abcdefgh', 'nothing dropped while it fits');
+  b.append('ij');
+  b.append('');
+  t.equal(b.dropped, 0);
+  t.equal(b.toString(), 'abcdefghij');
+  b.append('klmnopq');
+  t.equal(b.dropped, 7);
+  t.equal(b.toString(), 'abcd\n[mkqemu: 7 characters dropped here]\nlmnopq');
+  b.append('0123456789');
+  t.equal(b.dropped, 17, 'a chunk longer than the tail pushes out everything before it');
+  t.equal(b.toString(), 'abcd\n[mkqemu: 17 characters dropped here]\n456789');
+});
+
+/** A stand-in for `process`: listeners, and kill() recorded instead of sent. */
+class FakeProcess extends EventEmitter implements ProcessLike {
+  readonly pid = 4242;
+  readonly kills: [number, string | number | undefined][] = [];
+  kill(pid: number, signal?: string | number): true {
+    this.kills.push([pid, signal]);
+    return true;
+  }
+}
+
+t.test('RunRegistry: listens only while runs are active; exit and signals clean up', async (t) => {
+  const proc = new FakeProcess();
+  let polite = 0;
+  const reg = new RunRegistry(proc, () => polite);
+  const counts = (): number[] => ['exit', 'SIGINT', 'SIGTERM', 'SIGHUP'].map((e) => proc.listenerCount(e));
+  const scratch = (name: string): string => {
+    const d = path.join(tmp, name);
+    mkdirSync(d, { recursive: true });
+    writeFileSync(path.join(d, 'initramfs.cpio'), 'x');
+    return d;
+  };
+  const seen: Interruption[] = [];
+  const run = (dir: string) => ({ scratch: dir, interrupt: (by: Interruption) => seen.push(by) });
+
+  const a = run(scratch('reg-a'));
+  const b = run(scratch('reg-b'));
+  const releaseA = reg.add(a);
+  const releaseB = reg.add(b);
+  t.same(counts(), [1, 1, 1, 1], 'one listener per event, however many runs');
+  releaseA();
+  releaseA();
+  t.same(counts(), [1, 1, 1, 1], 'still one run');
+  releaseB();
+  t.same(counts(), [0, 0, 0, 0], 'none once the last run ends');
+  t.ok(existsSync(a.scratch), 'a normal end leaves the scratch directory to runQemu');
+
+  reg.add(a);
+  proc.emit('exit', 0);
+  t.same(seen, ['exit']);
+  t.notOk(existsSync(a.scratch), 'exit: scratch removed');
+  t.same(counts(), [0, 0, 0, 0]);
+
+  const c = run(scratch('reg-c'));
+  reg.add(c);
+  proc.emit('SIGTERM', 'SIGTERM');
+  t.same(seen, ['exit', 'SIGTERM']);
+  t.notOk(existsSync(c.scratch), 'SIGTERM: scratch removed');
+  t.same(proc.kills, [[4242, 'SIGTERM']], 'nobody else listens: the signal is raised again');
+  t.same(counts(), [0, 0, 0, 0]);
+
+  const d = run(scratch('reg-d'));
+  const releaseD = reg.add(d);
+  const own = (): void => undefined;
+  proc.on('SIGINT', own);
+  proc.emit('SIGINT', 'SIGINT');
+  t.same(seen, ['exit', 'SIGTERM', 'SIGINT']);
+  t.notOk(existsSync(d.scratch), 'SIGINT: scratch removed');
+  t.same(proc.kills, [[4242, 'SIGTERM']], 'the program listens for SIGINT itself: it decides, nothing is raised');
+  t.equal(proc.listenerCount('SIGINT'), 1, 'only the program\'s own listener is left');
+  releaseD();
+  t.same(counts(), [0, 1, 0, 0]);
+
+  // signal-exit's listener only re-raises when it is alone: count it as nobody, or neither acts
+  polite = 1;
+  const e = run(scratch('reg-e'));
+  reg.add(e);
+  proc.emit('SIGINT', 'SIGINT');
+  t.notOk(existsSync(e.scratch));
+  t.same(proc.kills, [[4242, 'SIGTERM'], [4242, 'SIGINT']], 'only signal-exit listens besides us: raised again, for it to handle');
+  t.same(counts(), [0, 1, 0, 0]);
+});
+
+t.test('signalExitListeners: the counts signal-exit v4 and v3 keep', async (t) => {
+  t.equal(signalExitListeners({}, {}), 0);
+  t.equal(signalExitListeners({ [Symbol.for('signal-exit emitter')]: { count: 2 } }, { __signal_exit_emitter__: { count: 1 } }), 3);
+  t.equal(signalExitListeners({ [Symbol.for('signal-exit emitter')]: { count: 'x' } }, { __signal_exit_emitter__: null }), 0);
+  t.type(signalExitListeners(), 'number', 'this process');
 });
 
 t.test('parseStatus: what /init wrote to the status device', async (t) => {

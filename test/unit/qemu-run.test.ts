@@ -4,7 +4,12 @@
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
+import { execFileSync, spawn } from 'node:child_process';
+import { open } from 'node:fs/promises';
+import { signalExitListeners } from '../../lib/qemu/cleanup';
+import { once } from 'node:events';
+import { MultikernelError } from '../../lib/errors';
 import { MARKER, runQemu, type QemuOptions } from '../../lib/qemu';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'qemu-run-test-'));
@@ -18,6 +23,7 @@ const fs = require('fs');
 const argv = process.argv.slice(2);
 const append = argv[argv.indexOf('-append') + 1];
 const initrd = argv[argv.indexOf('-initrd') + 1];
+if (process.env.FAKE_QEMU_PID) fs.writeFileSync(process.env.FAKE_QEMU_PID, String(process.pid));
 if (process.env.FAKE_QEMU_RECORD) fs.writeFileSync(process.env.FAKE_QEMU_RECORD, JSON.stringify({ argv, initrdSize: fs.statSync(initrd).size }));
 const mode = /fake=(\\S+)/.exec(append)[1];
 const M = ${JSON.stringify(MARKER)};
@@ -31,6 +37,7 @@ switch (mode) {
   case 'status': out(M + ' init\\n' + M + ' run\\n'); process.exit(11);
   case 'status-zero': out(M + ' init\\n' + M + ' run\\n'); process.exit(1);
   case 'stderr': process.stderr.write('qemu: could not load kernel\\n'); process.exit(1);
+  case 'stderr-flood': process.stderr.write('qemu: ' + 'e'.repeat(200 * 1024) + ' END\\n', () => process.exit(1)); break;
   case 'silent': out('Kernel panic - not syncing\\n'); process.exit(0);
   case 'fail': out(M + ' init\\n' + M + ' fail could not mount the 9p share\\n' + M + ' exit 255\\n'); status('fail could not mount the 9p share\\r\\nexit 255\\r\\n'); process.exit(255);
   // the command prints the success marker, then fails
@@ -38,6 +45,15 @@ switch (mode) {
   // the command prints a setup-failure marker (and an exit marker), then succeeds
   case 'spoof-fail': out(M + ' init\\n' + M + ' run\\n' + M + ' fail could not mount the 9p share\\n' + M + ' exit 255\\n'); status('exit 0\\r\\n'); process.exit(1);
   case 'hang': out('Booting from ROM...\\n'); setInterval(() => {}, 1000); break;
+  // a helper process that shares the console pipe and outlives QEMU
+  case 'helper': require('child_process').spawn('sh', ['-c', 'sleep 0.3; echo late'], { stdio: ['ignore', 'inherit', 'inherit'] }); out('Booting from ROM...\\n'); setInterval(() => {}, 1000); break;
+  case 'flood': {
+    out(M + ' init\\n' + M + ' run\\n');
+    for (let i = 0; i < 20000; i++) out('line ' + i + '\\n');
+    status('exit 0\\n');
+    process.stdout.end(() => process.exit(1));
+    break;
+  }
 }
 `,
 );
@@ -55,6 +71,20 @@ function options(mode: string, extra: Partial<QemuOptions> = {}): QemuOptions {
 }
 
 const scratchLeft = (): string[] => readdirSync(scratchParent);
+
+/** Whether process `pid` has ended (a zombie waiting for its reaper counts as ended). */
+async function gone(pid: number, ms = 5000): Promise<boolean> {
+  for (const t0 = Date.now(); Date.now() - t0 < ms; await new Promise((r) => setTimeout(r, 50))) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      return true;
+    }
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return true;
+  }
+  return false;
+}
 
 
 t.test('exit code from the console marker; phases; output; arguments', async (t) => {
@@ -132,6 +162,70 @@ t.test('abort kills QEMU; an aborted signal stops before anything starts', async
   await t.rejects(runQemu(options('ok', { signal: AbortSignal.abort(new Error('early')) })), { message: 'early' });
 });
 
+t.test('the console is bounded: head and tail kept, the drop counted; onOutput sees everything', async (t) => {
+  let seen = '';
+  const r = await runQemu(options('flood', { outputLimit: 1000, onOutput: (s) => (seen += s) }));
+  t.equal(r.exitCode, 0);
+  t.equal(seen.length, r.output.length - `\n[mkqemu: ${r.outputDropped} characters dropped here]\n`.length + r.outputDropped, 'kept + dropped = all');
+  t.ok(r.outputDropped > 40_000);
+  t.ok(r.output.startsWith(`${MARKER} init\n${MARKER} run\nline 0\n`), 'the head is the start');
+  t.ok(r.output.endsWith('line 19999\n'), 'the tail is the end');
+  t.match(r.output, `\n[mkqemu: ${r.outputDropped} characters dropped here]\n`);
+  t.ok(r.output.length < 1100);
+  const unbounded = await runQemu(options('flood'));
+  t.equal(unbounded.outputDropped, 0, 'the default limit holds a normal console');
+  t.ok(unbounded.output.endsWith('line 19999\n'));
+  await t.rejects(runQemu(options('ok', { outputLimit: 1 })), RangeError);
+});
+
+t.test('QEMU stderr is bounded in what a failure reports', async (t) => {
+  const err = (await runQemu(options('stderr-flood')).catch((e: unknown) => e)) as MultikernelError;
+  t.match(err, { code: 'ERR_MK_QEMU', details: { reason: 'no-exit-code' } });
+  t.match(err.message, /QEMU said: qemu: e+\n\[mkqemu: \d+ characters dropped here\]\ne+ END$/);
+  t.ok(err.message.length < 70 * 1024, `message of ${err.message.length} characters`);
+  t.equal((err.details['stderr'] as string).length, err.message.length - err.message.indexOf('qemu: e'));
+});
+
+t.test('an exception thrown by onOutput or onPhase ends the run as its rejection; QEMU is killed', async (t) => {
+  const pidFile = path.join(tmp, 'qemu.pid');
+  process.env['FAKE_QEMU_PID'] = pidFile;
+  try {
+    const boom = new Error('boom in onOutput');
+    await t.rejects(runQemu(options('hang', { onOutput: () => {
+      throw boom;
+    } })), boom);
+    t.ok(await gone(Number(readFileSync(pidFile, 'utf8'))), 'the fake QEMU is dead');
+    let calls = 0;
+    await t.rejects(runQemu(options('helper', { onOutput: () => {
+      calls++;
+      throw boom;
+    } })), boom);
+    t.equal(calls, 1, 'a callback that threw is not called again for console text that comes after');
+    let outputs = 0;
+    await t.rejects(runQemu(options('hang', { onOutput: () => void outputs++, onPhase: (p) => {
+      if (p === 'kernel') throw new Error('boom in onPhase');
+    } })), { message: 'boom in onPhase' });
+    t.ok(await gone(Number(readFileSync(pidFile, 'utf8'))));
+    await t.rejects(runQemu(options('ok', { onPhase: (p) => {
+      if (p === 'done') throw new Error('boom at done');
+    } })), { message: 'boom at done' });
+  } finally {
+    delete process.env['FAKE_QEMU_PID'];
+  }
+  t.same(scratchLeft(), []);
+});
+
+t.test('an abort while the initramfs is written stops before QEMU starts', async (t) => {
+  const ac = new AbortController();
+  const started: string[] = [];
+  await t.rejects(runQemu(options('ok', { signal: ac.signal, onPhase: (p) => {
+    started.push(p);
+    if (p === 'starting') ac.abort(new Error('changed my mind'));
+  } })), { code: 'ERR_MK_QEMU', message: 'QEMU run aborted during "starting"', details: { reason: 'aborted', phase: 'starting' }, cause: { message: 'changed my mind' } });
+  t.same(started, ['starting']);
+  t.same(scratchLeft(), []);
+});
+
 t.test('spawn failures', async (t) => {
   await t.rejects(runQemu(options('ok', { qemuBinary: path.join(tmp, 'qemu-system-x86_64') })), { code: 'ERR_MK_QEMU', message: /is not installed \(Debian: apt-get install qemu-system-x86\)/, details: { reason: 'spawn' } });
   await t.rejects(runQemu(options('ok', { arch: 'aarch64', qemuBinary: path.join(tmp, 'qemu-system-aarch64') })), { message: /apt-get install qemu-system-arm/ });
@@ -169,6 +263,100 @@ t.test('defaults: scratch in the OS temp dir, qemu-system-<arch> from PATH', asy
   t.equal(r.exitCode, 5);
   t.equal(r.qemuArgs[1], 'pc');
   t.ok(readdirSync(os.tmpdir()).filter((n) => n.startsWith('mkqemu-')).length <= before, 'nothing left in the temp dir');
+});
+
+t.test('a signal in this process interrupts a run (here the program listens itself, so it lives on)', async (t) => {
+  // a listener of our own: without it the signal would be raised again for real
+  const keep = (): void => undefined;
+  process.on('SIGHUP', keep);
+  t.teardown(() => void process.removeListener('SIGHUP', keep));
+  if (process.listenerCount('SIGHUP') <= signalExitListeners()) {
+    t.fail('SIGHUP listeners do not outnumber signal-exit\'s: emitting it would end this process');
+    return;
+  }
+  const parent = mkdtempSync(path.join(tmp, 'sighup-'));
+  const hup = (): boolean => process.emit('SIGHUP', 'SIGHUP');
+
+  // while QEMU runs
+  await t.rejects(runQemu(options('hang', { tmpDir: parent, onPhase: (p) => p === 'kernel' && hup() })), {
+    code: 'ERR_MK_QEMU',
+    message: 'QEMU run interrupted by SIGHUP during "kernel"; it was killed',
+    details: { reason: 'aborted', phase: 'kernel', signal: 'SIGKILL' },
+    cause: { message: 'received SIGHUP' },
+  });
+
+  // while the initramfs is written: busybox is a FIFO, so the writer waits until we open it
+  const fifo = path.join(tmp, 'busybox.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const whileBuilding = async (extra: Partial<QemuOptions>): Promise<unknown> => {
+    const p = runQemu(options('ok', { tmpDir: parent, busybox: fifo, ...extra })).catch((e: unknown) => e);
+    // the archive is open (so the run is registered) and waits for busybox
+    while (!readdirSync(parent).some((d) => existsSync(path.join(parent, d, 'initramfs.cpio')))) await new Promise((r) => setTimeout(r, 10));
+    hup();
+    t.same(readdirSync(parent), [], 'the scratch directory is removed at once');
+    await (await open(fifo, 'w')).close();
+    return p;
+  };
+  t.match(await whileBuilding({}), { code: 'ERR_MK_QEMU', message: 'QEMU run interrupted by SIGHUP during "starting"; it was killed', details: { reason: 'aborted', phase: 'starting' } }, 'no QEMU is started');
+  t.match(await whileBuilding({ files: [{ source: path.join(tmp, 'absent'), target: '/x' }] }), { message: /interrupted by SIGHUP during "starting"/, cause: { code: 'ENOENT' } }, 'an error of the interrupted writer is the cause');
+  t.same(readdirSync(parent), []);
+});
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const LOADER = path.join(ROOT, 'node_modules/@tapjs/typescript/dist/esm/import.mjs');
+// Children run without tap's NODE_OPTIONS hooks and coverage (their V8 coverage of lib/*.ts does
+// not merge with this process's); cleanup.ts is covered here with a stand-in process.
+const childEnv: NodeJS.ProcessEnv = { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' };
+delete childEnv['NODE_OPTIONS'];
+delete childEnv['NODE_V8_COVERAGE'];
+
+/**
+ * A child node process running runQemu against the hanging fake; once QEMU is up, `end` ends the
+ * child: a signal from outside, an unrelated uncaught exception, or process.exit().
+ */
+async function childRun(t: Test, end: 'SIGINT' | 'SIGTERM' | 'SIGHUP' | 'throw' | 'exit'): Promise<{ code: number | null; signal: NodeJS.Signals | null; scratch: string[]; qemuGone: boolean; stdout: string }> {
+  const dir = mkdtempSync(path.join(tmp, `child-${end}-`));
+  const pidFile = path.join(dir, 'qemu.pid');
+  const code = `
+    const { runQemu } = require(${JSON.stringify(path.join(ROOT, 'lib', 'qemu', 'index.ts'))});
+    runQemu(${JSON.stringify({ ...options('hang'), tmpDir: dir, timeoutMs: 60_000 })
+      .slice(0, -1)}, onPhase: (p) => {
+        if (p !== 'kernel') return;
+        process.stdout.write('running\\n');
+        if (${JSON.stringify(end)} === 'throw') setImmediate(() => { throw new Error('unrelated'); });
+        if (${JSON.stringify(end)} === 'exit') process.exit(3);
+      } }).then(() => console.log('resolved'), (e) => console.log('rejected', e.message));`;
+  const child = spawn(process.execPath, ['--import', LOADER, '-e', code], { env: { ...childEnv, FAKE_QEMU_PID: pidFile }, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    if (stdout.includes('running\n') && end.startsWith('SIG') && child.exitCode === null) child.kill(end as NodeJS.Signals);
+  });
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const [exitCode, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
+  const qemuPid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) : undefined;
+  const qemuGone = qemuPid === undefined ? false : await gone(qemuPid);
+  if (qemuPid !== undefined && !qemuGone) process.kill(qemuPid, 'SIGKILL');
+  t.ok(stdout.includes('running\n'), `the child got QEMU running (stderr: ${stderr.slice(0, 2000)})`);
+  return { code: exitCode, signal, scratch: readdirSync(dir).filter((n) => n.startsWith('mkqemu-')), qemuGone, stdout };
+}
+
+t.test('the process ending underneath a run leaves no scratch directory and no QEMU', async (t) => {
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    const r = await childRun(t, sig);
+    t.equal(r.signal, sig, `${sig}: the child still ends by ${sig} (re-raised) ${r.code} ${r.stdout}`);
+    t.same(r.scratch, [], `${sig}: no scratch directory`);
+    t.ok(r.qemuGone, `${sig}: QEMU was killed`);
+  }
+  const thrown = await childRun(t, 'throw');
+  t.equal(thrown.code, 1, 'an uncaught exception: exit status 1');
+  t.same(thrown.scratch, [], 'uncaught exception: no scratch directory');
+  t.ok(thrown.qemuGone, 'uncaught exception: QEMU was killed');
+  const exited = await childRun(t, 'exit');
+  t.equal(exited.code, 3, 'process.exit(3)');
+  t.same(exited.scratch, [], 'process.exit: no scratch directory');
+  t.ok(exited.qemuGone, 'process.exit: QEMU was killed');
 });
 
 t.test('no scratch directory is left behind by any of the runs above', async (t) => {
