@@ -127,3 +127,28 @@ t.test('a pool that never listed a device refuses device transfers with EINVAL (
   t.match(made.log, /No self instance or PCI devices not initialized\nFailed to reserve PCI device resources for instance 1 \(db\): -22\nContinuing without PCI device assignment\nNo self instance or platform devices not initialized\nFailed to reserve platform device resources for instance 1 \(db\): -22\nContinuing without platform device assignment/);
   t.equal(findNode(await tree(sim, `${M}/instances/db/device_tree`), '/pci@0'), undefined);
 });
+
+t.test('platform devices stay valid once the baseline listed one (core.c mk_self->platform_devices_valid)', async (t) => {
+  const sim = new SimulatedSystem();
+  t.teardown(() => sim.dispose());
+  await sim.mountMultikernel();
+  await sim.writeFile(`${M}/device_tree`, baseline([2, 4], [memoryNode(0, GiB)], { resources: [devices(platDev('rtc', []))] }));
+  t.equal((await apply(sim, create('a', [], [devices(platDev('p', [prop.string('device-name', 'rtc')]))]))).status, 'applied');
+  t.equal(findNode(await tree(sim), '/resources/devices'), undefined, 'every platform device is lent: no devices node');
+  const b = await apply(sim, create('b', [], [devices(platDev('p', [prop.string('device-name', 'rtc')]))]));
+  t.equal(b.status, 'applied');
+  t.match(b.log, /Platform device 'rtc' not available in root pool\nInstance 2 \(b\): 1 platform devices not available\nFailed to reserve platform device resources for instance 2 \(b\): -2\nContinuing without platform device assignment/, 'ENOENT, not "not initialized": the list is empty but valid');
+
+  // a full teardown and a new baseline without platform devices: instance a still holds rtc, and
+  // mk_instance_return_platform_devices hands it to the new self instance (valid again)
+  const res = (ops: FdtNode[]) => dtbo([fragment('0', '/resources', ops)]);
+  const chunk = findNode(await tree(sim), '/resources/memory@40000000')!;
+  const down = res([node('cpu-remove', [], [node('cpu@2', [prop.u64('reg', 2)]), node('cpu@4', [prop.u64('reg', 4)])]), node('memory-remove', [], [node('memory@0', [prop.bytes('reg', getProperty(chunk, 'reg')!.value)])])]);
+  t.equal((await apply(sim, down)).status, 'applied', 'teardown');
+  await sim.writeFile(`${M}/device_tree`, baseline([2], [memoryNode(0, GiB)]));
+  const c = await apply(sim, create('c', [], [devices(platDev('p', [prop.string('device-name', 'rtc')]))]));
+  t.match(c.log, /No self instance or platform devices not initialized\nFailed to reserve platform device resources for instance 3 \(c\): -22/, 'the new baseline listed none: not initialized');
+  const gone = await apply(sim, remove('a'));
+  t.match(gone.log, /Returned 1 platform devices from instance 1 \(a\) to self instance/);
+  t.same(findNode(await tree(sim), '/resources/devices')!.children.map((n) => n.name), ['rtc'], 'the returned device is free in the new pool');
+});

@@ -68,9 +68,9 @@ export class Baseline {
 
     s.pool ??= { cpus: [], memory: [], devices: [], parkChunk: null };
     const pool = s.pool;
-    // mk_baseline_clear_resources(mk_self)
+    // mk_baseline_clear_resources(mk_self); no platformDevices list is platform_devices_valid = false
     pool.devicesValid = false;
-    pool.platformDevices = [];
+    delete pool.platformDevices;
     for (const m of mems) {
       try {
         this.k.mem.growPool(m.size, m.node);
@@ -80,7 +80,8 @@ export class Baseline {
         throw e;
       }
     }
-    pool.platformDevices = platform;
+    // mk_baseline_parse_devices sets platform_devices_valid only when it listed one
+    if (platform.length > 0) pool.platformDevices = platform;
 
     this.k.log(`Moving ${cpus.length} CPUs into the multikernel pool`);
     let failed = 0;

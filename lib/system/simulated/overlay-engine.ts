@@ -551,11 +551,14 @@ export class OverlayEngine {
     k.log(`Transferred ${inst.devices.length} PCI devices from root to instance ${inst.id} (${inst.name}), root pool remaining: ${pool.devices.length} devices`);
   }
 
-  /** mk_instance_transfer_platform_devices: matched by name against the pool's platform devices. */
+  /**
+   * mk_instance_transfer_platform_devices: matched by name against the pool's platform devices.
+   * The list stays valid once a baseline listed one, also when every device is lent (ENOENT then).
+   */
   private transferPlatform(inst: SimInstance, devices: SimPlatformDevice[]): void {
     const k = this.k;
     const free = k.s.pool?.platformDevices;
-    if (!free || free.length === 0) fail(k, 'No self instance or platform devices not initialized', 'EINVAL');
+    if (!free) fail(k, 'No self instance or platform devices not initialized', 'EINVAL');
     const missing = devices.filter((d) => !free.some((f) => f.name === d.name));
     for (const d of missing) k.log(`Platform device '${d.name}' not available in root pool`);
     if (missing.length > 0) fail(k, `Instance ${inst.id} (${inst.name}): ${missing.length} platform devices not available`, 'ENOENT');
