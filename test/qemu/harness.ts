@@ -53,14 +53,14 @@ export interface GuestCheck {
   [key: string]: unknown;
 }
 
-/** Why the lane cannot run here, or undefined when it can. */
-export async function missingPrerequisite(arch: 'x86_64' | 'aarch64' = 'x86_64'): Promise<string | undefined> {
+/** Why the lane cannot run here, or undefined when it can; `dist: false` for guests that load nothing from dist/. */
+export async function missingPrerequisite(arch: 'x86_64' | 'aarch64' = 'x86_64', { dist = true } = {}): Promise<string | undefined> {
   try {
     await execFileAsync(`qemu-system-${arch}`, ['--version']);
   } catch {
     return `qemu-system-${arch} is not installed (scripts/qemu/ci.sh installs it)`;
   }
-  if (!existsSync(path.join(ROOT, 'dist', 'system', 'linux.js'))) return 'dist/ is not built: run `npm run build:ts` first';
+  if (dist && !existsSync(path.join(ROOT, 'dist', 'system', 'linux.js'))) return 'dist/ is not built: run `npm run build:ts` first';
   return undefined;
 }
 
