@@ -142,3 +142,17 @@ t.test('rmdir of a pool memory-remove regrows the pool; no room: ENOMEM, the tra
   t.notOk((await sim.readdir(`${M}/overlays`)).includes(`tx_${removed.id}`), 'a later rmdir runs the whole rollback again');
   t.same(await chunks(sim), ['memory@40000000', 'memory@60000000']);
 });
+
+t.test('baseline: a platform device name is cut to 31 characters (baseline.c strscpy into name[32])', async (t) => {
+  const sim = await fresh(t);
+  const long = 'serial8250-with-a-very-long-name-indeed';
+  await sim.writeFile(`${M}/device_tree`, baseline([2, 4], [memoryNode(0, GiB)], { resources: [node('devices', [], [node('uart', [prop.string('device-type', 'platform'), prop.string('device-name', long)])])] }));
+  const dev = findNode(await poolTree(sim), '/resources/devices')!.children[0]!;
+  t.equal(dev.name, long.slice(0, 31));
+  t.equal(Buffer.from(getProperty(dev, 'device-name')!.value).toString('latin1'), `${long.slice(0, 31)}\0`);
+  // dts.c cuts the requested name the same way, so asking with the full name finds it
+  const create = instances([node('instance-create', [prop.string('instance-name', 'a')], [node('resources', [], [node('devices', [], [node('p', [prop.string('device-type', 'platform'), prop.string('device-name', long)])])])])]);
+  const made = await apply(sim, create);
+  t.equal(made.status, 'applied');
+  t.match(made.log, /Transferred 1 platform devices from root to instance 1 \(a\), root pool remaining: 0 devices/);
+});

@@ -193,7 +193,8 @@ export class Baseline {
         if (alias !== undefined) req.alias = alias;
         pci.push(req);
       } else if (type === 'platform') {
-        platform.push({ name: str(d, 'device-name') ?? d.name });
+        // strscpy into mk_platform_device.name[MK_PLATFORM_DEVICE_NAME_LEN = 32]
+        platform.push({ name: (str(d, 'device-name') ?? d.name).slice(0, 31) });
       } else {
         this.k.log(`Unknown device-type '${type}' for device '${d.name}', skipping`);
       }
