@@ -3,7 +3,8 @@
 # guests load (dist/ and the addon, when the caller has not already) and runs `npm run test:qemu`.
 # With MULTIKERNEL_KERNEL and MULTIKERNEL_SPAWN_KERNEL set it also runs the contract suite inside
 # that kernel (test/qemu/multikernel-x86.test.ts). The arm64 guest (test/qemu/arm64.test.ts) runs
-# when prebuilds/linux-arm64 exists; MKQEMU_ARM64=0 leaves it out (and qemu-system-arm uninstalled).
+# when prebuilds/linux-arm64 exists, the busybox-only arm64 harness check (harness-arm64.test.ts)
+# always; MKQEMU_ARM64=0 leaves both out (and qemu-system-arm uninstalled).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export DEBIAN_FRONTEND=noninteractive
