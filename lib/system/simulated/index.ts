@@ -3,12 +3,11 @@
  * follows the kernel sources at the level of paths, bytes, flags and errno. The rules, their
  * sources and the fault-injection step names are listed in docs/kernel-interface.md.
  *
- * State lives in memory, or in a state directory shared by several processes (successive `mkctl`
- * runs, a daemon and its clients): every call then takes the state lock, loads the JSON state,
- * acts, and saves it atomically (temp file + rename).
+ * State lives in memory (nothing on disk), or in a state directory shared by several processes
+ * (successive `mkctl` runs, a daemon and its clients): every call then takes the state lock, loads
+ * the JSON state, acts, and saves it atomically (state-dir.ts).
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { systemError } from '../../errors';
 import { MULTIKERNEL_MOUNT_POINT } from '../../uapi';
@@ -28,14 +27,20 @@ import type { SimChannels, SimInstanceInfo } from './channels';
 import { createSimChannels } from './channels-impl';
 import { FaultInjector } from './faults';
 import { type ImageFile, Kernel, KErr } from './kernel';
-import { FileLocks } from './lockfile';
+import { type Locks, MemoryLocks } from './lockfile';
 import * as render from './render';
 import { DEFAULT_TOPOLOGY, initialState, type SimState, type SimTopology } from './state';
+import { StateDir } from './state-dir';
 
 export type { SimCpu, SimTopology } from './state';
+export { SimStateError, type SimStateErrorCode } from './state-dir';
 
 export interface SimulatedSystemOptions {
-  /** share the simulated host with other processes through this directory (default: in memory) */
+  /**
+   * share the simulated host with other processes through this directory (default: in memory).
+   * Created with mode 0700; an existing one must belong to this user and be writable by no one
+   * else (SimStateError ERR_MK_SIM_STATE_DIR otherwise).
+   */
   stateDir?: string;
   /** CPUs (physical id + NUMA node), RAM and NUMA nodes; used when the state is created */
   topology?: SimTopology;
@@ -67,11 +72,11 @@ export class SimulatedSystem implements System {
   /** make any step fail, stall or stop half way (docs/kernel-interface.md lists the step names) */
   readonly faults = new FaultInjector();
 
-  readonly #opts: Required<Omit<SimulatedSystemOptions, 'stateDir' | 'topology'>> & { stateDir?: string };
+  readonly #opts: Required<Omit<SimulatedSystemOptions, 'stateDir' | 'topology'>>;
   readonly #topology: SimTopology;
   #memState: SimState | undefined;
-  readonly #locks: FileLocks;
-  readonly #lockDirOwned: boolean;
+  readonly #stateDir: StateDir | undefined;
+  readonly #locks: Locks;
   readonly #fds = new Map<number, ImageFile>();
   #nextFd = 3;
   #queue: Promise<unknown> = Promise.resolve();
@@ -79,7 +84,6 @@ export class SimulatedSystem implements System {
 
   constructor(options: SimulatedSystemOptions = {}) {
     this.#opts = {
-      stateDir: options.stateDir,
       arch: options.arch ?? 'x86_64',
       stockKernel: options.stockKernel ?? false,
       haltTimeoutMs: options.haltTimeoutMs ?? 30_000,
@@ -88,13 +92,11 @@ export class SimulatedSystem implements System {
     };
     this.#topology = options.topology ?? DEFAULT_TOPOLOGY;
     if (options.stateDir !== undefined) {
-      fs.mkdirSync(options.stateDir, { recursive: true });
-      this.#locks = new FileLocks(path.join(options.stateDir, 'locks'));
-      this.#lockDirOwned = false;
+      this.#stateDir = new StateDir(options.stateDir);
+      this.#locks = this.#stateDir.locks;
     } else {
       this.#memState = initialState(this.#topology);
-      this.#locks = new FileLocks(fs.mkdtempSync(path.join(os.tmpdir(), 'mk-sim-locks-')));
-      this.#lockDirOwned = true;
+      this.#locks = new MemoryLocks();
     }
     this.#channels = createSimChannels({
       faults: this.faults,
@@ -109,27 +111,6 @@ export class SimulatedSystem implements System {
 
   // ------------------------------------------------------------------ state handling
 
-  #statePath(): string {
-    return path.join(this.#opts.stateDir!, 'state.json');
-  }
-
-  #load(): SimState {
-    if (this.#memState) return this.#memState;
-    try {
-      return JSON.parse(fs.readFileSync(this.#statePath(), 'utf8')) as SimState;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      return initialState(this.#topology);
-    }
-  }
-
-  #save(s: SimState): void {
-    if (this.#memState) return;
-    const tmp = `${this.#statePath()}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(s));
-    fs.renameSync(tmp, this.#statePath());
-  }
-
   /**
    * Runs `fn` on the current state under the state lock (in-process queue + the cross-process
    * lock of the state directory), saving it afterwards when `write`. Kernel errors become
@@ -137,11 +118,10 @@ export class SimulatedSystem implements System {
    */
   async #withState<T>(write: boolean, fn: (k: Kernel) => Promise<T> | T, syscall = 'sim', errPath?: string): Promise<T> {
     const run = async (): Promise<T> => {
-      const release = this.#opts.stateDir === undefined
-        ? () => undefined
-        : await this.#locks.acquire('state', { exclusive: true, wait: true, errorPath: 'state' });
+      const dir = this.#stateDir;
+      const release = dir ? await dir.lock() : () => undefined;
       try {
-        const s = this.#load();
+        const s = dir?.load(() => initialState(this.#topology)) ?? this.#memState!;
         const k = new Kernel(s, {
           faults: this.faults,
           arch: this.#opts.arch,
@@ -158,7 +138,7 @@ export class SimulatedSystem implements System {
         const outcome = await Promise.resolve()
           .then(() => fn(k))
           .then((value) => ({ value }), (error: unknown) => ({ error }));
-        if (write) this.#save(s);
+        if (write) dir?.save(s);
         if ('error' in outcome) throw outcome.error instanceof KErr ? systemError(outcome.error.code, syscall, errPath) : outcome.error;
         return outcome.value;
       } finally {
@@ -446,10 +426,9 @@ export class SimulatedSystem implements System {
     return inst;
   }
 
-  /** Closes the channels and the private lock directory; the state directory is kept. */
+  /** Closes the channels; a state directory is kept. */
   async dispose(): Promise<void> {
     await this.#channels.close();
     this.#fds.clear();
-    if (this.#lockDirOwned) fs.rmSync(this.#locks.dir, { recursive: true, force: true });
   }
 }
