@@ -113,10 +113,20 @@ t.test("kerf 0.1's formats raise ERR_MK_OLD_KERF_FORMAT with what to do", async 
     ]),
   );
   t.throws(() => parseOverlay(oldCreate), { code: 'ERR_MK_OLD_KERF_FORMAT', message: /\/fragment@0 has no target-path: this overlay was written by kerf 0\.1/, details: { fragment: 'fragment@0', ops: ['instance-create'] } });
+  const bytesOnly = encodeFdt(node('', [], [node('resources', [prop.u64('memory-bytes', 1 << 30), prop.u64('cpus', 2)])]));
+  t.throws(() => parseBaseline(bytesOnly), { code: 'ERR_MK_OLD_KERF_FORMAT', details: { memoryBase: undefined, memoryBytes: 1n << 30n } }, 'memory-bytes alone is kerf 0.1 too');
   const noPath = encodeFdt(node('', [], [node('fragment@0', [], [node('__overlay__', [], [node('other')])])]));
   t.throws(() => parseOverlay(noPath), { code: 'ERR_MK_INVALID_FDT' }, 'a fragment without target-path and without ops is just malformed');
   const noResources = encodeFdt(node('', [], [node('x')]));
   t.throws(() => parseBaseline(noResources), { code: 'ERR_MK_INVALID_FDT', message: /no \/resources node/ });
   const withDevices = encodeBaseline({ cpus: [2], memory: [{ size: 1n << 30n }], devices: [{ type: 'pci', name: 'nic0', pciId: '0000:00:04.0', vendorId: 0x8086, deviceId: 0x100e }], aliases: { eth0: '/resources/devices/nic0' } });
   t.same(parseBaseline(withDevices), { cpus: [2], memory: [{ size: 1n << 30n }], devices: [{ type: 'pci', name: 'nic0', pciId: '0000:00:04.0', vendorId: 0x8086, deviceId: 0x100e }], aliases: { eth0: '/resources/devices/nic0' }, compatible: 'multikernel-v1' });
+});
+
+t.test('what kerf writes beyond the kernel rules reads back without the fixtures: numa-node-id, cpu-affinity, memory-policy', async (t) => {
+  const spec = { cpus: [2, 4], memory: [{ size: 1n << 30n, numaNode: 1 }, { size: 1n << 29n }] };
+  t.same(parseBaseline(encodeBaseline(spec)), { ...spec, compatible: 'multikernel-v1' }, 'numa-node-id per memory@N, left out when absent');
+  const op: InstanceCreateOp = { op: 'instance-create', name: 'webnuma', id: 3, cpus: [6], memoryBytes: 256n << 20n, numaNodes: [0], cpuAffinity: 'compact', memoryPolicy: 'local' };
+  const parsed = parseOverlay(encodeOverlay([op], { strings: 'libfdt' }));
+  t.same(parsed, { ops: [op], ignored: [] }, 'cpu-affinity and memory-policy are kept (no dts.c reads them)');
 });

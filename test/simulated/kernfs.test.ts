@@ -122,6 +122,13 @@ t.test('/proc/cpuinfo and the CPU masks follow the pool', async (t) => {
   t.equal((await sim.stat('/sys/devices/system/cpu/online')).size, 4096);
 });
 
+t.test('/proc/cpuinfo on arm64: no physical id, one block per online CPU', async (t) => {
+  const sim = new SimulatedSystem({ arch: 'arm64', topology: { cpus: [{ apicId: 0, node: 0 }, { apicId: 1, node: 0 }, { apicId: 2, node: 0, online: false }], memoryBytes: 4 * GiB, numaNodes: 1 } });
+  t.teardown(() => sim.dispose());
+  const block = (i: number) => `processor\t: ${i}\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n\n`;
+  t.equal((await sim.readFile('/proc/cpuinfo')).toString(), block(0) + block(1));
+});
+
 t.test('overlay parsing and per-operation errors', async (t) => {
   const sim = await setup({}, { instance: true });
   t.teardown(() => sim.dispose());

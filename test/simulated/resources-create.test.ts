@@ -152,3 +152,19 @@ t.test('platform devices stay valid once the baseline listed one (core.c mk_self
   t.match(gone.log, /Returned 1 platform devices from instance 1 \(a\) to self instance/);
   t.same(findNode(await tree(sim), '/resources/devices')!.children.map((n) => n.name), ['rtc'], 'the returned device is free in the new pool');
 });
+
+t.test('/instances holds no resources: memory, CPU and device operations there are refused (overlay.c mk_overlay_check_resource_target)', async (t) => {
+  const sim = await setup({}, { instance: true });
+  t.teardown(() => sim.dispose());
+  const ops: [string, FdtNode, string][] = [
+    ['memory-add', node('memory@0', [prop.u64('reg', 0, 64 * MiB)]), 'memory-add'],
+    ['memory-remove', node('memory@0', [prop.u64('reg', 0, 64 * MiB)]), 'memory-remove'],
+    ['cpu-add', node('cpu@4', [prop.u64('reg', 4)]), 'cpu operation'],
+    ['device-add', node('pci@0', [prop.string('pci-id', '0000:00:04.0')]), 'device operation'],
+  ];
+  for (const [op, item, what] of ops) {
+    const { status, log } = await apply(sim, dtbo([fragment('0', '/instances', [node(op, [], [item])])]));
+    t.equal(status, 'failed', op);
+    t.match(log, new RegExp(`Overlay tx\\d+: /instances is not a resource holder, ${what} rejected\nFailed to apply overlay transaction \\d+: -22`), `${op}: EINVAL`);
+  }
+});
