@@ -59,11 +59,6 @@ export class MemoryAllocator {
     return chunk;
   }
 
-  /** The chunk of `addr`, if any. */
-  chunkOf(addr: number): MemRange | undefined {
-    return this.s.pool?.memory.find((c) => addr >= c.base && addr < c.base + c.size);
-  }
-
   /** Allocations inside a chunk: instance regions (and `extra` ones being made), ascending. */
   private used(chunk: MemRange, extra: MemRange[] = []): MemRange[] {
     return [...this.s.instances.flatMap((i) => i.memory), ...extra]

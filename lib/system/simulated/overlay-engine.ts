@@ -268,7 +268,8 @@ function parseResources(k: Kernel, res: FdtNode, name: string): CreateConfig {
           k.log(`Failed to parse embedded platform device '${d.name}': -22`);
           throw new KErr('EINVAL');
         }
-        plat.push(hid === undefined ? { name: (devName ?? '').slice(0, 31) } : { name: (devName ?? '').slice(0, 31), hid: hid.slice(0, 15) });
+        // matched by name only (mk_instance_transfer_platform_devices); the hid is not kept
+        plat.push({ name: (devName ?? '').slice(0, 31) });
       }
     }
     return { pci: out, platform: plat };
@@ -566,7 +567,7 @@ export class OverlayEngine {
       const i = free.findIndex((f) => f.name === d.name);
       if (i >= 0) (inst.platformDevices ??= []).push(...free.splice(i, 1));
     }
-    k.log(`Transferred ${inst.platformDevices?.length ?? 0} platform devices from root to instance ${inst.id} (${inst.name}), root pool remaining: ${free.length} devices`);
+    k.log(`Transferred ${inst.platformDevices!.length} platform devices from root to instance ${inst.id} (${inst.name}), root pool remaining: ${free.length} devices`);
   }
 
   private undoCreate(tx: SimTx, n: FdtNode): void {
@@ -814,8 +815,9 @@ export class OverlayEngine {
     const k = this.k;
     if (inst.status !== 'active') return give ? addPciDevice(k, inst, pci) : removePciDevice(k, inst, pci);
     await this.ack(inst);
-    // the spawn kernel only finds a device it was lent (remove) or one the host let go of (add)
-    const known = give ? (k.s.pool?.devices.some((d) => d.pciId === pci) ?? false) : inst.devices.includes(pci);
+    // the spawn kernel only finds a device it was lent (remove) or one the host let go of (add);
+    // a running instance got its memory from the pool, so there is one
+    const known = give ? k.s.pool!.devices.some((d) => d.pciId === pci) : inst.devices.includes(pci);
     if (!known) throw new KErr('ENODEV');
     if (give) addPciDevice(k, inst, pci);
     else removePciDevice(k, inst, pci);

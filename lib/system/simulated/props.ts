@@ -53,9 +53,9 @@ export function hex(v: number): string {
 export function pa(v: number): string {
   return `0x${v.toString(16).padStart(16, '0')}`;
 }
-/** mk_cpu_set_format: "none", or the physical ids comma-separated in set order */
+/** mk_cpu_set_format of a non-empty set (every caller here has one): the physical ids comma-separated in set order */
 export function cpuSetFormat(ids: number[]): string {
-  return ids.length === 0 ? 'none' : ids.join(',');
+  return ids.join(',');
 }
 /**
  * Vendor and device id of a simulated host PCI function (what pci_get_domain_bus_and_slot finds):
@@ -90,29 +90,6 @@ export function child(n: FdtNode, name: string): FdtNode | undefined {
 export function childrenWithPrefix(n: FdtNode, prefix: string): FdtNode[] {
   return n.children.filter((c) => c.name.startsWith(prefix));
 }
-export function numaOf(n: FdtNode): number {
-  const b = raw(n, 'numa-node-id');
-  if (!b) return -1;
-  if (b.length !== 4 || u32At(b, 0) >= MAX_NUMNODES) throw new KErr('EINVAL');
-  return u32At(b, 0);
-}
-export function memSize(n: FdtNode): number {
-  const b = raw(n, 'size');
-  if (!b || b.length !== 8) throw new KErr('EINVAL');
-  const size = u64At(b, 0);
-  if (size === 0 || size % PAGE_SIZE !== 0) throw new KErr('EINVAL');
-  return size;
-}
-export function memReg(n: FdtNode): { base: number; size: number } {
-  const b = raw(n, 'reg');
-  if (!b || b.length !== 16) throw new KErr('EINVAL');
-  return { base: u64At(b, 0), size: u64At(b, 1) };
-}
-export function cpuReg(n: FdtNode): number {
-  const b = raw(n, 'reg');
-  if (!b || (b.length !== 4 && b.length !== 8)) throw new KErr('EINVAL');
-  return b.length === 8 ? u64At(b, 0) : u32At(b, 0);
-}
 /** sscanf("%x:%x:%x.%x") of a pci-id, normalised to DDDD:BB:SS.F; undefined when it does not scan. */
 export function parseBdf(s: string): string | undefined {
   const m = /^\s*([0-9a-f]+):([0-9a-f]+):([0-9a-f]+)\.([0-9a-f]+)/i.exec(s);
@@ -121,19 +98,6 @@ export function parseBdf(s: string): string | undefined {
   // the kernel keeps u16 domain, u8 bus, and PCI_DEVFN(slot, func) (slot 5 bits, func 3 bits)
   const devfn = ((sl & 0x1f) << 3) | (f & 7);
   return `${(d & 0xffff).toString(16).padStart(4, '0')}:${(b & 0xff).toString(16).padStart(2, '0')}:${(devfn >> 3).toString(16).padStart(2, '0')}.${devfn & 7}`;
-}
-
-/** mk_overlay_parse_pci_id: a NUL-terminated pci-id that scans as %x:%x:%x.%x, else EINVAL */
-export function pciId(n: FdtNode): string {
-  const s = str(n, 'pci-id');
-  const id = s === undefined ? undefined : parseBdf(s);
-  if (id === undefined) throw new KErr('EINVAL');
-  return id;
-}
-/** u64 cells of a `cpus` property: non-zero multiple of 8 bytes */
-export function cpuList(b: Uint8Array): number[] {
-  if (b.length === 0 || b.length % 8 !== 0) throw new KErr('EINVAL');
-  return Array.from({ length: b.length / 8 }, (_, i) => u64At(b, i));
 }
 
 export function decodeOrEinval(blob: Uint8Array): FdtNode {

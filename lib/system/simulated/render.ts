@@ -7,12 +7,12 @@ import { decodeFdt, encodeFdt } from '../../fdt/codec';
 import { node, prop } from '../../fdt/tree';
 import type { FdtNode } from '../../fdt/types';
 import { SIM_PCI_DEVICE, SIM_PCI_VENDOR } from './props';
-import type { SimInstance, SimPlatformDevice, SimState } from './state';
+import type { SimInstance, SimPlatformDevice, SimPool, SimState } from './state';
 
 /** The kernel's free CPU set, in its order (see SimPool.cpus). */
-export function poolFreeCpus(s: SimState): number[] {
+function poolFreeCpus(s: SimState, pool: SimPool): number[] {
   const owned = new Set(s.instances.flatMap((i) => i.cpus));
-  return (s.pool?.cpus ?? []).filter((c) => !owned.has(c));
+  return pool.cpus.filter((c) => !owned.has(c));
 }
 
 const PCI_HOST_BRIDGE = 'multikernel,pci-host-bridge';
@@ -80,22 +80,15 @@ function pciNodes(devices: PciFn[]): FdtNode[] {
   return out;
 }
 
-/** mk_dt_emit_devices: platform devices only (PCI devices are described under their bus). */
+/**
+ * mk_dt_emit_devices: platform devices only (PCI devices are described under their bus). dts.c
+ * writes `device-name` when the name is not empty and `acpi-hid` when one is set; here every
+ * device is a baseline's, named and without a hid (baseline.c keeps only the name), and an empty
+ * name could not be a node name anyway.
+ */
 function platformNode(devices: SimPlatformDevice[] | undefined): FdtNode[] {
   if (!devices || devices.length === 0) return [];
-  return [
-    node(
-      'devices',
-      [],
-      devices.map((d) =>
-        node(d.name, [
-          prop.string('device-type', 'platform'),
-          ...(d.name ? [prop.string('device-name', d.name)] : []),
-          ...(d.hid ? [prop.string('acpi-hid', d.hid)] : []),
-        ]),
-      ),
-    ),
-  ];
+  return [node('devices', [], devices.map((d) => node(d.name, [prop.string('device-type', 'platform'), prop.string('device-name', d.name)])))];
 }
 
 /** the root properties every tree starts with (mk_dt_emit_tree) */
@@ -121,7 +114,7 @@ export function poolDtb(s: SimState): Buffer {
   let resources: FdtNode;
   let tail: FdtNode[] = [];
   if (s.pool) {
-    const free = poolFreeCpus(s);
+    const free = poolFreeCpus(s, s.pool);
     const members = [...free, ...s.instances.flatMap((i) => i.cpus)];
     const chunks = s.pool.memory.map((m) =>
       node(`memory@${m.base.toString(16)}`, [
