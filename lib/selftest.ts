@@ -241,8 +241,10 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
             await applyOverlay(system, encodeOverlay(ops, { resources: 'selftest pool' }), { lockPath, signal });
           }
           const after = parsePool(await system.readFile(MK_DEVICE_TREE));
+          // Without a pool, /resources lists the host's CPUs (dts.c), not pool members.
+          const pooledBefore = before.hasPool ? before.cpus : [];
           added = {
-            cpus: after.cpus.filter((c) => !before.cpus.includes(c)),
+            cpus: after.cpus.filter((c) => !pooledBefore.includes(c)),
             memory: after.memory.filter((m) => !before.memory.some((b) => b.base === m.base)),
           };
           return after;
