@@ -351,7 +351,7 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
         try {
           await system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT, id);
         } catch (err) {
-          // A spawn that does not answer (hung or panicked) makes the graceful halt time out.
+          // A hung spawn does not answer: the graceful halt times out.
           if (!isSystemError(err, 'ETIMEDOUT')) throw err;
           await system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE, id);
           how = 'graceful halt timed out; forced halt';

@@ -5,7 +5,7 @@ import { FaultInjector } from '../../lib/system/simulated/faults';
 import type { SimInstanceInfo } from '../../lib/system/simulated/channels';
 
 t.test('defaults', async (t) => {
-  const info: SimInstanceInfo = { id: 1, name: 'one', status: 'loaded', panicked: false, cmdline: '' };
+  const info: SimInstanceInfo = { id: 1, name: 'one', status: 'loaded', hung: false, cmdline: '' };
   const channels = createSimChannels({ faults: new FaultInjector(), instanceById: async (id) => (id === 1 ? info : undefined) });
   const reserved = channels.vsockListen({ port: 1000 });
   if (process.getuid!() === 0) t.equal((await reserved).port, 1000, 'root binds reserved ports');

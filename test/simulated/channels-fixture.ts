@@ -4,7 +4,7 @@
  */
 import { createSimChannels } from '../../lib/system/simulated/channels-impl';
 import type { SimChannelOptions } from '../../lib/system/simulated/channels-impl';
-import type { SimChannelHost, SimChannels, SimInstanceInfo, SimInstanceStatus } from '../../lib/system/simulated/channels';
+import type { SimChannelHost, SimChannels, SimInstanceInfo, SimInstanceStatus, SimStopCause } from '../../lib/system/simulated/channels';
 import { FaultInjector } from '../../lib/system/simulated/faults';
 import type { DeviceHandle } from '../../lib/system/system';
 
@@ -23,7 +23,7 @@ export class FakeCore implements SimChannelHost {
   }
 
   create(id: number, name: string, status: SimInstanceStatus = 'ready'): void {
-    this.instances.set(id, { id, name, status, panicked: false, cmdline: status === 'ready' ? '' : 'console=mktty0 rdinit=/init' });
+    this.instances.set(id, { id, name, status, hung: false, cmdline: status === 'ready' ? '' : 'console=mktty0 rdinit=/init' });
   }
 
   load(id: number): void {
@@ -31,18 +31,19 @@ export class FakeCore implements SimChannelHost {
   }
 
   start(id: number): void {
-    Object.assign(this.instances.get(id)!, { status: 'active', panicked: false });
+    Object.assign(this.instances.get(id)!, { status: 'active', hung: false });
     this.channels.instanceStarted(id);
   }
 
-  stop(id: number, how: 'shutdown' | 'forced' = 'shutdown'): void {
-    Object.assign(this.instances.get(id)!, { status: 'loaded', panicked: false });
+  /** the spawn went down (a panic too: it halts back to the pool) */
+  stop(id: number, how: SimStopCause = 'halt'): void {
+    Object.assign(this.instances.get(id)!, { status: 'loaded', hung: false });
     this.channels.instanceStopped(id, how);
   }
 
-  panic(id: number): void {
-    this.instances.get(id)!.panicked = true;
-    this.channels.instancePanicked(id);
+  hang(id: number): void {
+    this.instances.get(id)!.hung = true;
+    this.channels.instanceHung(id);
   }
 }
 

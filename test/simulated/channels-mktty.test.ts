@@ -5,6 +5,7 @@
 import t from 'tap';
 import { FakeCore, readFor, readUntil, tick } from './channels-fixture';
 import { kstrtoint, MKTTY_MAX_DATA } from '../../lib/system/simulated/mktty';
+import type { SimStopCause } from '../../lib/system/simulated/channels';
 
 const enc = (s: string): Buffer => Buffer.from(s, 'latin1');
 
@@ -171,15 +172,46 @@ t.test('input: chunks of 4080, errors of the IPI ring', async (t) => {
   await t.rejects(handle.write(enc('x')), { code: 'EINVAL' }, 'instance gone');
 });
 
-t.test('after a panic the console falls silent', async (t) => {
+t.test('a panicking spawn prints the panic and its way down, then nothing', async (t) => {
   const core = new FakeCore();
   core.create(1, 'one', 'loaded');
   core.start(1);
   const handle = await attached(core, 1);
   await handle.write(enc('echo alive\n'));
   await readUntil(handle, 'alive\r\n/ # ');
-  core.panic(1);
-  t.match(await readUntil(handle, ']---\n'), /Kernel panic - not syncing: .*\n.*---\[ end Kernel panic/);
+  core.stop(1, 'panic');
+  const text = await readUntil(handle, 'shutting down\n');
+  t.match(text, /^\[ *\d+\.\d{6}\] Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b\n\[ *\d+\.\d{6}\] Multikernel instance 1 shutting down\n$/);
+  for (let i = 0; i < 63; i++) await handle.write(enc('echo hello?\n'));
+  await t.rejects(handle.write(enc('x')), { code: 'ENOSPC' }, 'a stopped kernel never drains the ring');
+  t.equal(await readFor(handle, 80), '', 'no echo, no output');
+});
+
+t.test('what each way down prints', async (t) => {
+  const cases: [SimStopCause, string[]][] = [
+    ['halt', ['Shutdown requested by instance 0', 'Multikernel instance 1 shutting down']],
+    ['poweroff', ['reboot: Power down', 'Multikernel instance 1 shutting down']],
+    ['forced', []],
+  ];
+  for (const [how, lines] of cases) {
+    const core = new FakeCore();
+    core.create(1, 'one', 'loaded');
+    const handle = await attached(core, 1);
+    core.start(1);
+    await readUntil(handle, '/ # ');
+    core.stop(1, how);
+    const text = await readFor(handle, 50);
+    t.same(text.split('\n').filter(Boolean).map((l) => l.replace(/^\[ *\d+\.\d{6}\] /, '')), lines, how);
+  }
+});
+
+t.test('a hung spawn prints nothing and reads nothing', async (t) => {
+  const core = new FakeCore();
+  core.create(1, 'one', 'loaded');
+  const handle = await attached(core, 1);
+  core.start(1);
+  await readUntil(handle, '/ # ');
+  core.hang(1);
   for (let i = 0; i < 63; i++) await handle.write(enc('echo hello?\n'));
   await t.rejects(handle.write(enc('x')), { code: 'ENOSPC' }, 'nobody drains the ring');
   t.equal(await readFor(handle, 80), '', 'no echo, no output');
@@ -192,13 +224,13 @@ t.test('a stopped instance says nothing more; a restart boots again', async (t) 
   const handle = await attached(core, 1);
   await handle.write(enc('sleep 0.05\necho queued\n'));
   await readUntil(handle, 'sleep 0.05\r\necho queued\r\n');
-  core.stop(1);
+  core.stop(1, 'forced');
   t.equal(await readFor(handle, 120), '', 'no prompt after the command finishes, the queued line never runs');
   core.start(1);
   core.channels.instanceStarted(99); // an instance the core no longer knows: no boot log, no crash
   t.match(await readUntil(handle, '/ # '), 'Linux version');
   core.start(1);
-  core.stop(1);
+  core.stop(1, 'forced');
   t.equal(await readFor(handle, 50), '', 'stopped before the boot log was written');
 });
 

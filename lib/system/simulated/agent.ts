@@ -483,4 +483,6 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
   });
   stream.on('end', hangup);
   stream.on('error', hangup);
+  // The connection went away under the session (the spawn kernel stopped): the command dies too.
+  stream.on('close', hangup);
 }

@@ -14,8 +14,13 @@ import {
   LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE,
 } from '../../uapi';
 import type { ImageFile, Kernel } from './kernel';
-import { dv, KErr } from './props';
+import { dv, KErr, neg } from './props';
 import type { SimImage, SimInstance } from './state';
+
+/** MK_MSG_SYSTEM + 2 (include/linux/multikernel.h) */
+const MK_SYS_SHUTDOWN = 0x3002;
+/** enum mk_instance_state: EMPTY 0, READY 1, LOADED 2, ACTIVE 3, FAILED 4 (include/linux/multikernel.h) */
+const MK_STATE_READY = 1;
 
 export class Boot {
   constructor(private readonly k: Kernel) {}
@@ -86,6 +91,9 @@ export class Boot {
   }
 
   // ---------------------------------------------------------------- reboot (reboot.c, kexec_core.c, core.c)
+  // The log lines are the kernel's format strings: kexec_core.c@0646f02c multikernel_kexec_by_id,
+  // core.c@843ebe12 (mk_instance_set_kexec_active, multikernel_halt_by_id,
+  // multikernel_force_halt_by_id, mk_instance_settle_halted), messaging.c@99bad5db.
 
   /** Returns a follow-up to run after the state is saved (a graceful halt that waits). */
   async reboot(cmd: number, mkId: number): Promise<(() => Promise<void>) | undefined> {
@@ -93,40 +101,72 @@ export class Boot {
     if (this.k.env.stockKernel || !mk.includes(cmd)) throw new KErr('EINVAL');
     await this.k.env.faults.hit('reboot', { id: mkId, syscall: 'reboot' });
     const inst = this.k.instanceById(mkId);
-    if (cmd === LINUX_REBOOT_CMD_MULTIKERNEL) {
-      if (!inst || !inst.image) throw new KErr('EINVAL');
-      if (inst.status !== 'loaded') throw new KErr('EBUSY');
-      if (inst.cpus.length === 0) throw new KErr('EINVAL');
-      inst.status = 'active';
-      inst.panicked = false;
-      this.k.log(`multikernel: starting instance ${inst.id} (${inst.name}) on CPU ${inst.cpus[0]}`);
-      const id = inst.id;
-      return async () => this.k.env.events.started(id);
-    }
+    if (cmd === LINUX_REBOOT_CMD_MULTIKERNEL) return this.start(mkId, inst);
     if (!inst) throw new KErr('ENOENT');
+    const id = inst.id;
     if (cmd === LINUX_REBOOT_CMD_MULTIKERNEL_HALT) {
       if (inst.status !== 'active') throw new KErr('EINVAL');
-      if (inst.panicked) {
-        this.k.log(`multikernel: instance ${inst.id} (${inst.name}) did not acknowledge the shutdown request`);
+      if (inst.hung) {
+        // MK_SYS_SHUTDOWN is never acknowledged: mk_msg_pending_wait gives up, the status stays.
         return async () => {
           await this.k.env.sleep(this.k.env.haltTimeoutMs);
+          await this.k.env.later((k) => k.log(`Timeout waiting for operation 0x${MK_SYS_SHUTDOWN.toString(16)} on resource ${id}`));
           throw systemError('ETIMEDOUT', 'reboot');
         };
       }
-      this.stop(inst, 'halted');
-      const id = inst.id;
-      return async () => this.k.env.events.stopped(id, 'shutdown');
+      inst.status = 'loaded';
+      this.k.log(`Multikernel instance ${id} halted (graceful)`);
+      return async () => this.k.env.events.stopped(id, 'halt');
     }
-    if (inst.status === 'ready') throw new KErr('EINVAL');
-    if (inst.cpus.length === 0) throw new KErr('EINVAL');
-    this.stop(inst, 'force-halted');
-    const id = inst.id;
+    if (inst.status === 'ready') {
+      this.k.log(`Instance ${id} not running (state=${MK_STATE_READY}), nothing to force halt`);
+      throw new KErr('EINVAL');
+    }
+    if (inst.cpus.length === 0) {
+      this.k.log(`Instance ${id}: no force-halt targets: ${neg('EINVAL')}`);
+      throw new KErr('EINVAL');
+    }
+    // Allowed from 'loaded' too: a retry for a CPU that missed its NMI.
+    this.k.log(`Force halting multikernel instance ${id} via NMI`);
+    this.k.log(`Sent NMI to ${inst.cpus.length} CPUs in instance ${id}`);
+    this.halted(inst);
     return async () => this.k.env.events.stopped(id, 'forced');
   }
 
-  stop(inst: SimInstance, how: string): void {
+  /** multikernel_kexec_by_id */
+  private start(mkId: number, inst: SimInstance | undefined): () => Promise<void> {
+    if (!inst || !inst.image) {
+      this.k.log(`No multikernel image found with ID ${mkId}`);
+      throw new KErr('EINVAL');
+    }
+    const id = inst.id;
+    if (inst.status === 'active') {
+      // Running or hung, its CPUs are not parked: mk_instance_confirm_parked() fails for each
+      // (the x86 claim of a park slot times out, -ETIMEDOUT).
+      for (const cpu of inst.cpus) this.k.log(`Instance ${id} (${inst.name}): CPU ${cpu} is not parked: ${neg('ETIMEDOUT')}`);
+      this.k.log(`Multikernel instance ${id} is still active`);
+      throw new KErr('EBUSY');
+    }
+    if (inst.cpus.length === 0) {
+      this.k.log(`No CPU assignment found for multikernel instance ${id} - CPU assignment is required`);
+      throw new KErr('EINVAL');
+    }
+    const boot = inst.cpus[0]!;
+    this.k.log(`multikernel kexec: using physical CPU ${boot} (logical ${this.k.cpuIndex(boot)}), ${inst.cpus.length} CPUs assigned`);
+    this.k.log('Manifest finalized for multikernel instance');
+    inst.status = 'active';
+    inst.hung = false;
+    this.k.log(`Multikernel instance ${id} is now active`);
+    return async () => this.k.env.events.started(id);
+  }
+
+  /**
+   * The host settles an instance whose spawn went down (MK_SYS_HALTED after a panic or a
+   * poweroff inside, or a forced halt): mk_instance_settle_halted. The image stays loaded.
+   */
+  halted(inst: SimInstance): void {
     inst.status = 'loaded';
-    inst.panicked = false;
-    this.k.log(`multikernel: instance ${inst.id} (${inst.name}) ${how}`);
+    inst.hung = false;
+    this.k.log(`Instance ${inst.id} (${inst.name}) halted, CPUs parking in pool`);
   }
 }

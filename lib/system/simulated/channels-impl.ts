@@ -43,12 +43,12 @@ export function createSimChannels(host: SimChannelHost, options: SimChannelOptio
       mktty.instanceStarted(id);
     },
     instanceStopped(id, how) {
-      vsock.instanceStopped(id, how);
-      mktty.instanceStopped(id);
+      vsock.instanceStopped(id);
+      mktty.instanceStopped(id, how);
     },
-    instancePanicked(id) {
-      vsock.instancePanicked(id);
-      mktty.instancePanicked(id);
+    instanceHung(id) {
+      vsock.instanceHung(id);
+      mktty.instanceHung(id);
     },
     async close() {
       await vsock.close();

@@ -9,13 +9,16 @@ import type { FaultInjector } from './faults';
 
 export type SimInstanceStatus = 'ready' | 'loaded' | 'active';
 
+/** How a spawn kernel went down (SimChannels.instanceStopped). */
+export type SimStopCause = 'halt' | 'poweroff' | 'panic' | 'forced';
+
 /** What the channels may know of an instance, read fresh from the core. */
 export interface SimInstanceInfo {
   id: number;
   name: string;
   status: SimInstanceStatus;
-  /** true after a simulated panic: status stays 'active' while console and vsock fall silent */
-  panicked: boolean;
+  /** the spawn kernel hangs: status stays 'active' while console and vsock fall silent */
+  hung: boolean;
   /** the command line the image was loaded with ('' when none is loaded) */
   cmdline: string;
 }
@@ -35,15 +38,16 @@ export interface SimChannels {
   /** the instance was just started: its boot log goes to the console, its agent starts listening on port 1023 */
   instanceStarted(id: number): void;
   /**
-   * The instance stopped and its console stops. How it stopped decides what its vsock peers see
-   * (net/vmw_vsock/mk_transport.c): after a graceful halt or a poweroff from inside ('shutdown')
-   * the spawn released its sockets, which sends OP_SHUTDOWN: the host reads end of file and its
-   * writes then fail. A forced halt ('forced') stops the spawn's CPUs: nothing is sent, and the
-   * connections stay open and silent, as after a panic.
+   * The spawn kernel went down and parked its CPUs: after a graceful halt ('halt'), a poweroff
+   * from inside ('poweroff'), a panic ('panic': panic_timeout -1 makes it halt to the pool) or a
+   * forced halt ('forced', an NMI). The console shows what that kernel printed on the way down,
+   * then nothing. None of these paths releases the spawn's sockets (kernel/multikernel/core.c
+   * mk_notify_down_and_park), so vsock peers are sent nothing: their connections stay open and
+   * silent.
    */
-  instanceStopped(id: number, how: 'shutdown' | 'forced'): void;
-  /** the instance panicked: console output and vsock traffic stop without any reset */
-  instancePanicked(id: number): void;
+  instanceStopped(id: number, how: SimStopCause): void;
+  /** the spawn kernel hangs: console output and vsock traffic stop, nothing closes, nothing is answered */
+  instanceHung(id: number): void;
   /** closes every open channel (used when the simulated host is disposed) */
   close(): Promise<void>;
 }

@@ -106,7 +106,7 @@ export class SimulatedSystem implements System {
 
   #info(s: SimState, id: number): SimInstanceInfo | undefined {
     const i = s.instances.find((x) => x.id === id);
-    return i && { id: i.id, name: i.name, status: i.status, panicked: i.panicked, cmdline: i.image?.cmdline ?? '' };
+    return i && { id: i.id, name: i.name, status: i.status, hung: i.hung === true, cmdline: i.image?.cmdline ?? '' };
   }
 
   // ------------------------------------------------------------------ state handling
@@ -129,6 +129,7 @@ export class SimulatedSystem implements System {
           haltTimeoutMs: this.#opts.haltTimeoutMs,
           resourceAckTimeoutMs: this.#opts.resourceAckTimeoutMs,
           sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+          later: (step) => this.#withState(true, step),
           events: {
             started: (id) => this.#channels.instanceStarted(id),
             stopped: (id, how) => this.#channels.instanceStopped(id, how),
@@ -400,24 +401,40 @@ export class SimulatedSystem implements System {
     return this.#withState(false, (k) => k.s.notified.slice());
   }
 
-  /** The spawn kernel panics: status stays 'active', console and vsock fall silent, halt times out. */
+  /**
+   * The spawn kernel panics. With panic_timeout -1, the spawn default, "reboot on panic" is the
+   * halt to the pool (arch/x86/multikernel/spawn.c mk_spawn_reboot_init; arm64 the same): the
+   * console shows the panic, the host gets MK_SYS_HALTED and the status becomes 'loaded' without
+   * a halt from the host. The image stays loaded; vsock peers are sent nothing.
+   */
   async panic(id: number): Promise<void> {
+    await this.#withState(true, (k) => k.halted(this.#active(k, id)));
+    this.#channels.instanceStopped(id, 'panic');
+  }
+
+  /**
+   * The spawn kernel hangs (spins or wedges): the status stays 'active', the console and vsock
+   * fall silent, nothing is answered (no vsock reset either), a graceful halt times out after
+   * `haltTimeoutMs`, a start is refused EBUSY; a forced halt recovers it.
+   */
+  async hang(id: number): Promise<void> {
     await this.#withState(true, (k) => {
-      const inst = this.#active(k, id);
-      inst.panicked = true;
-      k.log(`multikernel: instance ${id} (${inst.name}) stopped responding`);
+      this.#responsive(k, id).hung = true;
     });
-    this.#channels.instancePanicked(id);
+    this.#channels.instanceHung(id);
   }
 
   /** The spawn runs poweroff: it reports MK_SYS_HALTED and the host marks it 'loaded'. */
   async poweroffFromInside(id: number): Promise<void> {
-    await this.#withState(true, (k) => {
-      const inst = this.#active(k, id);
-      if (inst.panicked) throw new RangeError(`instance ${id} has panicked and cannot power itself off`);
-      k.stop(inst, 'powered off');
-    });
-    this.#channels.instanceStopped(id, 'shutdown');
+    await this.#withState(true, (k) => k.halted(this.#responsive(k, id)));
+    this.#channels.instanceStopped(id, 'poweroff');
+  }
+
+  /** an active instance whose kernel still runs */
+  #responsive(k: Kernel, id: number) {
+    const inst = this.#active(k, id);
+    if (inst.hung) throw new RangeError(`instance ${id} hangs: it can do nothing by itself`);
+    return inst;
   }
 
   #active(k: Kernel, id: number) {

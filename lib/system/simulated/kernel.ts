@@ -10,6 +10,7 @@
 import { MemoryAllocator } from './allocator';
 import { Baseline } from './baseline';
 import { Boot } from './boot';
+import type { SimStopCause } from './channels';
 import type { FaultInjector } from './faults';
 import { OverlayEngine } from './overlay-engine';
 import type { SimInstance, SimState, SimTx } from './state';
@@ -24,8 +25,10 @@ export interface KernelEnv {
   /** how long a resource change to a running instance waits for its acknowledgement (kernel: 10 s) */
   resourceAckTimeoutMs: number;
   sleep(ms: number): Promise<void>;
+  /** runs `fn` on the state as it is then, under the state lock: for a step that ends after the call that began it returned */
+  later(fn: (k: Kernel) => void): Promise<void>;
   /** tells the console/vsock side about instance life-cycle events, after the state was saved */
-  events: { started(id: number): void; stopped(id: number, how: 'shutdown' | 'forced'): void };
+  events: { started(id: number): void; stopped(id: number, how: SimStopCause): void };
 }
 
 export interface ImageFile {
@@ -90,7 +93,7 @@ export class Kernel {
   reboot(cmd: number, mkId: number): Promise<(() => Promise<void>) | undefined> {
     return this.boot.reboot(cmd, mkId);
   }
-  stop(inst: SimInstance, how: string): void {
-    this.boot.stop(inst, how);
+  halted(inst: SimInstance): void {
+    this.boot.halted(inst);
   }
 }

@@ -9,7 +9,7 @@ import { shellStatus } from '../../exec/protocol';
 import type { DeviceHandle } from '../system';
 import { KERNEL_RELEASE, KERNEL_VERSION, runWords, startProcess, tokenize } from './agent';
 import type { SimInstanceIdentity, SimProcessIo } from './agent';
-import type { SimChannelHost } from './channels';
+import type { SimChannelHost, SimStopCause } from './channels';
 
 export const MKTTY_PATH = '/dev/mktty';
 /** MKTTY_RX_BUF_SIZE: a ring of 16384 bytes that holds at most 16383. */
@@ -21,6 +21,8 @@ export const IPI_RING_SLOTS = 64;
 const SELECT_MAX = 15; // sizeof(numbuf) - 1
 const DEFAULT_READ_MAX = 64 * 1024;
 const PROMPT = '/ # ';
+/** what the simulated spawn panics with: init (pid 1) died of SIGSEGV */
+const PANIC_REASON = 'Attempted to kill init! exitcode=0x0000000b';
 const CONSOLE_ENV = ['PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root', 'TERM=linux'];
 
 /** kstrtoint(s, 10): optional sign, decimal digits, one optional trailing newline. */
@@ -43,7 +45,7 @@ function timestamp(seconds: number): string {
 
 /** The console side of one instance: the spawn's tty with a shell on it. */
 class InstanceConsole {
-  /** bumped at every start, stop and panic: output of an older life is dropped */
+  /** bumped at every start, stop and hang: output of an older life is dropped */
   generation = 0;
   /** console input messages waiting in the instance's IPI ring (nobody drains it while it is not running) */
   ringPending = 0;
@@ -181,7 +183,7 @@ export class SimMktty {
     if (!info) throw systemError('EINVAL', 'write', MKTTY_PATH);
     if (info.status === 'ready') throw systemError('ENODEV', 'write', MKTTY_PATH);
     const console = this.#console(id);
-    if (info.status !== 'active' || info.panicked) {
+    if (info.status !== 'active' || info.hung) {
       if (console.ringPending >= IPI_RING_SLOTS - 1) throw systemError('ENOSPC', 'write', MKTTY_PATH);
       console.ringPending++;
       return;
@@ -263,16 +265,33 @@ export class SimMktty {
     });
   }
 
-  instanceStopped(id: number): void {
-    this.#console(id).generation++;
+  /**
+   * The spawn kernel goes down: what it prints on the way (at the default console log level),
+   * then nothing. A graceful halt runs mk_shutdown_work_fn ("Shutdown requested by instance %d",
+   * the sender being the host, 0); a poweroff goes through kernel_power_off ("reboot: Power
+   * down"); a panic prints its reason and, with panic_timeout -1 (arch/x86/multikernel/spawn.c
+   * mk_spawn_reboot_init), restarts before the "---[ end Kernel panic" line: the restart is the
+   * halt to the pool. All three end in mk_notify_down_and_park ("Multikernel instance %d shutting
+   * down"). A forced halt is an NMI that parks the CPUs without a word.
+   */
+  instanceStopped(id: number, how: SimStopCause): void {
+    const console = this.#console(id);
+    const lines = {
+      halt: ['Shutdown requested by instance 0'],
+      poweroff: ['reboot: Power down'],
+      panic: [`Kernel panic - not syncing: ${PANIC_REASON}`],
+      forced: [],
+    }[how];
+    if (how !== 'forced') {
+      const at = timestamp((performance.now() - console.bootedAt) / 1000);
+      this.emit(id, [...lines, `Multikernel instance ${id} shutting down`].map((line) => `${at} ${line}\n`).join(''));
+    }
+    console.generation++;
   }
 
-  instancePanicked(id: number): void {
-    const console = this.#console(id);
-    console.generation++;
-    const at = timestamp((performance.now() - console.bootedAt) / 1000);
-    const reason = 'Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b';
-    this.emit(id, `${at} ${reason}\n${at} ---[ end ${reason} ]---\n`);
+  /** The spawn kernel hangs: it prints nothing more and reads no input. */
+  instanceHung(id: number): void {
+    this.#console(id).generation++;
   }
 
   async close(): Promise<void> {

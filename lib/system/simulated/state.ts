@@ -46,7 +46,8 @@ export interface SimInstance {
   id: number;
   name: string;
   status: SimInstanceStatus;
-  panicked: boolean;
+  /** the spawn kernel hangs (hang()): the status stays 'active' and it answers nothing */
+  hung: boolean;
   cpus: number[];
   memory: MemRange[];
   /** PCI devices (pci-ids) given to the instance, in the order they arrived */

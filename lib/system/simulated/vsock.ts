@@ -33,7 +33,7 @@ export class SimVsockStream extends Duplex implements VsockStream {
   readonly remoteCid: number;
   readonly remotePort: number;
   peer!: SimVsockStream;
-  /** set after a panic of the instance: nothing moves any more, nothing closes */
+  /** set by freeze(): nothing moves any more, nothing is sent to the peer */
   frozen = false;
   #blockedWrite: (() => void) | undefined;
   readonly #onClose: () => void;
@@ -47,9 +47,20 @@ export class SimVsockStream extends Duplex implements VsockStream {
     this.#onClose = onClose;
   }
 
+  /**
+   * The kernel at the other end stopped answering: from now on nothing moves, and a write that
+   * waits for room completes (its bytes vanish).
+   */
+  freeze(): void {
+    this.frozen = true;
+    const blocked = this.#blockedWrite;
+    this.#blockedWrite = undefined;
+    blocked?.();
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     if (this.frozen) {
-      // A panicked kernel never drains its queue: the bytes vanish, the writer is not told.
+      // A hung or stopped kernel never drains its queue: the bytes vanish, the writer is not told.
       callback();
       return;
     }
@@ -265,10 +276,11 @@ export class SimVsock {
     // multikernel_send_ipi_data(): no such instance → EINVAL; no IPI area (no image loaded) → ENODEV.
     if (!info) throw systemError('EINVAL', 'connect');
     if (info.status === 'ready') throw systemError('ENODEV', 'connect');
-    // A loaded-but-stopped or panicked kernel never answers the request: the connect times out.
-    if (info.status !== 'active' || info.panicked) return this.#timeout(signal);
+    // A stopped (loaded) or hung kernel never answers the request: the connect times out.
+    if (info.status !== 'active' || info.hung) return this.#timeout(signal);
     const listener = this.#options.instanceListener(info, port);
-    // No socket listening on that port in the instance: mk_vsock_send_rst() → ECONNRESET.
+    // No socket bound to that port in a live instance: mk_vsock_rx_pkt() answers with
+    // mk_vsock_send_rst(); OP_RST sets sk_err = ECONNRESET, which vsock_connect() returns.
     if (!listener) throw systemError('ECONNRESET', 'connect');
     const connection = {} as InstanceConnection;
     const [hostSide, guestSide] = this.#pair({ cid: HOST_CID, port: localPort }, { cid, port }, () => {
@@ -302,27 +314,24 @@ export class SimVsock {
   }
 
   /**
-   * The instance stopped. 'shutdown': the spawn's sockets were released (OP_SHUTDOWN), so the
-   * host reads end of file and its writes fail EPIPE. 'forced': nothing reaches the host; the
-   * connections stay open and silent, as a dead kernel's do.
+   * The spawn kernel went down, whichever way (core.c mk_notify_down_and_park). It released no
+   * sockets, so nothing reaches the host: the host's ends stay open and silent, and what it
+   * writes vanishes. The spawn's ends go away without a word (its processes died with it).
    */
-  instanceStopped(id: number, how: 'shutdown' | 'forced'): void {
+  instanceStopped(id: number): void {
     for (const { hostSide, guestSide } of this.#byInstance.get(id) ?? []) {
-      if (how === 'shutdown') {
-        guestSide.destroy();
-      } else {
-        hostSide.frozen = true;
-        guestSide.frozen = true;
-      }
+      hostSide.freeze();
+      guestSide.freeze();
+      guestSide.destroy();
     }
     this.#byInstance.delete(id);
   }
 
-  /** The instance panicked: its connections fall silent in both directions and stay open. */
-  instancePanicked(id: number): void {
+  /** The spawn kernel hangs: its connections fall silent in both directions and stay open. */
+  instanceHung(id: number): void {
     for (const { hostSide, guestSide } of this.#byInstance.get(id) ?? []) {
-      hostSide.frozen = true;
-      guestSide.frozen = true;
+      hostSide.freeze();
+      guestSide.freeze();
     }
   }
 
