@@ -15,9 +15,11 @@ function headerSize(version: number): number {
 }
 
 /**
- * True when libfdt would accept the header. `length` is the number of bytes actually present:
- * the kernel reads the header from a buffer of that size, and a header that claims more bytes
- * than were written is treated as truncated (see docs/kernel-interface.md).
+ * True when libfdt would accept the header. Like libfdt, it checks the blocks against the
+ * header's own totalsize only: it is not told how many bytes were written, so a header that
+ * claims more than that passes (and the kernel then reads past its buffer; see
+ * docs/kernel-interface.md, "Overlays"). Fewer than 40 bytes are refused (libfdt would read the
+ * header past the end of the buffer).
  */
 export function fdtCheckHeader(blob: Uint8Array): boolean {
   if (blob.length < 40) return false;
@@ -34,7 +36,7 @@ export function fdtCheckHeader(blob: Uint8Array): boolean {
   if (version < FDT_FIRST_SUPPORTED_VERSION || lastComp > FDT_LAST_SUPPORTED_VERSION) return false;
   if (version < lastComp) return false;
   const hdr = headerSize(version);
-  if (totalsize < hdr || totalsize > 0x7fffffff || totalsize > blob.length) return false;
+  if (totalsize < hdr || totalsize > 0x7fffffff) return false;
   const inside = (off: number): boolean => off >= hdr && off <= totalsize;
   if (!inside(offRsv)) return false;
   if (version < 17) {

@@ -9,7 +9,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { systemError } from '../../errors';
+import { MultikernelError, systemError } from '../../errors';
 import { MULTIKERNEL_MOUNT_POINT } from '../../uapi';
 import type {
   DeviceHandle,
@@ -26,7 +26,7 @@ import type {
 import type { SimChannels, SimInstanceInfo } from './channels';
 import { createSimChannels } from './channels-impl';
 import { FaultInjector } from './faults';
-import { type ImageFile, Kernel, KErr } from './kernel';
+import { type ImageFile, Kernel, KErr, PAGE_SIZE } from './kernel';
 import { type Locks, MemoryLocks } from './lockfile';
 import * as render from './render';
 import { DEFAULT_TOPOLOGY, initialState, type SimState, type SimTopology } from './state';
@@ -194,7 +194,9 @@ export class SimulatedSystem implements System {
     }
     if (parts[0] === 'overlays') {
       if (parts.length === 2 && parts[1] === 'new') {
-        return { kind: 'file', mode: 0o200, write: async (d) => k.writeOverlay(d) };
+        // No atomic_write_len: kernfs_fop_write_iter hands the handler at most PAGE_SIZE bytes
+        // and write(2) returns what the handler returned, a short count (fs/kernfs/file.c).
+        return { kind: 'file', mode: 0o200, write: async (d) => k.writeOverlay(d.subarray(0, PAGE_SIZE)) };
       }
       const tx = s.txs.find((t) => `tx_${t.id}` === parts[1]);
       if (!tx) return undefined;
@@ -257,7 +259,17 @@ export class SimulatedSystem implements System {
       // procfs/sysfs read-only files refuse the open for writing; kernfs files without a write op fail the write
       throw new KErr(norm.startsWith(`${M}/`) ? 'EINVAL' : 'EACCES');
     });
-    return count ?? this.#onMktty((h) => h.write(data));
+    const written = count ?? (await this.#onMktty((h) => h.write(data)));
+    if (written !== data.length) {
+      // As LinuxSystem: the rest is not sent, because these files take their data in one write.
+      throw new MultikernelError(
+        'ERR_MK_SHORT_WRITE',
+        `short write to ${p}: the kernel took ${written} of ${data.length} bytes in one write(2); ` +
+          'the rest was not sent, because this file must receive its data in a single write',
+        { details: { path: p, written, expected: data.length } },
+      );
+    }
+    return written;
   }
 
   async readdir(p: string): Promise<string[]> {

@@ -15,7 +15,7 @@ import { fdtCheckHeader } from './fdtcheck';
 import type { Kernel } from './kernel';
 import {
   child, childrenWithPrefix, cpuSetFormat, hex, KErr, MAX_NUMNODES, MAX_VIRTIO_DEVICES, MAX_VIRTIO_QUEUES, MEMORY_BLOCK_SIZE,
-  MK_OVERLAY_HANDLER_MAX_BYTES, mb, neg, PAGE_SIZE, parseBdf, raw, SIM_PCI_DEVICE, SIM_PCI_VENDOR, str, u32At, u64At,
+  mb, neg, PAGE_SIZE, parseBdf, raw, SIM_PCI_DEVICE, SIM_PCI_VENDOR, str, u32At, u64At,
 } from './props';
 import type { MemRange, SimInstance, SimPlatformDevice, SimTx } from './state';
 
@@ -311,10 +311,8 @@ export class OverlayEngine {
    */
   async write(data: Uint8Array): Promise<number> {
     if (data.length === 0) throw new KErr('EINVAL');
-    if (data.length > MK_OVERLAY_HANDLER_MAX_BYTES) {
-      this.k.log(`Overlay blob too large: ${data.length} bytes`);
-      throw new KErr('EFBIG');
-    }
+    // No EFBIG (props.ts MK_OVERLAY_HANDLER_MAX_BYTES): kernfs hands the handler at most
+    // PAGE_SIZE bytes per write(2) (index.ts, overlays/new), so the check cannot trigger.
     if (!fdtCheckHeader(data)) {
       this.k.log('Invalid overlay FDT header: -9');
       throw new KErr('EINVAL');
