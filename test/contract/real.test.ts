@@ -3,7 +3,7 @@ import type { System } from '../../lib/system/system';
 import { runContract } from './suite';
 
 if (process.env.MULTIKERNEL_CONTRACT !== 'real') {
-  t.plan(0, 'set MULTIKERNEL_CONTRACT=real (as root, in a multikernel guest, with MULTIKERNEL_SPAWN_KERNEL=<vmlinux>) to run the contract against the running kernel');
+  t.plan(0, 'set MULTIKERNEL_CONTRACT=real (as root, in a multikernel guest, with MULTIKERNEL_SPAWN_KERNEL=<vmlinux> and optionally MULTIKERNEL_SPAWN_INITRD=<initramfs with kerf-init>) to run the contract against the running kernel');
 } else {
   const image = process.env.MULTIKERNEL_SPAWN_KERNEL;
   if (!image) {
@@ -17,7 +17,10 @@ if (process.env.MULTIKERNEL_CONTRACT !== 'real') {
       },
       {
         kernelImage: { path: image },
+        // an initramfs with kerf-init as /init enables the exec checks
+        ...(process.env.MULTIKERNEL_SPAWN_INITRD ? { initrd: { path: process.env.MULTIKERNEL_SPAWN_INITRD } } : {}),
         ...(process.env.MULTIKERNEL_SPAWN_CMDLINE ? { cmdline: process.env.MULTIKERNEL_SPAWN_CMDLINE } : {}),
+        ...(process.env.MULTIKERNEL_BOOT_TIMEOUT_MS ? { bootTimeoutMs: Number(process.env.MULTIKERNEL_BOOT_TIMEOUT_MS) } : {}),
       },
     );
   }

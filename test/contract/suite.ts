@@ -5,13 +5,19 @@
  * CPU 0, writes a small pool, refuses each request it expects to be refused in a way that leaves
  * no trace, and tears the pool down at the end.
  *
- * It needs a host without a pool and without other instances (a freshly booted guest).
+ * It needs a host without a pool and without other instances (a freshly booted guest). The
+ * running-instance checks (console, vsock, exec) boot the spawn image; the exec checks need the
+ * kerf-init agent in it (an initramfs with kerf-init as /init, and `echo` and `sh`), and are
+ * skipped with the reason when the instance answers port 1023 with a reset.
  */
 import type { Test } from 'tap';
+import { isSystemError } from '../../lib/errors';
+import { ExecRemoteError, execOverStream } from '../../lib/exec/client';
+import { AGENT_PORT } from '../../lib/exec/protocol';
 import { decodeFdt, encodeFdt } from '../../lib/fdt/codec';
 import { findNode, getProperty, node, prop } from '../../lib/fdt/tree';
 import type { FdtNode } from '../../lib/fdt/types';
-import type { System } from '../../lib/system/system';
+import type { DeviceHandle, System, VsockStream } from '../../lib/system/system';
 import {
   KEXEC_FILE_NO_INITRAMFS,
   KEXEC_FILE_UNLOAD,
@@ -25,6 +31,10 @@ import {
 export interface ContractEnv {
   /** the spawn kernel: a file on the host (real run) or bytes (simulated run) */
   kernelImage: { path: string } | { bytes: Uint8Array };
+  /** the spawn's initramfs for the running-instance checks (none: loaded with KEXEC_FILE_NO_INITRAMFS) */
+  initrd?: { path: string };
+  /** how long a started instance may take to answer on vsock and its agent to listen (default 60000) */
+  bootTimeoutMs?: number;
   cmdline?: string;
   /** pool size written in the baseline (default 512 MiB) */
   poolBytes?: number;
@@ -38,6 +48,50 @@ const MiB = 1024 * 1024;
 const ID_A = 1501;
 const ID_B = 1502;
 const ID_NOCPU = 1503;
+/** a vsock port nobody listens on in an instance */
+const UNLISTENED_PORT = 49_999;
+
+/** Resolves with what `p` settles to within `ms` (a ref'd timer keeps the test alive), or 'pending'. */
+async function within<T>(ms: number, p: Promise<T>): Promise<{ value: T } | { error: unknown } | 'pending'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'pending'>((resolve) => (timer = setTimeout(() => resolve('pending'), ms)));
+  try {
+    return await Promise.race([p.then((value) => ({ value }), (error: unknown) => ({ error })), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** An abort signal that fires after `ms`, with a ref'd timer. */
+function deadline(ms: number): AbortSignal {
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(new Error(`no answer within ${ms} ms`)), ms);
+  return controller.signal;
+}
+
+/** Everything that happens to a stream: data, end of file, errors, close. */
+function watch(stream: VsockStream): string[] {
+  const seen: string[] = [];
+  stream.on('data', (chunk: Buffer) => seen.push(`data ${chunk.length}`));
+  stream.on('end', () => seen.push('end'));
+  stream.on('error', (e: NodeJS.ErrnoException) => seen.push(`error ${e.code}`));
+  stream.on('close', () => seen.push('close'));
+  return seen;
+}
+
+/** Reads what a console shows within `ms` (nothing: ''). */
+async function consoleWithin(tty: DeviceHandle, ms: number): Promise<string> {
+  const signal = deadline(ms);
+  let text = '';
+  for (;;) {
+    try {
+      text += (await tty.read({ signal })).toString('utf8');
+    } catch (e) {
+      if (signal.aborted) return text;
+      throw e;
+    }
+  }
+}
 
 export interface HostCpu {
   logical: number;
@@ -254,6 +308,24 @@ export async function runContract(t: Test, makeSystem: () => Promise<System>, en
     await t.rejects(sys.rmdir(`${M}/overlays/tx_${tx2.id}`), { code: 'ENOENT' }, 'a removed transaction is gone');
   });
 
+  await t.test('a write longer than a page is cut to 4096 bytes', async (t) => {
+    const blob = dtbo([fragment('0', '/instances', [instanceCreate('mkc-s', { memoryBytes: instanceBytes })])], 'contract short write');
+    const padded = Buffer.concat([blob, Buffer.alloc(5000 - blob.length, 0xee)]);
+    await t.rejects(
+      sys.writeFile(`${M}/overlays/new`, padded),
+      { code: 'ERR_MK_SHORT_WRITE', details: { written: 4096, expected: 5000 } },
+      'write(2) returns 4096: kernfs_fop_write_iter cuts it to PAGE_SIZE',
+    );
+    const ids = await txIds();
+    const id = ids[ids.length - 1]!;
+    t.equal(id, lastTx + 1, 'one transaction');
+    lastTx = id;
+    t.equal((await read(`${M}/overlays/tx_${id}/status`)).trim(), 'applied', 'the handler took the DTBO in the first page (totalsize is not compared with the count)');
+    t.same(await sys.readFile(`${M}/overlays/tx_${id}/dtbo`), padded.subarray(0, 4096), 'tx_N/dtbo holds the 4096 bytes');
+    await sys.rmdir(`${M}/overlays/tx_${id}`);
+    t.same(await sys.readdir(`${M}/instances`), ['mkc-a'], 'rmdir undid it');
+  });
+
   await t.test('a transaction that fails still returns the full count', async (t) => {
     const cases: [string, Buffer][] = [
       ['duplicate name', dtbo([fragment('0', '/instances', [instanceCreate('mkc-a', { id: ID_B, memoryBytes: instanceBytes })])])],
@@ -414,6 +486,126 @@ export async function runContract(t: Test, makeSystem: () => Promise<System>, en
     await sys.kexecFileLoad({ kernelFd: -1, initrdFd: -1, cmdline: '', flags: KEXEC_FILE_UNLOAD | flags });
     await sys.rmdir(`${M}/overlays/tx_${tx.id}`);
     t.notOk((await sys.readdir(`${M}/instances`)).includes('mkc-n'), 'the retried rmdir removed it');
+  });
+
+  await t.test('a running instance: console, vsock, exec, halt', async (t) => {
+    const bootMs = env.bootTimeoutMs ?? 60_000;
+    const initrdFd = env.initrd ? await sys.openImage(env.initrd.path) : -1;
+    const flags = KEXEC_MULTIKERNEL | kexecMkId(ID_A) | (initrdFd === -1 ? KEXEC_FILE_NO_INITRAMFS : 0);
+    await sys.kexecFileLoad({ kernelFd, initrdFd, cmdline, flags });
+    const hasTty = await sys.stat('/dev/mktty').then((st) => st.type === 'char-device', () => false);
+    const ttys: DeviceHandle[] = [];
+    const held: VsockStream[] = [];
+    try {
+      let older: DeviceHandle | undefined;
+      let newer: DeviceHandle | undefined;
+      await t.test('console: selecting an instance', { skip: hasTty ? false : 'no /dev/mktty (CONFIG_MKTTY off)' }, async (t) => {
+        const tty = await sys.openDevice('/dev/mktty');
+        ttys.push(tty);
+        await t.rejects(tty.read(), { code: 'ENOTCONN' }, 'read before the first write selects an instance');
+        await t.rejects(tty.write(Buffer.from(`${ID_B}\n`)), { code: 'ENODEV' }, 'no instance with that id');
+        await t.rejects(tty.write(Buffer.from('0\n')), { code: 'EINVAL' }, 'id < 1');
+        t.equal(await tty.write(Buffer.from(`${ID_A}\n`)), `${ID_A}\n`.length, 'an instance that is not running can be selected');
+        older = tty;
+        newer = await sys.openDevice('/dev/mktty');
+        ttys.push(newer);
+        await newer.write(Buffer.from(`${ID_A}\n`));
+      });
+
+      await sys.reboot(START, ID_A);
+      t.equal(await status('mkc-a'), 'active');
+
+      if (newer && older) {
+        const first = newer;
+        await t.test('console: output goes to the newest opened connection', async (t) => {
+          const got = await within(bootMs, first.read());
+          t.ok(typeof got === 'object' && 'value' in got && got.value.length > 0, 'the boot log arrives on the connection opened last');
+          t.equal(await consoleWithin(older!, 500), '', 'the connection opened first gets none of it');
+        });
+      }
+
+      await t.test('vsock: a live instance answers an unlistened port with a reset', async (t) => {
+        const until = Date.now() + bootMs;
+        let answer: unknown;
+        // Until the spawn's vsock transport is up the request goes unanswered: retry.
+        while (Date.now() < until) {
+          const signal = deadline(1000);
+          answer = await sys.vsockConnect({ cid: ID_A, port: UNLISTENED_PORT, signal }).catch((e: unknown) => e);
+          if (!signal.aborted && !isSystemError(answer, 'ETIMEDOUT')) break;
+        }
+        t.match(answer, { code: 'ECONNRESET', syscall: 'connect' }, 'mk_vsock_send_rst: OP_RST, sk_err ECONNRESET');
+        const t0 = Date.now();
+        await t.rejects(sys.vsockConnect({ cid: ID_A, port: UNLISTENED_PORT }), { code: 'ECONNRESET' });
+        t.ok(Date.now() - t0 < 1000, `answered at once (${Date.now() - t0} ms), not after the connect timeout`);
+      });
+
+      const connectAgent = async (): Promise<VsockStream> => {
+        // kerf-init trusts only reserved source ports: the first free one from 1023 down.
+        for (let port = 1023; ; port--) {
+          try {
+            return await sys.vsockConnect({ cid: ID_A, port: AGENT_PORT, localPort: port, signal: deadline(5000) });
+          } catch (e) {
+            if (!isSystemError(e, 'EADDRINUSE') || port === 512) throw e;
+          }
+        }
+      };
+      // Is there an agent? The kernel answers port 1023 with a reset until kerf-init listens.
+      let agent: string | false = false;
+      for (const until = Date.now() + bootMs; ; ) {
+        const got: VsockStream | Error = await connectAgent().catch((e: unknown) => e as Error);
+        if (!(got instanceof Error)) {
+          got.destroy();
+          break;
+        }
+        if (isSystemError(got, 'EACCES')) {
+          agent = 'binding a reserved vsock port needs root (kerf-init trusts only ports up to 1023)';
+          break;
+        }
+        if (!isSystemError(got, 'ECONNRESET', 'ECONNREFUSED') || Date.now() >= until) {
+          agent = `no kerf-init agent on port ${AGENT_PORT} (${(got as NodeJS.ErrnoException).code ?? got.message}): load an initramfs with kerf-init as /init`;
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+
+      await t.test('exec through the agent (kerf exec protocol)', { skip: agent }, async (t) => {
+        const run = async (argv: string[]) => execOverStream(await connectAgent(), { argv, signal: deadline(30_000) });
+        const echo = await run(['echo', 'contract']);
+        t.same([echo.exitCode, echo.stdout.toString()], [0, 'contract\n'], 'exit code and stdout');
+        t.equal((await run(['sh', '-c', 'exit 3'])).exitCode, 3, 'the exit code of the command');
+        const missing = await run(['/nonexistent-mkc-command']).catch((e: unknown) => e);
+        t.ok(missing instanceof ExecRemoteError, 'a missing command is an ERROR frame');
+        t.match(missing, { errnoCode: 'ENOENT', exitCode: 127 });
+      });
+
+      if (agent === false) {
+        const stream = await connectAgent();
+        held.push(stream);
+      }
+      await sys.reboot(HALT, ID_A);
+      t.equal(await status('mkc-a'), 'loaded', 'a graceful halt');
+
+      await t.test('a halted instance sends nothing to its vsock peers', async (t) => {
+        if (held.length > 0) {
+          const seen = watch(held[0]!);
+          held[0]!.write('anyone?');
+          await new Promise((r) => setTimeout(r, 500));
+          t.same(seen, [], 'no data, no end of file, no reset (core.c mk_notify_down_and_park)');
+        }
+        const got = await within(1500, sys.vsockConnect({ cid: ID_A, port: UNLISTENED_PORT, signal: deadline(1000) }));
+        t.ok(
+          got === 'pending' || ('error' in got && (isSystemError(got.error, 'ETIMEDOUT') || /no answer/.test((got.error as Error).message))),
+          'a connect is not answered (not even with a reset)',
+        );
+      });
+    } finally {
+      for (const s of held) s.destroy();
+      for (const tty of ttys) await tty.close();
+      if ((await status('mkc-a')) === 'active') await sys.reboot(FORCE, ID_A);
+      await sys.kexecFileLoad({ kernelFd: -1, initrdFd: -1, cmdline: '', flags: KEXEC_FILE_UNLOAD | KEXEC_MULTIKERNEL | kexecMkId(ID_A) });
+      if (initrdFd !== -1) await sys.closeImage(initrdFd);
+    }
+    t.equal(await status('mkc-a'), 'ready');
   });
 
   await t.test('teardown', async (t) => {
