@@ -69,13 +69,6 @@ export class Kernel {
     return this.s.instances.find((i) => i.id === id);
   }
 
-  poolHasDevice(pci: string): boolean {
-    return this.s.pool !== null && this.s.pool.devices.some((d) => d.pciId === pci);
-  }
-  deviceOwner(pci: string): SimInstance | undefined {
-    return this.s.instances.find((i) => i.devices.includes(pci));
-  }
-
   // ---------------------------------------------------------------- the entry points index.ts calls
 
   writeBaseline(data: Uint8Array): number {
