@@ -60,7 +60,7 @@ export async function missingPrerequisite(arch: 'x86_64' | 'aarch64' = 'x86_64',
   } catch {
     return `qemu-system-${arch} is not installed (scripts/qemu/ci.sh installs it)`;
   }
-  if (dist && !existsSync(path.join(ROOT, 'dist', 'system', 'linux.js'))) return 'dist/ is not built: run `npm run build:ts` first';
+  if (dist && !existsSync(path.join(ROOT, 'dist', 'system', 'linux', 'index.js'))) return 'dist/ is not built: run `npm run build:ts` first';
   return undefined;
 }
 

@@ -7,7 +7,7 @@ import { execFile, spawn } from 'node:child_process';
 export const ROOT = process.env.MKQEMU_ROOT ?? '/share';
 const require = createRequire(`${ROOT}/package.json`);
 
-/** require() of a compiled library module, e.g. lib('system/linux') → dist/system/linux.js */
+/** require() of a compiled library module, e.g. lib('system/linux/index') → dist/system/linux/index.js */
 export function lib(name) {
   return require(`${ROOT}/dist/${name}.js`);
 }
