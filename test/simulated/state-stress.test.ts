@@ -11,7 +11,7 @@ import { FORCE_FILE_LOCKS_ENV } from '../../lib/system/simulated/state-dir';
 
 const WORKERS = 8;
 const OPERATIONS = 200;
-const KILLS = 6 * WORKERS;
+const KILLS = 3 * WORKERS;
 const root = path.join(__dirname, '..', '..');
 
 /** Scratch space on tmpfs where there is one: fsync is then free, and the run measures the
