@@ -15,7 +15,7 @@ import type { FaultInjector } from './faults';
 import { OverlayEngine } from './overlay-engine';
 import type { SimInstance, SimState, SimTx } from './state';
 
-export { KErr, PAGE_SIZE, MEMORY_BLOCK_SIZE, HOST_RESERVED_BYTES } from './props';
+export { KErr, PAGE_SIZE } from './props';
 
 export interface KernelEnv {
   faults: FaultInjector;
