@@ -11,6 +11,7 @@
  */
 import * as path from 'node:path';
 import nodeGypBuild = require('node-gyp-build');
+import { errnoError } from './errors';
 
 export interface NativeConstants {
   readonly KEXEC_FILE_UNLOAD: number;
@@ -32,7 +33,7 @@ export interface NativeConstants {
   readonly VMADDR_CID_ANY: number;
   readonly VMADDR_CID_LOCAL: number;
   readonly MULTIKERNEL_FS_MAGIC: number;
-  /** readiness bits for FdWatcher.start() */
+  /** readiness bits for FdHandle.watch() */
   readonly UV_READABLE: number;
   readonly UV_WRITABLE: number;
   readonly UV_DISCONNECT: number;
@@ -53,23 +54,39 @@ export interface VsockAddress {
   port: number;
 }
 
-/** fd readiness watcher over `uv_poll` on the calling thread's event loop. */
-export interface FdWatcher {
-  /** (re)start watching for the given UV_* event bits; the callback gets (status, events). */
-  start(events: number): void;
-  stop(): void;
-  /** idempotent; stops the watcher and releases the uv handle. Never closes the fd. */
+/**
+ * An fd owned by the addon (a vsock socket, an accepted connection, a device): JavaScript never
+ * holds the bare number, so nothing can close it behind the handle's back, and the addon closes
+ * every handle still open when the thread's environment ends (worker exit or terminate()).
+ * Calls on a closed handle fail with EBADF.
+ */
+export interface FdHandle {
+  /** the fd number while open (for diagnostics), -1 once closed */
+  readonly fd: number;
+  /** read(2) into buffer[offset, offset+length): bytes read, 0 at EOF, -1 on EAGAIN. */
+  read(buffer: Uint8Array, offset: number, length: number): number;
+  /** write(2) from buffer[offset, offset+length): bytes written, -1 on EAGAIN. */
+  write(buffer: Uint8Array, offset: number, length: number): number;
+  /** shutdown(2) with SHUT_WR. */
+  shutdownWrite(): void;
+  /** getsockopt(SO_ERROR): 0 or a positive errno. */
+  socketError(): number;
+  /**
+   * Watches readiness through `uv_poll` on the calling thread's event loop: (re)starts with the
+   * given UV_* event bits; the callback gets (status, events), a negative libuv status on error
+   * (the watch has then stopped). The handle stays alive while it watches.
+   */
+  watch(events: number, callback: (status: number, events: number) => void): void;
+  /** stops watching (idempotent) */
+  unwatch(): void;
+  /** idempotent: stops the watch, closes its uv handle, then closes the fd */
   close(): void;
-}
-
-export interface FdWatcherConstructor {
-  new (fd: number, callback: (status: number, events: number) => void): FdWatcher;
 }
 
 export interface NativeBinding {
   readonly constants: NativeConstants;
 
-  /** kexec_file_load of a multikernel instance image, on the thread pool. */
+  /** kexec_file_load of a multikernel instance image, on a thread of its own with duplicates of the fds. */
   kexecLoad(args: KexecLoadArgs): Promise<void>;
   /** kexec_file_load(-1, -1, 0, NULL, KEXEC_FILE_UNLOAD | KEXEC_MULTIKERNEL | KEXEC_MK_ID(id)). */
   kexecUnload(id: number): Promise<void>;
@@ -78,7 +95,7 @@ export interface NativeBinding {
 
   /** reboot(LINUX_REBOOT_CMD_MULTIKERNEL, {mk_id}) */
   rebootStart(id: number): void;
-  /** reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT, {mk_id}); may block up to 30 s: thread pool. */
+  /** reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT, {mk_id}); may block up to 30 s: a thread of its own. */
   rebootHalt(id: number): Promise<void>;
   /** reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE, {mk_id}) */
   rebootHaltForce(id: number): void;
@@ -91,47 +108,53 @@ export interface NativeBinding {
   /** flock with LOCK_NB: true when taken, false on EWOULDBLOCK. */
   flockTry(fd: number, exclusive: boolean): boolean;
   /**
-   * Waits for the lock on the thread pool. Resolves true when taken, false when cancelled
-   * through the returned handle or when `timeoutMs` (>= 0, or -1 for none) ran out.
+   * Waits for the lock on a thread of its own (never libuv's pool), polling a duplicate of `fd`.
+   * Resolves true when taken, false when cancelled through the returned handle or when
+   * `timeoutMs` (>= 0, or -1 for none) ran out.
    */
   flockWait(fd: number, exclusive: boolean, timeoutMs: number): { promise: Promise<boolean>; cancel(): void };
   flockUnlock(fd: number): void;
 
   /** socket(AF_VSOCK, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC); multikernel selects the transport. */
-  vsockSocket(multikernel: boolean): number;
-  vsockBind(fd: number, cid: number, port: number): void;
-  /** Non-blocking connect: true when connected at once, false when in progress (wait writable, then socketError). */
-  vsockConnect(fd: number, cid: number, port: number): boolean;
-  vsockListen(fd: number, backlog: number): void;
+  vsockSocket(multikernel: boolean): FdHandle;
+  vsockBind(socket: FdHandle, cid: number, port: number): void;
+  /**
+   * Non-blocking connect: true when connected at once, false when in progress (wait writable,
+   * then socketError). A socket without the multikernel transport may only connect to CID 1.
+   */
+  vsockConnect(socket: FdHandle, cid: number, port: number): boolean;
+  vsockListen(socket: FdHandle, backlog: number): void;
   /** accept4 non-blocking: null when no connection is pending (EAGAIN). */
-  vsockAccept(fd: number): { fd: number; cid: number; port: number } | null;
-  vsockLocalAddress(fd: number): VsockAddress;
-  vsockRemoteAddress(fd: number): VsockAddress;
+  vsockAccept(socket: FdHandle): { socket: FdHandle; cid: number; port: number } | null;
+  vsockLocalAddress(socket: FdHandle): VsockAddress;
+  vsockRemoteAddress(socket: FdHandle): VsockAddress;
 
-  /** socketpair(AF_UNIX, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC). */
-  socketpair(): [number, number];
-  /** getsockopt(SO_ERROR): 0 or a positive errno. */
-  socketError(fd: number): number;
-  /** read(2) into buffer[offset, offset+length): bytes read, 0 at EOF, -1 on EAGAIN. */
-  read(fd: number, buffer: Uint8Array, offset: number, length: number): number;
-  /** write(2) from buffer[offset, offset+length): bytes written, -1 on EAGAIN. */
-  write(fd: number, buffer: Uint8Array, offset: number, length: number): number;
-  /** shutdown(2) with SHUT_WR. */
-  shutdownWrite(fd: number): void;
-  close(fd: number): void;
+  /** A handle on a duplicate of `fd` (F_DUPFD_CLOEXEC); the caller still owns and closes `fd`. */
+  dupFd(fd: number): FdHandle;
 
   /** sd_notify(state) to $NOTIFY_SOCKET; false when the variable is unset. */
   sdNotify(state: string): boolean;
   /** memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING). */
   memfdCreate(name: string): number;
 
-  FdWatcher: FdWatcherConstructor;
+  /**
+   * The function that turns the addon's errno numbers into errors (lib/errors.ts errnoError);
+   * `loadBinding()` installs it, once per thread.
+   */
+  setErrnoErrorFactory(factory: (errno: number, syscall: string, path: string | undefined) => Error): void;
 }
 
 let cached: NativeBinding | undefined;
 
-/** Loads the addon once per thread (prebuild or local build, as node-gyp-build finds them). */
+/**
+ * Loads the addon once per thread (prebuild or local build, as node-gyp-build finds them) and
+ * gives it lib/errors.ts's errno table, so that the addon and the simulator name errnos alike.
+ */
 export function loadBinding(): NativeBinding {
-  cached ??= nodeGypBuild(path.join(__dirname, '..')) as NativeBinding;
+  if (cached === undefined) {
+    const binding = nodeGypBuild(path.join(__dirname, '..')) as NativeBinding;
+    binding.setErrnoErrorFactory(errnoError);
+    cached = binding;
+  }
   return cached;
 }

@@ -1,4 +1,5 @@
 #include "addon.h"
+#include "fd_handle.h"
 
 #include <uv.h>
 
@@ -39,7 +40,8 @@ Napi::Object Constants(Napi::Env env) {
 
 }  // namespace
 
-Addon::Addon(Napi::Env env, Napi::Object exports) {
+Addon::Addon(Napi::Env env, Napi::Object exports) : registry(env) {
+  fdHandleClass = Napi::Persistent(FdHandle::Define(env));
   DefineAddon(exports, {
                            InstanceValue("constants", Constants(env), napi_enumerable),
                            InstanceMethod("kexecLoad", &Addon::KexecLoad, napi_enumerable),
@@ -60,15 +62,10 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
                            InstanceMethod("vsockAccept", &Addon::VsockAccept, napi_enumerable),
                            InstanceMethod("vsockLocalAddress", &Addon::VsockLocalAddress, napi_enumerable),
                            InstanceMethod("vsockRemoteAddress", &Addon::VsockRemoteAddress, napi_enumerable),
-                           InstanceMethod("socketpair", &Addon::Socketpair, napi_enumerable),
-                           InstanceMethod("socketError", &Addon::SocketError, napi_enumerable),
-                           InstanceMethod("read", &Addon::Read, napi_enumerable),
-                           InstanceMethod("write", &Addon::Write, napi_enumerable),
-                           InstanceMethod("shutdownWrite", &Addon::ShutdownWrite, napi_enumerable),
-                           InstanceMethod("close", &Addon::Close, napi_enumerable),
+                           InstanceMethod("dupFd", &Addon::DupFd, napi_enumerable),
                            InstanceMethod("sdNotify", &Addon::SdNotify, napi_enumerable),
                            InstanceMethod("memfdCreate", &Addon::MemfdCreate, napi_enumerable),
-                           InstanceValue("FdWatcher", DefineFdWatcher(env), napi_enumerable),
+                           InstanceMethod("setErrnoErrorFactory", &Addon::SetErrnoErrorFactory, napi_enumerable),
                        });
 }
 

@@ -4,7 +4,7 @@
 
 #include <napi.h>
 
-#include <unordered_set>
+#include "registry.h"
 
 namespace mk {
 
@@ -12,6 +12,16 @@ class Addon : public Napi::Addon<Addon> {
  public:
   Addon(Napi::Env env, Napi::Object exports);
 
+  // Every fd handle and blocking call of this environment, released at its teardown. Declared
+  // first so that it is destroyed last.
+  Registry registry;
+  // lib/errors.ts errnoError(errno, syscall, path): names every errno the addon reports.
+  Napi::FunctionReference errnoErrorFactory;
+  // The FdHandle class (not exported: only the addon creates handles).
+  Napi::FunctionReference fdHandleClass;
+
+  // errors.cc
+  Napi::Value SetErrnoErrorFactory(const Napi::CallbackInfo& info);
   // kexec.cc
   Napi::Value KexecLoad(const Napi::CallbackInfo& info);
   Napi::Value KexecUnload(const Napi::CallbackInfo& info);
@@ -35,25 +45,12 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value VsockAccept(const Napi::CallbackInfo& info);
   Napi::Value VsockLocalAddress(const Napi::CallbackInfo& info);
   Napi::Value VsockRemoteAddress(const Napi::CallbackInfo& info);
-  // fd.cc
-  Napi::Value Socketpair(const Napi::CallbackInfo& info);
-  Napi::Value SocketError(const Napi::CallbackInfo& info);
-  Napi::Value Read(const Napi::CallbackInfo& info);
-  Napi::Value Write(const Napi::CallbackInfo& info);
-  Napi::Value ShutdownWrite(const Napi::CallbackInfo& info);
-  Napi::Value Close(const Napi::CallbackInfo& info);
+  // fd_handle.cc
+  Napi::Value DupFd(const Napi::CallbackInfo& info);
   // notify.cc
   Napi::Value SdNotify(const Napi::CallbackInfo& info);
   // memfd.cc
   Napi::Value MemfdCreate(const Napi::CallbackInfo& info);
-
- private:
-  // vsock sockets this environment created with the multikernel transport selected. A socket
-  // not in this set is on the loopback transport, and vsockConnect lets it reach CID 1 only.
-  std::unordered_set<int> multikernelVsockFds_;
 };
-
-// fd_watcher.cc
-Napi::Function DefineFdWatcher(Napi::Env env);
 
 }  // namespace mk

@@ -1,5 +1,7 @@
-// Node-fs-shaped system errors: message `CODE: description, syscall[ 'path']`,
-// negative `errno`, `code`, `syscall`, `path` (exactly what fs.closeSync(-1) throws).
+// Node-fs-shaped system errors: message `CODE: description, syscall[ 'path']`, negative `errno`,
+// `code`, `syscall`, `path`. The addon only knows the errno number; the name and the description
+// come from lib/errors.ts (errnoError), which lib/binding.ts hands to the addon once per
+// environment (setErrnoErrorFactory): one table names errnos for the addon and the simulator.
 #pragma once
 
 #include <napi.h>

@@ -1,5 +1,6 @@
 // kexec_file_load(2) for multikernel instances. Every flag word this file can produce has
 // KEXEC_MULTIKERNEL set, so no code path here can load or unload a host crash/reboot kernel.
+#include <fcntl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 
 #include "addon.h"
 #include "args.h"
+#include "blocking.h"
 #include "errors.h"
 #include "uapi/multikernel.h"
 
@@ -24,21 +26,21 @@ unsigned long Flags(int id, bool initrd, bool debug, bool unload) {
   return flags;
 }
 
-class KexecWorker : public Napi::AsyncWorker {
+// kexec_file_load reads the whole image (and initramfs) before it returns: on a thread of its own
+// (blocking.h), with its own duplicates of the caller's fds, made on the calling thread, so that
+// a close() of the caller's fds meanwhile cannot hand their numbers to other files.
+class KexecCall : public BlockingCall {
  public:
   // cmdline is sent with its terminating NUL, and cmdline_len counts it; an unload passes NULL/0.
-  KexecWorker(Napi::Env env, int kernelFd, int initrdFd, std::string cmdline, bool withCmdline, unsigned long flags)
-      : Napi::AsyncWorker(env, "multikernel:kexec_file_load"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        kernelFd_(kernelFd),
-        initrdFd_(initrdFd),
-        cmdline_(std::move(cmdline)),
-        withCmdline_(withCmdline),
-        flags_(flags) {}
+  KexecCall(int kernelFd, int initrdFd, std::string cmdline, bool withCmdline, unsigned long flags)
+      : kernelFd_(kernelFd), initrdFd_(initrdFd), cmdline_(std::move(cmdline)), withCmdline_(withCmdline), flags_(flags) {}
+  ~KexecCall() override {
+    if (kernelFd_ >= 0) close(kernelFd_);
+    if (initrdFd_ >= 0) close(initrdFd_);
+  }
 
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
-  void Execute() override {
+ protected:
+  void Run() override {
 #ifdef SYS_kexec_file_load
     const char* cmdline = withCmdline_ ? cmdline_.c_str() : nullptr;
     unsigned long len = withCmdline_ ? cmdline_.size() + 1 : 0;
@@ -48,17 +50,12 @@ class KexecWorker : public Napi::AsyncWorker {
 #endif
   }
 
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (err_ != 0) {
-      deferred_.Reject(ErrnoError(env, err_, "kexec_file_load").Value());
-    } else {
-      deferred_.Resolve(env.Undefined());
-    }
+  Napi::Value Result(Napi::Env env) override {
+    if (err_ != 0) throw ErrnoError(env, err_, "kexec_file_load");
+    return env.Undefined();
   }
 
  private:
-  Napi::Promise::Deferred deferred_;
   int kernelFd_;
   int initrdFd_;
   std::string cmdline_;
@@ -66,6 +63,12 @@ class KexecWorker : public Napi::AsyncWorker {
   unsigned long flags_;
   int err_ = 0;
 };
+
+// F_DUPFD_CLOEXEC of fd (-1 stays -1); 0 or a positive errno.
+int Duplicate(int fd, int* dup) {
+  *dup = fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  return *dup < 0 && fd >= 0 ? errno : 0;
+}
 
 Napi::Object ArgObject(Napi::Value value, const char* name) {
   if (!value.IsObject()) {
@@ -92,11 +95,13 @@ Napi::Value Addon::KexecLoad(const Napi::CallbackInfo& info) {
   } catch (const Napi::Error& e) {
     return RejectedPromise(info.Env(), e);
   }
-  auto* worker = new KexecWorker(info.Env(), kernelFd, initrdFd, std::move(cmdline), true,
-                                 Flags(id, initrdFd != -1, debug, false));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  int kernelDup, initrdDup;
+  int err = Duplicate(kernelFd, &kernelDup);
+  if (err == 0 && (err = Duplicate(initrdFd, &initrdDup)) != 0) close(kernelDup);
+  // A bad fd fails as the kernel would report it.
+  if (err != 0) return RejectedPromise(info.Env(), ErrnoError(info.Env(), err, "kexec_file_load"));
+  auto* call = new KexecCall(kernelDup, initrdDup, std::move(cmdline), true, Flags(id, initrdFd != -1, debug, false));
+  return BlockingCall::Start(info.Env(), *this, call, "multikernel:kexec_file_load");
 }
 
 Napi::Value Addon::KexecUnload(const Napi::CallbackInfo& info) {
@@ -106,10 +111,8 @@ Napi::Value Addon::KexecUnload(const Napi::CallbackInfo& info) {
   } catch (const Napi::Error& e) {
     return RejectedPromise(info.Env(), e);
   }
-  auto* worker = new KexecWorker(info.Env(), -1, -1, std::string(), false, Flags(id, false, false, true));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  auto* call = new KexecCall(-1, -1, std::string(), false, Flags(id, false, false, true));
+  return BlockingCall::Start(info.Env(), *this, call, "multikernel:kexec_file_load");
 }
 
 Napi::Value Addon::KexecFlags(const Napi::CallbackInfo& info) {

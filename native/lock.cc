@@ -1,57 +1,58 @@
-// flock(2). A waiting flock(2) cannot be interrupted from another thread (no signal can be
-// aimed at a libuv pool thread safely), so flockWait polls with LOCK_NB on the thread pool:
-// backoff from 1 ms doubling to 20 ms, checking an atomic cancel flag and the deadline between
-// attempts. Cost: one pool thread per waiter and up to 20 ms extra latency after a release.
+// flock(2). A waiting flock(2) cannot be interrupted from another thread (no signal can be aimed
+// at one thread of a Node process safely), so flockWait polls with LOCK_NB on a thread of its own
+// (blocking.h: never on libuv's pool, where waiters would starve the holder's own fs calls):
+// backoff from 1 ms doubling to 20 ms, woken at once by a cancel, checking the deadline between
+// attempts. Cost: one thread per waiter and up to 20 ms extra latency after a release. The
+// thread uses its own duplicate of the caller's fd (made on the calling thread), so a concurrent
+// close() of the caller's fd cannot hand the number to another file under the wait.
+#include <fcntl.h>
 #include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <chrono>
-#include <thread>
 
 #include "addon.h"
 #include "args.h"
+#include "blocking.h"
 #include "errors.h"
 
 namespace mk {
 
 namespace {
 
-// Shared by the worker and the JS cancel function; whichever lets go last frees it. (Not a
-// std::shared_ptr: libstdc++'s refcounting would make the addon need glibc 2.32.)
-struct CancelFlag {
-  std::atomic<bool> cancelled{false};
-  std::atomic<int> refs{2};
+constexpr uint64_t kMs = 1000 * 1000;  // nanoseconds
+
+class FlockCall;
+
+// Links the JS cancel() function and the call; each side lets go of it once (both on the loop
+// thread), the last one frees it.
+struct CancelToken {
+  FlockCall* call = nullptr;
+  int refs = 2;
   void Release() {
-    if (refs.fetch_sub(1) == 1) delete this;
+    if (--refs == 0) delete this;
   }
 };
 
-Napi::Value Cancel(const Napi::CallbackInfo& info) {
-  static_cast<CancelFlag*>(info.Data())->cancelled.store(true);
-  return info.Env().Undefined();
-}
-
-class FlockWorker : public Napi::AsyncWorker {
+class FlockCall : public BlockingCall {
  public:
-  FlockWorker(Napi::Env env, int fd, int op, int64_t timeoutMs, CancelFlag* cancelled)
-      : Napi::AsyncWorker(env, "multikernel:flock"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        fd_(fd),
-        op_(op),
-        timeoutMs_(timeoutMs),
-        cancelled_(cancelled) {}
-  ~FlockWorker() override { cancelled_->Release(); }
+  FlockCall(int fd, int op, int64_t timeoutMs, CancelToken* token)
+      : fd_(fd), op_(op), timeoutMs_(timeoutMs), token_(token) {
+    token_->call = this;
+  }
+  ~FlockCall() override {
+    token_->call = nullptr;
+    token_->Release();
+    close(fd_);  // our duplicate: the lock stays with the caller's open file
+  }
 
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    using Clock = std::chrono::steady_clock;
-    const auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs_);
-    auto backoff = std::chrono::milliseconds(1);
+ protected:
+  void Run() override {
+    const uint64_t deadline = uv_hrtime() + static_cast<uint64_t>(timeoutMs_) * kMs;
+    uint64_t backoff = 1 * kMs;
     for (;;) {
-      if (cancelled_->cancelled.load()) return;
+      if (Cancelled()) return;
       if (flock(fd_, op_ | LOCK_NB) == 0) {
         taken_ = true;
         return;
@@ -61,41 +62,42 @@ class FlockWorker : public Napi::AsyncWorker {
         err_ = errno;
         return;
       }
+      uint64_t sleep = backoff;
       if (timeoutMs_ >= 0) {
-        auto now = Clock::now();
+        uint64_t now = uv_hrtime();
         if (now >= deadline) return;
-        std::this_thread::sleep_for(std::min<Clock::duration>(backoff, deadline - now));
-      } else {
-        std::this_thread::sleep_for(backoff);
+        sleep = std::min(sleep, deadline - now);
       }
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(20));
+      SleepUnlessCancelled(sleep);
+      backoff = std::min(backoff * 2, 20 * kMs);
     }
   }
 
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (err_ != 0) {
-      deferred_.Reject(ErrnoError(env, err_, "flock").Value());
-      return;
-    }
+  Napi::Value Result(Napi::Env env) override {
+    if (err_ != 0) throw ErrnoError(env, err_, "flock");
     // A lock taken in the same instant as a cancel is released again, so that a cancelled
     // wait never leaves the caller holding a lock it was told it did not get.
-    if (taken_ && cancelled_->cancelled.load()) {
+    if (taken_ && Cancelled()) {
       flock(fd_, LOCK_UN);
       taken_ = false;
     }
-    deferred_.Resolve(Napi::Boolean::New(env, taken_));
+    return Napi::Boolean::New(env, taken_);
   }
 
  private:
-  Napi::Promise::Deferred deferred_;
   int fd_;
   int op_;
   int64_t timeoutMs_;
-  CancelFlag* cancelled_;
+  CancelToken* token_;
   bool taken_ = false;
   int err_ = 0;
 };
+
+Napi::Value Cancel(const Napi::CallbackInfo& info) {
+  auto* token = static_cast<CancelToken*>(info.Data());
+  if (token->call != nullptr) token->call->Cancel();
+  return info.Env().Undefined();
+}
 
 }  // namespace
 
@@ -114,14 +116,20 @@ Napi::Value Addon::FlockWait(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info[0], "fd");
   int op = ArgBool(info[1], "exclusive") ? LOCK_EX : LOCK_SH;
   int64_t timeoutMs = ArgInt(info[2], "timeoutMs", -1, INT32_MAX);
-  auto* cancelled = new CancelFlag();
-  auto* worker = new FlockWorker(env, fd, op, timeoutMs, cancelled);
-  Napi::Function cancel = Napi::Function::New(env, Cancel, "cancel", cancelled);
-  cancel.AddFinalizer([](Napi::Env, CancelFlag* flag) { flag->Release(); }, cancelled);
+  int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  int dupError = errno;
   Napi::Object handle = Napi::Object::New(env);
-  handle.Set("promise", worker->Promise());
+  if (dup < 0) {
+    // A bad fd fails as flock(2) itself would report it.
+    handle.Set("promise", RejectedPromise(env, ErrnoError(env, dupError, "flock")));
+    handle.Set("cancel", Napi::Function::New(env, [](const Napi::CallbackInfo&) {}, "cancel"));
+    return handle;
+  }
+  auto* token = new CancelToken();
+  Napi::Function cancel = Napi::Function::New(env, Cancel, "cancel", token);
+  cancel.AddFinalizer([](Napi::Env, CancelToken* t) { t->Release(); }, token);
   handle.Set("cancel", cancel);
-  worker->Queue();
+  handle.Set("promise", BlockingCall::Start(env, *this, new FlockCall(dup, op, timeoutMs, token), "multikernel:flock"));
   return handle;
 }
 

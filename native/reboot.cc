@@ -6,6 +6,7 @@
 
 #include "addon.h"
 #include "args.h"
+#include "blocking.h"
 #include "errors.h"
 #include "uapi/multikernel.h"
 
@@ -20,23 +21,20 @@ int MultikernelReboot(unsigned cmd, int id) {
   return 0;
 }
 
-// A graceful halt waits up to 30 s in the kernel for the instance to acknowledge.
-class HaltWorker : public Napi::AsyncWorker {
+// A graceful halt waits up to 30 s in the kernel for the instance to acknowledge: on a thread of
+// its own (blocking.h). It cannot be cancelled; a worker that ends meanwhile waits for it.
+class HaltCall : public BlockingCall {
  public:
-  HaltWorker(Napi::Env env, int id)
-      : Napi::AsyncWorker(env, "multikernel:reboot"), deferred_(Napi::Promise::Deferred::New(env)), id_(id) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
-  void Execute() override { err_ = MultikernelReboot(uapi::LINUX_REBOOT_CMD_MULTIKERNEL_HALT, id_); }
-  void OnOK() override {
-    if (err_ != 0) {
-      deferred_.Reject(ErrnoError(Env(), err_, "reboot").Value());
-    } else {
-      deferred_.Resolve(Env().Undefined());
-    }
+  explicit HaltCall(int id) : id_(id) {}
+
+ protected:
+  void Run() override { err_ = MultikernelReboot(uapi::LINUX_REBOOT_CMD_MULTIKERNEL_HALT, id_); }
+  Napi::Value Result(Napi::Env env) override {
+    if (err_ != 0) throw ErrnoError(env, err_, "reboot");
+    return env.Undefined();
   }
 
  private:
-  Napi::Promise::Deferred deferred_;
   int id_;
   int err_ = 0;
 };
@@ -56,10 +54,7 @@ Napi::Value Addon::RebootHalt(const Napi::CallbackInfo& info) {
   } catch (const Napi::Error& e) {
     return RejectedPromise(info.Env(), e);
   }
-  auto* worker = new HaltWorker(info.Env(), id);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return BlockingCall::Start(info.Env(), *this, new HaltCall(id), "multikernel:reboot");
 }
 
 Napi::Value Addon::RebootHaltForce(const Napi::CallbackInfo& info) {

@@ -1,13 +1,25 @@
 // The real addon on this machine: its surface against lib/binding.ts, constants against
-// lib/uapi.ts, the error shape, and argument abuse of the harmless entry points (the dangerous
-// ones are abused in abuse.test.ts, without capabilities).
+// lib/uapi.ts, the error shape, FdHandles, and argument abuse of the harmless entry points (the
+// dangerous ones are abused in abuse.test.ts, without capabilities). Socketpairs come from the
+// test-only helper addon (./helper), not from the production binding.
 import t from 'tap';
 import * as fs from 'node:fs';
-import { loadBinding, type NativeBinding } from '../../lib/binding';
+import { loadBinding, type FdHandle, type NativeBinding } from '../../lib/binding';
 import * as uapi from '../../lib/uapi';
 import { isSystemError } from '../../lib/errors';
+import { handlePair as pairOf } from './helper';
 
 const binding = loadBinding();
+const handlePair = (): [FdHandle, FdHandle] => pairOf(binding);
+
+function fdIsOpen(fd: number): boolean {
+  try {
+    fs.fstatSync(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 // Record<keyof NativeBinding, true>: the compiler fails when this list and the interface drift.
 const KEYS: Record<keyof NativeBinding, true> = {
@@ -30,15 +42,10 @@ const KEYS: Record<keyof NativeBinding, true> = {
   vsockAccept: true,
   vsockLocalAddress: true,
   vsockRemoteAddress: true,
-  socketpair: true,
-  socketError: true,
-  read: true,
-  write: true,
-  shutdownWrite: true,
-  close: true,
+  dupFd: true,
   sdNotify: true,
   memfdCreate: true,
-  FdWatcher: true,
+  setErrnoErrorFactory: true,
 };
 
 t.test('the binding has exactly the NativeBinding keys', async (t) => {
@@ -89,7 +96,7 @@ t.test('kexecFlags', async (t) => {
 
 t.test('kexec_file_load error shape, with an empty memfd no kernel could load', async (t) => {
   const fd = binding.memfdCreate('empty-image');
-  t.teardown(() => binding.close(fd));
+  t.teardown(() => fs.closeSync(fd));
   const error = await binding
     .kexecLoad({ kernelFd: fd, initrdFd: fd, cmdline: 'console=mktty0', id: 1, debug: false })
     .then(
@@ -117,27 +124,30 @@ t.test('kexec_file_load error shape, with an empty memfd no kernel could load', 
 t.test('errors are shaped exactly like node:fs errors', async (t) => {
   let ours: NodeJS.ErrnoException | undefined;
   let theirs: NodeJS.ErrnoException | undefined;
+  const [handle] = handlePair();
+  handle.close();
   try {
-    binding.close(1_000_000);
+    handle.read(Buffer.alloc(1), 0, 1);
   } catch (e) {
     ours = e as NodeJS.ErrnoException;
   }
   try {
-    fs.closeSync(1_000_000);
+    fs.readSync(1_000_000, Buffer.alloc(1));
   } catch (e) {
     theirs = e as NodeJS.ErrnoException;
   }
   t.equal(ours?.message, theirs?.message);
-  t.equal(ours?.message, 'EBADF: bad file descriptor, close');
-  t.same({ errno: ours?.errno, code: ours?.code, syscall: ours?.syscall }, { errno: -9, code: 'EBADF', syscall: 'close' });
+  t.equal(ours?.message, 'EBADF: bad file descriptor, read');
+  t.same(Object.keys(ours ?? {}).sort(), Object.keys(theirs ?? {}).sort(), 'the same own properties');
+  t.same({ errno: ours?.errno, code: ours?.code, syscall: ours?.syscall }, { errno: -9, code: 'EBADF', syscall: 'read' });
 });
 
 t.test('memfdCreate gives a writable fd', async (t) => {
   const fd = binding.memfdCreate('a-name');
-  t.teardown(() => binding.close(fd));
+  t.teardown(() => fs.closeSync(fd));
   t.match(fs.readlinkSync(`/proc/self/fd/${fd}`), /^\/memfd:a-name/);
   const data = Buffer.from('hello memfd');
-  t.equal(binding.write(fd, data, 0, data.length), data.length);
+  t.equal(fs.writeSync(fd, data), data.length);
   t.equal(fs.fstatSync(fd).size, data.length);
   const back = Buffer.alloc(data.length);
   t.equal(fs.readSync(fd, back, 0, back.length, 0), data.length);
@@ -150,119 +160,179 @@ t.test('memfdCreate gives a writable fd', async (t) => {
   t.throws(() => binding.memfdCreate(3 as never), TypeError);
 });
 
-t.test('socketpair, read, write, shutdownWrite, socketError, close', async (t) => {
-  const [a, b] = binding.socketpair();
-  t.ok(Number.isInteger(a) && Number.isInteger(b) && a !== b);
+t.test('FdHandle: read, write, shutdownWrite, socketError, close', async (t) => {
+  const [a, b] = handlePair();
+  t.ok(Number.isInteger(a.fd) && Number.isInteger(b.fd) && a.fd !== b.fd);
   const out = new Uint8Array([1, 2, 3, 4, 5, 6]);
-  t.equal(binding.write(a, out, 2, 3), 3, 'writes buffer[offset, offset+length)');
+  t.equal(a.write(out, 2, 3), 3, 'writes buffer[offset, offset+length)');
   const into = Buffer.alloc(8);
-  t.equal(binding.read(b, into, 1, 7), 3);
+  t.equal(b.read(into, 1, 7), 3);
   t.same([...into.subarray(0, 5)], [0, 3, 4, 5, 0]);
-  t.equal(binding.read(b, into, 0, 8), -1, 'EAGAIN is -1');
-  t.equal(binding.read(b, into, 8, 0), 0, 'zero-length read');
-  t.equal(binding.socketError(a), 0);
-  binding.shutdownWrite(a);
-  t.equal(binding.read(b, into, 0, 8), 0, 'EOF after shutdownWrite');
-  t.throws(() => binding.write(a, out, 0, 1), { code: 'EPIPE', syscall: 'write' });
-  t.equal(binding.write(b, out, 0, 6), 6, 'the other direction still works');
-  t.equal(binding.read(a, into, 0, 8), 6);
-  binding.close(b);
-  binding.close(a);
-  t.throws(() => binding.close(a), { code: 'EBADF', errno: -9, syscall: 'close' });
-  t.throws(() => binding.read(a, into, 0, 1), { code: 'EBADF', syscall: 'read' });
-  t.throws(() => binding.socketError(a), { code: 'EBADF', syscall: 'getsockopt' });
-  t.throws(() => binding.shutdownWrite(0 + 1_000_000), { code: 'EBADF', syscall: 'shutdown' });
+  t.equal(b.read(into, 0, 8), -1, 'EAGAIN is -1');
+  t.equal(b.read(into, 8, 0), 0, 'zero-length read');
+  t.equal(a.socketError(), 0);
+  a.shutdownWrite();
+  t.equal(b.read(into, 0, 8), 0, 'EOF after shutdownWrite');
+  t.throws(() => a.write(out, 0, 1), { code: 'EPIPE', syscall: 'write' });
+  t.equal(b.write(out, 0, 6), 6, 'the other direction still works');
+  t.equal(a.read(into, 0, 8), 6);
+  const fdB = b.fd;
+  b.close();
+  t.notOk(fdIsOpen(fdB), 'close() closed the fd');
+  t.equal(b.fd, -1, 'a closed handle has fd -1');
+  b.close(); // idempotent
+  a.close();
+  for (const [what, call, syscall] of [
+    ['read', () => a.read(into, 0, 1), 'read'],
+    ['write', () => a.write(out, 0, 1), 'write'],
+    ['socketError', () => a.socketError(), 'getsockopt'],
+    ['shutdownWrite', () => a.shutdownWrite(), 'shutdown'],
+    ['watch', () => a.watch(binding.constants.UV_READABLE, () => {}), 'uv_poll_start'],
+  ] as const) {
+    t.throws(call, { code: 'EBADF', errno: -9, syscall }, `${what} on a closed handle`);
+  }
+  a.unwatch(); // harmless after close
+});
+
+t.test('a closed handle never reaches the file that reuses its number', async (t) => {
+  const [a, b] = handlePair();
+  const number = a.fd;
+  a.close();
+  const [c, d] = handlePair(); // the lowest free numbers: a's comes back
+  t.ok([c.fd, d.fd].includes(number), `fd ${number} was reused`);
+  t.throws(() => a.write(Buffer.from('x'), 0, 1), { code: 'EBADF' }, 'the old handle fails');
+  const into = Buffer.alloc(1);
+  t.equal(c.read(into, 0, 1), -1, 'nothing was written to the new socket');
+  t.equal(d.read(into, 0, 1), -1);
+  for (const h of [b, c, d]) h.close();
+});
+
+t.test('dupFd: a close-on-exec duplicate; the caller keeps its own fd', async (t) => {
+  const fd = fs.openSync(__filename, 'r');
+  const handle = binding.dupFd(fd);
+  t.not(handle.fd, fd);
+  t.equal(fs.readlinkSync(`/proc/self/fd/${handle.fd}`), __filename);
+  const flags = parseInt(/flags:\s*([0-7]+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${handle.fd}`, 'utf8'))?.[1] ?? '0', 8);
+  t.ok(flags & 0o2000000, 'O_CLOEXEC');
+  const head = Buffer.alloc(2);
+  t.equal(handle.read(head, 0, 2), 2);
+  t.equal(head.toString(), '//');
+  handle.close();
+  t.ok(fdIsOpen(fd), "closing the handle leaves the caller's fd open");
+  fs.closeSync(fd);
+  t.throws(() => binding.dupFd(fd), { code: 'EBADF', syscall: 'fcntl' });
+  t.throws(() => handle.watch(binding.constants.UV_READABLE, () => {}), { code: 'EBADF' });
+  const file = binding.dupFd(fs.openSync(__filename, 'r'));
+  t.throws(() => file.watch(binding.constants.UV_READABLE, () => {}), { code: 'EPERM', syscall: 'uv_poll_init' }, 'regular files cannot be polled');
+  file.close();
+});
+
+t.test('only the addon makes FdHandles', async (t) => {
+  const [a, b] = handlePair();
+  const FdHandleClass = a.constructor as new (...args: unknown[]) => unknown;
+  t.throws(() => new FdHandleClass(), TypeError, 'the class cannot be constructed from JavaScript');
+  t.throws(() => new FdHandleClass(a.fd), TypeError);
+  const lookalike = Object.create(Object.getPrototypeOf(a) as object) as FdHandle;
+  t.throws(() => binding.vsockBind(lookalike, 1, 1), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' }, 'an object with its prototype is not one');
+  t.throws(() => binding.vsockConnect({ fd: a.fd } as never, 1, 1), { code: 'ERR_INVALID_ARG_TYPE' }, 'nor an object with an fd');
+  t.throws(() => binding.vsockListen(a.fd as never, 1), { code: 'ERR_INVALID_ARG_TYPE' }, 'nor a number');
+  a.close();
+  b.close();
 });
 
 t.test('argument abuse of the harmless entry points', async (t) => {
   const buf = Buffer.alloc(4);
+  const [h, peer] = handlePair();
+  t.teardown(() => {
+    h.close();
+    peer.close();
+  });
   const typeErrors: [string, () => unknown][] = [
-    ['read without buffer', () => binding.read(0, 'x' as never, 0, 1)],
-    ['read into a Uint16Array', () => binding.read(0, new Uint16Array(2) as never, 0, 1)],
-    ['write with string fd', () => binding.write('1' as never, buf, 0, 1)],
-    ['write without arguments', () => (binding.write as () => number)()],
-    ['close(null)', () => binding.close(null as never)],
-    ['close(1n)', () => binding.close(1n as never)],
+    ['read without buffer', () => h.read('x' as never, 0, 1)],
+    ['read into a Uint16Array', () => h.read(new Uint16Array(2) as never, 0, 1)],
+    ['write with string offset', () => h.write(buf, '1' as never, 1)],
+    ['write without arguments', () => (h.write as () => number)()],
+    ['watch without callback', () => h.watch(binding.constants.UV_READABLE, null as never)],
+    ['watch with string events', () => h.watch('1' as never, () => {})],
+    ['dupFd(null)', () => binding.dupFd(null as never)],
+    ['dupFd(1n)', () => binding.dupFd(1n as never)],
+    ['setErrnoErrorFactory(1)', () => binding.setErrnoErrorFactory(1 as never)],
     ['flockTry without exclusive', () => binding.flockTry(0, undefined as never)],
     ['flockWait with string timeout', () => binding.flockWait(0, true, '1' as never)],
     ['flockUnlock({})', () => binding.flockUnlock({} as never)],
     ['vsockSocket(1)', () => binding.vsockSocket(1 as never)],
-    ['vsockBind with string port', () => binding.vsockBind(0, 1, '1' as never)],
+    ['vsockBind with string port', () => binding.vsockBind(h, 1, '1' as never)],
+    ['vsockBind with an fd number', () => binding.vsockBind(0 as never, 1, 1)],
+    ['vsockAccept(null)', () => binding.vsockAccept(null as never)],
+    ['vsockLocalAddress(-1)', () => binding.vsockLocalAddress(-1 as never)],
     ['sdNotify(1)', () => binding.sdNotify(1 as never)],
     ['sdNotify with NUL', () => binding.sdNotify('READY=1\0')],
-    ['FdWatcher without callback', () => new binding.FdWatcher(0, null as never)],
-    ['FdWatcher with string fd', () => new binding.FdWatcher('0' as never, () => {})],
-    ['FdWatcher without new', () => (binding.FdWatcher as unknown as (fd: number, cb: () => void) => unknown)(0, () => {})],
   ];
   for (const [what, fn] of typeErrors) t.throws(fn, TypeError, what);
   const rangeErrors: [string, () => unknown][] = [
-    ['read past the end', () => binding.read(0, buf, 2, 3)],
-    ['read offset past the end', () => binding.read(0, buf, 5, 0)],
-    ['read negative length', () => binding.read(0, buf, 0, -1)],
-    ['write fractional offset', () => binding.write(1, buf, 0.5, 1)],
-    ['close(-1)', () => binding.close(-1)],
-    ['close(2**31)', () => binding.close(2 ** 31)],
-    ['close(NaN)', () => binding.close(NaN)],
+    ['read past the end', () => h.read(buf, 2, 3)],
+    ['read offset past the end', () => h.read(buf, 5, 0)],
+    ['read negative length', () => h.read(buf, 0, -1)],
+    ['write fractional offset', () => h.write(buf, 0.5, 1)],
+    ['watch(0)', () => h.watch(0, () => {})],
+    ['watch(8)', () => h.watch(8, () => {})],
+    ['dupFd(-1)', () => binding.dupFd(-1)],
+    ['dupFd(2**31)', () => binding.dupFd(2 ** 31)],
+    ['dupFd(NaN)', () => binding.dupFd(NaN)],
     ['flockTry(-1)', () => binding.flockTry(-1, true)],
     ['flockWait timeout -2', () => binding.flockWait(0, true, -2)],
     ['flockWait timeout 1.5', () => binding.flockWait(0, true, 1.5)],
-    ['vsockBind cid 2**32', () => binding.vsockBind(0, 2 ** 32, 1)],
-    ['vsockListen backlog -1', () => binding.vsockListen(0, -1)],
-    ['vsockConnect negative port', () => binding.vsockConnect(0, 1, -1)],
-    ['vsockAccept(-3)', () => binding.vsockAccept(-3)],
-    ['vsockLocalAddress(-1)', () => binding.vsockLocalAddress(-1)],
-    ['vsockRemoteAddress(1.5)', () => binding.vsockRemoteAddress(1.5)],
-    ['socketError(-1)', () => binding.socketError(-1)],
-    ['shutdownWrite(-1)', () => binding.shutdownWrite(-1)],
+    ['vsockBind cid 2**32', () => binding.vsockBind(h, 2 ** 32, 1)],
+    ['vsockListen backlog -1', () => binding.vsockListen(h, -1)],
+    ['vsockConnect negative port', () => binding.vsockConnect(h, 1, -1)],
     ['sdNotify of 4 KiB + 1', () => binding.sdNotify('x'.repeat(4097))],
-    ['FdWatcher(-1)', () => new binding.FdWatcher(-1, () => {})],
   ];
   for (const [what, fn] of rangeErrors) t.throws(fn, RangeError, what);
 });
 
 let noVsock: string | false = false;
 try {
-  binding.close(binding.vsockSocket(false));
+  binding.vsockSocket(false).close();
 } catch (e) {
   noVsock = `this machine cannot create AF_VSOCK sockets (${(e as Error).message}); vsock is tested in QEMU`;
 }
 
 t.test('vsock sockets without the multikernel transport reach CID 1 only', { skip: noVsock }, async (t) => {
-  const fd = binding.vsockSocket(false);
-  t.teardown(() => binding.close(fd));
+  const socket = binding.vsockSocket(false);
+  t.teardown(() => socket.close());
   // Never connects: the RangeError comes before connect(2).
   for (const cid of [0, 2, 3, 0xffffffff]) {
-    t.throws(() => binding.vsockConnect(fd, cid, 1023), { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' }, `CID ${cid}`);
+    t.throws(() => binding.vsockConnect(socket, cid, 1023), { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' }, `CID ${cid}`);
   }
-  t.throws(() => binding.vsockRemoteAddress(fd), { code: 'ENOTCONN', syscall: 'getpeername' });
-  t.throws(() => binding.vsockAccept(fd), { code: 'EINVAL', syscall: 'accept4' }, 'not listening');
-  const local = binding.vsockLocalAddress(fd);
+  t.throws(() => binding.vsockRemoteAddress(socket), { code: 'ENOTCONN', syscall: 'getpeername' });
+  t.throws(() => binding.vsockAccept(socket), { code: 'EINVAL', syscall: 'accept4' }, 'not listening');
+  const local = binding.vsockLocalAddress(socket);
   t.same(Object.keys(local).sort(), ['cid', 'port']);
   t.comment(`unbound vsock socket: ${JSON.stringify(local)}`);
 });
 
 t.test('the multikernel transport option on a kernel without it', async (t) => {
   const before = fs.readdirSync('/proc/self/fd').length;
-  let fd: number | undefined;
+  let socket: FdHandle | undefined;
   try {
-    fd = binding.vsockSocket(true);
+    socket = binding.vsockSocket(true);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     t.ok(err.syscall === 'setsockopt' || err.syscall === 'socket', `failed in ${err.syscall}: ${err.message}`);
     t.ok(typeof err.errno === 'number' && err.errno < 0);
   }
-  if (fd !== undefined) {
+  if (socket !== undefined) {
     t.comment('this kernel accepts SO_VM_SOCKETS_TRANSPORT: a multikernel kernel');
-    binding.close(fd);
+    socket.close();
   }
   t.equal(fs.readdirSync('/proc/self/fd').length, before, 'no fd leaked');
 });
 
 t.test('vsock address calls on a non-vsock socket', async (t) => {
-  const [a, b] = binding.socketpair();
+  const [a, b] = handlePair();
   t.teardown(() => {
-    binding.close(a);
-    binding.close(b);
+    a.close();
+    b.close();
   });
   t.throws(() => binding.vsockLocalAddress(a), { code: 'EAFNOSUPPORT', syscall: 'getsockname' });
   t.throws(() => binding.vsockRemoteAddress(a), { code: 'EAFNOSUPPORT', syscall: 'getpeername' });

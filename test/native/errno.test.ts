@@ -1,12 +1,26 @@
 // One errno table (lib/errors.ts) for the real addon and the simulator (issue 8): every Linux
-// errno has its name, number and Node-style message.
+// errno has its name, number and Node-style message, and the errnos docs/kernel-interface.md
+// names come out of the real addon's error path exactly so. That path is driven by a seccomp
+// fake (test/native/helper fakeSyscalls) in a child process: flock(2) on fd FAKE_FD_BASE + n
+// fails with errno n without reaching the kernel, and flockUnlock reports it.
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import * as path from 'node:path';
 import { getSystemErrorMap } from 'node:util';
 import { errnoError, errnoMessage, errnoName, errnoNumber, systemError } from '../../lib/errors';
+import { FAKE_FD_BASE, HELPER_PATH, loadTestHelper } from './helper';
 
+const ROOT = path.resolve(__dirname, '..', '..');
 // Linux numbers its errnos 1..133 (asm-generic, as on x64 and arm64); 41 and 58 are unused.
 const LINUX_ERRNOS = Array.from({ length: 133 }, (_, i) => i + 1).filter((n) => n !== 41 && n !== 58);
+
+/** The errno names docs/kernel-interface.md uses (words that are errno names, not other E-words). */
+function documentedErrnos(): string[] {
+  const text = fs.readFileSync(path.join(ROOT, 'docs', 'kernel-interface.md'), 'utf8');
+  return [...new Set(text.match(/\bE[A-Z0-9]{2,}\b/g) ?? [])].filter((word) => errnoNumber(word) !== undefined).sort();
+}
 
 t.test('lib/errors.ts names every Linux errno, as Node does where Node can', async (t) => {
   const nodeMap = getSystemErrorMap();
@@ -62,3 +76,26 @@ t.test('systemError and errnoError build the same Node-shaped errors', async (t)
   t.throws(() => systemError('ENOTANERRNO', 'x'), RangeError);
 });
 
+const documented = documentedErrnos();
+
+t.test('the errnos docs/kernel-interface.md names, from the real addon', async (t) => {
+  t.ok(documented.length >= 20, `the document names ${documented.length} errnos: ${documented.join(' ')}`);
+  t.ok(documented.includes('ENOEXEC'), 'ENOEXEC among them');
+  loadTestHelper(); // build it here, not in the child
+  const numbers = [...new Set([...documented.map((name) => errnoNumber(name) as number), ...LINUX_ERRNOS])].filter((n) => n !== 4); // EINTR is retried
+  const child = spawnSync(process.execPath, [path.join(__dirname, 'fixtures', 'errno-child.cjs'), HELPER_PATH, String(FAKE_FD_BASE), JSON.stringify(numbers)], {
+    encoding: 'utf8',
+    env: { ...process.env, NODE_OPTIONS: '', NODE_V8_COVERAGE: '' },
+    timeout: 120_000,
+  });
+  t.equal(child.status, 0, `the child ran (stderr: ${child.stderr})`);
+  const results = JSON.parse(child.stdout) as Record<string, { message: string; code: string; errno: number; syscall: string; keys: string[] }>;
+  for (const n of numbers) {
+    const expected = errnoError(n, 'flock');
+    t.same(results[n], { message: expected.message, code: expected.code, errno: -n, syscall: 'flock', keys: ['code', 'errno', 'syscall'] }, `errno ${n} (${expected.code})`);
+  }
+  for (const name of documented) {
+    const n = errnoNumber(name) as number;
+    t.equal(results[n]?.code, errnoName(n), `${name} comes out as ${errnoName(n)}: ${results[n]?.message}`);
+  }
+});

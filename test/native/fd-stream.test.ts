@@ -1,13 +1,16 @@
-// FdDuplex and FdWatcher over real AF_UNIX socketpairs: 1 GiB with back-pressure, half-close
-// both ways, destroy mid-transfer, errors, and no fd leaks.
+// FdDuplex and FdHandle readiness over real AF_UNIX socketpairs (from the test helper addon):
+// 1 GiB with back-pressure, half-close both ways, destroy mid-transfer, errors, and no fd leaks.
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { once } from 'node:events';
 import { Writable } from 'node:stream';
-import { loadBinding, type NativeBinding } from '../../lib/binding';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { loadBinding, type FdHandle } from '../../lib/binding';
 import { FdDuplex } from '../../lib/system/linux/fd-stream';
+import { handlePair, patchHandle as patched } from './helper';
 
 const binding = loadBinding();
 // the 1 GiB transfer needs 3-40 s depending on the load of the machine
@@ -28,7 +31,7 @@ function fdIsOpen(fd: number): boolean {
 }
 
 function pair(options: { readSize?: number; writableHighWaterMark?: number } = {}): [FdDuplex, FdDuplex] {
-  const [a, b] = binding.socketpair();
+  const [a, b] = handlePair(binding);
   return [new FdDuplex(binding, a, options), new FdDuplex(binding, b, options)];
 }
 
@@ -42,59 +45,74 @@ async function collect(stream: FdDuplex): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-t.test('FdWatcher', async (t) => {
-  const [a, b] = binding.socketpair();
+t.test('FdHandle readiness: watch, unwatch, async context, close', async (t) => {
+  const [a, b] = handlePair(binding);
   t.teardown(() => {
-    binding.close(a);
-    binding.close(b);
+    a.close();
+    b.close();
   });
   const { UV_READABLE, UV_WRITABLE } = binding.constants;
   const als = new AsyncLocalStorage<string>();
   const seen: { status: number; events: number; store: string | undefined }[] = [];
-  let watcher!: InstanceType<NativeBinding['FdWatcher']>;
-  const fired = new Promise<void>((resolve) => {
-    als.run('the-context', () => {
-      watcher = new binding.FdWatcher(b, (status, events) => {
-        seen.push({ status, events, store: als.getStore() });
-        watcher.stop();
-        resolve();
-      });
-    });
+  let fired!: () => void;
+  const firedOnce = new Promise<void>((resolve) => (fired = resolve));
+  // the handle's async context is the one it was made in
+  const [c, d] = als.run('the-context', () => handlePair(binding));
+  t.teardown(() => {
+    c.close();
+    d.close();
   });
-  watcher.start(UV_READABLE);
-  watcher.start(UV_READABLE | UV_WRITABLE); // restart with other events
-  watcher.start(UV_READABLE);
-  binding.write(a, Buffer.from('x'), 0, 1);
-  await fired;
+  const callback = (status: number, events: number): void => {
+    seen.push({ status, events, store: als.getStore() });
+    d.unwatch();
+    fired();
+  };
+  d.watch(UV_READABLE, callback);
+  d.watch(UV_READABLE | UV_WRITABLE, () => t.fail('replaced before it could run')); // restart with other events
+  d.watch(UV_READABLE, callback);
+  c.write(Buffer.from('x'), 0, 1);
+  await firedOnce;
   t.same(seen, [{ status: 0, events: UV_READABLE, store: 'the-context' }], 'readable, with the async context kept');
-  watcher.close();
-  watcher.close();
-  watcher.stop();
-  t.throws(() => watcher.start(UV_READABLE), { code: 'EBADF', syscall: 'uv_poll_start' }, 'start after close');
-  t.throws(() => watcher.start(8), RangeError, 'unknown event bits');
-  t.throws(() => new binding.FdWatcher(1_000_000, () => {}), { code: 'EBADF', syscall: 'uv_poll_init' });
-  const file = fs.openSync(__filename, 'r');
-  t.throws(() => new binding.FdWatcher(file, () => {}), { code: 'EPERM', syscall: 'uv_poll_init' }, 'regular files cannot be polled');
-  fs.closeSync(file);
-  t.ok(fdIsOpen(b), 'closing the watcher never closes the fd');
+  d.unwatch();
+  d.unwatch();
+  const fd = d.fd;
+  d.close();
+  t.notOk(fdIsOpen(fd), 'close() stops the watch and closes the fd');
+  t.throws(() => d.watch(UV_READABLE, callback), { code: 'EBADF', syscall: 'uv_poll_start' }, 'watch after close');
+  t.throws(() => a.watch(8, callback), RangeError, 'unknown event bits');
+  t.ok(fdIsOpen(a.fd) && fdIsOpen(b.fd), 'the other handles are untouched');
 });
 
-t.test('an exception thrown by a watcher callback is an uncaught exception', async (t) => {
-  const [a, b] = binding.socketpair();
+t.test('an exception thrown by a readiness callback is an uncaught exception', async (t) => {
+  const [a, b] = handlePair(binding);
   const boom = new Error('boom from the callback');
-  const watcher = new binding.FdWatcher(a, () => {
-    watcher.close();
-    throw boom;
-  });
   const listeners = process.listeners('uncaughtException');
   process.removeAllListeners('uncaughtException');
   const caught = new Promise<unknown>((resolve) => process.once('uncaughtException', resolve));
-  watcher.start(binding.constants.UV_WRITABLE);
+  a.watch(binding.constants.UV_WRITABLE, () => {
+    a.unwatch();
+    throw boom;
+  });
   const error = await caught;
   for (const l of listeners) process.on('uncaughtException', l);
   t.equal(error, boom);
-  binding.close(a);
-  binding.close(b);
+  a.close();
+  b.close();
+});
+
+t.test('a handle nobody closed is closed when it is collected', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const before = openFds();
+  (() => {
+    handlePair(binding);
+  })();
+  t.equal(openFds(), before + 2);
+  for (let i = 0; i < 20 && openFds() > before; i++) {
+    gc();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  t.equal(openFds(), before, 'both fds closed by the finalizer');
 });
 
 t.test('1 GiB through a socketpair with a slow consumer', { timeout: 600_000 }, async (t) => {
@@ -182,18 +200,17 @@ t.test('half-close both ways', async (t) => {
 
 t.test('destroy mid-transfer: the peer sees an error or EOF, no fd leaks', async (t) => {
   const fdsBefore = openFds();
-  const [w, r] = binding.socketpair();
+  const [w, r] = handlePair(binding);
   const writer = new FdDuplex(binding, w);
   let readsAfterDestroy = 0;
   const reader: FdDuplex = new FdDuplex(
-    {
-      ...binding,
-      read(fd: number, buffer: Uint8Array, offset: number, length: number): number {
+    binding,
+    patched(r, {
+      read(buffer: Uint8Array, offset: number, length: number): number {
         if (reader.destroyed) readsAfterDestroy++;
-        return binding.read(fd, buffer, offset, length);
+        return r.read(buffer, offset, length);
       },
-    },
-    r,
+    }),
   );
   const block = Buffer.alloc(256 * 1024, 7);
   let got = 0;
@@ -233,131 +250,135 @@ t.test('destroy mid-transfer: the peer sees an error or EOF, no fd leaks', async
 });
 
 t.test('a read error (ECONNRESET) destroys the stream', async (t) => {
-  const [a, b] = binding.socketpair();
+  const [a, b] = handlePair(binding);
   const stream = new FdDuplex(binding, a);
-  binding.write(a, Buffer.from('unread by b'), 0, 11);
-  binding.write(b, Buffer.from('x'), 0, 1);
-  binding.close(b); // closing with unread data resets the connection
+  a.write(Buffer.from('unread by b'), 0, 11);
+  b.write(Buffer.from('x'), 0, 1);
+  b.close(); // closing with unread data resets the connection
   stream.resume();
   const [error] = (await once(stream, 'error')) as [NodeJS.ErrnoException];
   t.equal(error.code, 'ECONNRESET');
   t.equal(error.syscall, 'read');
   t.equal(error.message, 'ECONNRESET: connection reset by peer, read');
   await closed(stream);
-  t.notOk(fdIsOpen(a), 'fd closed');
+  t.notOk(fdIsOpen(stream.fd), 'fd closed');
 });
 
 t.test('a write error (EPIPE) fails the write and destroys the stream', async (t) => {
-  const [a, b] = binding.socketpair();
-  binding.close(b); // nothing unread: the next write(2) fails with EPIPE
+  const [a, b] = handlePair(binding);
+  b.close(); // nothing unread: the next write(2) fails with EPIPE
   const stream = new FdDuplex(binding, a);
   const writeError = new Promise<Error | null | undefined>((resolve) => stream.write('x', resolve));
   const [error] = (await once(stream, 'error')) as [NodeJS.ErrnoException];
   t.same({ code: error.code, errno: error.errno, syscall: error.syscall }, { code: 'EPIPE', errno: -32, syscall: 'write' });
   t.equal(await writeError, error, 'the write callback gets the same error');
   await closed(stream);
-  t.notOk(fdIsOpen(a), 'fd closed');
+  t.notOk(fdIsOpen(stream.fd), 'fd closed');
 });
 
-t.test('ownsFd false leaves the fd open', async (t) => {
-  const [a, b] = binding.socketpair();
-  const stream = new FdDuplex(binding, a, { ownsFd: false });
-  stream.destroy();
-  await closed(stream);
-  t.ok(fdIsOpen(a));
-  binding.close(a);
-  binding.close(b);
+t.test('destroy() fails a write that waits for the socket to drain', async (t) => {
+  const fdsBefore = openFds();
+  for (const reason of [undefined, new Error('gave up')]) {
+    const [a, b] = handlePair(binding);
+    const stream = new FdDuplex(binding, a);
+    stream.on('error', () => {});
+    // more than the socket buffer takes: the rest of the chunk waits for WRITABLE
+    const written = new Promise<Error | null | undefined>((resolve) => stream.write(Buffer.alloc(8 * MiB), resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    t.ok(stream.writableLength > 0, 'the write is pending');
+    stream.destroy(reason);
+    const outcome = await Promise.race([written, new Promise((resolve) => setTimeout(() => resolve('never called'), 2000))]);
+    if (reason === undefined) {
+      t.match(outcome, { code: 'ERR_STREAM_DESTROYED' }, "the write's callback gets ERR_STREAM_DESTROYED");
+    } else {
+      t.equal(outcome, reason, "the write's callback gets the destroy error");
+    }
+    await closed(stream);
+    b.close();
+  }
+  t.equal(openFds(), fdsBefore, 'no fd leaked');
 });
-
-/** The real binding with some calls replaced, for failures a socketpair cannot produce. */
-function patched(overrides: Partial<NativeBinding>): NativeBinding {
-  return { ...binding, ...overrides } as NativeBinding;
-}
 
 t.test('failures of shutdown, close and the poll itself', async (t) => {
   const fdsBefore = openFds();
   await t.test('shutdownWrite failing fails end()', async (t) => {
-    const [a, b] = binding.socketpair();
+    const [a, b] = handlePair(binding);
     const stream = new FdDuplex(
-      patched({
+      binding,
+      patched(a, {
         shutdownWrite: () => {
           throw Object.assign(new Error('ENOTCONN: socket is not connected, shutdown'), { code: 'ENOTCONN' });
         },
       }),
-      a,
     );
     stream.end();
     const [error] = (await once(stream, 'error')) as [NodeJS.ErrnoException];
     t.equal(error.code, 'ENOTCONN');
-    binding.close(b);
+    b.close();
   });
   await t.test('close failing is reported by destroy()', async (t) => {
-    const [a, b] = binding.socketpair();
+    const [a, b] = handlePair(binding);
     const closeError = Object.assign(new Error('EIO: i/o error, close'), { code: 'EIO' });
-    const fake = patched({
-      close: (fd: number) => {
-        binding.close(fd);
-        throw closeError;
-      },
-    });
-    const s1 = new FdDuplex(fake, a);
+    const failingClose = (handle: FdHandle): FdHandle =>
+      patched(handle, {
+        close: () => {
+          handle.close();
+          throw closeError;
+        },
+      });
+    const s1 = new FdDuplex(binding, failingClose(a));
     s1.destroy();
     t.equal(((await once(s1, 'error')) as [Error])[0], closeError, 'the close error when there was none');
-    const s2 = new FdDuplex(fake, b);
+    const s2 = new FdDuplex(binding, failingClose(b));
     const first = new Error('first');
     s2.destroy(first);
     t.equal(((await once(s2, 'error')) as [Error])[0], first, 'the original error wins');
   });
   await t.test('a poll error destroys the stream', async (t) => {
-    const [a, b] = binding.socketpair();
     let callback!: (status: number, events: number) => void;
-    const fake = patched({
-      FdWatcher: class {
-        constructor(_fd: number, cb: (status: number, events: number) => void) {
-          callback = cb;
-        }
-        start(): void {}
-        stop(): void {}
-        close(): void {}
-      },
-    });
-    const stream = new FdDuplex(fake, a);
+    const fakeWatch = { watch: (_events: number, cb: (status: number, events: number) => void) => void (callback = cb), unwatch: () => {} };
+    const [a, b] = handlePair(binding);
+    const stream = new FdDuplex(binding, patched(a, fakeWatch));
     stream.resume();
+    await new Promise((resolve) => setImmediate(resolve));
     callback(-9, 0);
     const [error] = (await once(stream, 'error')) as [NodeJS.ErrnoException];
-    t.same({ code: error.code, errno: error.errno, syscall: error.syscall }, { code: 'EBADF', errno: -9, syscall: 'uv_poll' }, 'no socket error: libuv\'s');
-    binding.close(b);
+    t.same({ code: error.code, errno: error.errno, syscall: error.syscall }, { code: 'EBADF', errno: -9, syscall: 'uv_poll' }, "no socket error: libuv's");
+    b.close();
 
-    const [c, d] = binding.socketpair();
+    const [c, d] = handlePair(binding);
     const notASocket = new FdDuplex(
-      patched({
-        FdWatcher: fake.FdWatcher,
+      binding,
+      patched(c, {
+        ...fakeWatch,
         socketError: () => {
           throw Object.assign(new Error('ENOTSOCK: socket operation on non-socket, getsockopt'), { code: 'ENOTSOCK' });
         },
       }),
-      c,
     );
     notASocket.resume();
+    await new Promise((resolve) => setImmediate(resolve));
     callback(-9, 0);
     const [error2] = (await once(notASocket, 'error')) as [NodeJS.ErrnoException];
-    t.equal(error2.syscall, 'uv_poll', 'not a socket: libuv\'s error');
-    binding.close(d);
+    t.equal(error2.syscall, 'uv_poll', "not a socket: libuv's error");
+    d.close();
 
-    const [e, f] = binding.socketpair();
-    const reading = new FdDuplex(patched({ FdWatcher: fake.FdWatcher, socketError: () => 104 }), e);
+    const [e, f] = handlePair(binding);
+    const reading = new FdDuplex(binding, patched(e, { ...fakeWatch, socketError: () => 104 }));
     reading.resume();
+    await new Promise((resolve) => setImmediate(resolve));
     callback(-9, 0);
     const [error3] = (await once(reading, 'error')) as [NodeJS.ErrnoException];
     t.same({ code: error3.code, syscall: error3.syscall }, { code: 'ECONNRESET', syscall: 'read' }, 'the socket error wins');
-    binding.close(f);
+    f.close();
   });
   t.equal(openFds(), fdsBefore, 'no fd leaked');
 });
 
 t.test('constructor validation', async (t) => {
-  t.throws(() => new FdDuplex(binding, -1), RangeError);
-  t.throws(() => new FdDuplex(binding, 1.5), RangeError);
-  t.throws(() => new FdDuplex(binding, 0, { readSize: 0 }), RangeError);
-  t.throws(() => new FdDuplex(binding, 0, { readSize: 1.5 }), RangeError);
+  const [a, b] = handlePair(binding);
+  t.throws(() => new FdDuplex(binding, a, { readSize: 0 }), RangeError);
+  t.throws(() => new FdDuplex(binding, a, { readSize: 1.5 }), RangeError);
+  a.close();
+  b.close();
 });

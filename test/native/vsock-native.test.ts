@@ -1,14 +1,16 @@
 // lib/system/linux/vsock.ts against a fake vsock: the binding's vsock calls are mapped onto real
-// AF_UNIX socketpairs (so FdWatcher, read/write and FdDuplex are the real ones), with a small
-// in-memory table of ports. Real AF_VSOCK is exercised inside QEMU guests (test/qemu).
+// AF_UNIX socketpairs (from the test helper addon, held by real FdHandles, so readiness, read/write
+// and FdDuplex are the real ones), with a small in-memory table of ports. Real AF_VSOCK is
+// exercised inside QEMU guests (test/qemu).
 import t from 'tap';
 import * as fs from 'node:fs';
 import { once } from 'node:events';
-import { loadBinding, type NativeBinding, type VsockAddress } from '../../lib/binding';
+import { loadBinding, type FdHandle, type NativeBinding, type VsockAddress } from '../../lib/binding';
 import { systemError } from '../../lib/errors';
 import { VMADDR_CID_ANY } from '../../lib/uapi';
 import { vsockConnect, vsockListen } from '../../lib/system/linux/vsock';
 import type { VsockStream } from '../../lib/system/system';
+import { handlePair, patchHandle } from './helper';
 
 const real = loadBinding();
 const HOST_CID = 2;
@@ -16,11 +18,11 @@ const GUEST_CID = 7;
 const ANY_PORT = 0xffffffff;
 
 interface Sock {
-  spare?: number; // the other end of the socketpair: becomes the accepted fd of a connection
+  spare?: FdHandle; // the other end of the socketpair: becomes the accepted socket of a connection
   multikernel: boolean;
   local?: VsockAddress;
   remote?: VsockAddress;
-  queue?: { fd: number; cid: number; port: number }[];
+  queue?: { socket: FdHandle; cid: number; port: number }[];
 }
 
 interface FakeVsock {
@@ -30,40 +32,66 @@ interface FakeVsock {
   connectMode: 'now' | 'progress' | 'refused' | 'stuck';
   acceptError?: Error;
   localAddressError?: Error;
+  /** replaces methods of the sockets vsockSocket makes from now on (fake readiness, SO_ERROR) */
+  socketPatch?: Partial<FdHandle>;
 }
 
 function fakeVsock(): FakeVsock {
-  const socks = new Map<number, Sock>();
-  const listeners = new Map<number, number>(); // port -> listening fd
+  const socks = new Map<FdHandle, Sock>();
+  const listeners = new Map<number, FdHandle>(); // port -> listening socket
   let nextPort = 49152;
-  const soError = new Map<number, number>();
+  const soError = new Map<FdHandle, number>();
+  const realOf = new Map<FdHandle, FdHandle>();
+  /** The real handle behind one of the fake's sockets. */
+  const real_ = (socket: FdHandle): FdHandle => realOf.get(socket) as FdHandle;
+  /** The fake's own view of a socket: its SO_ERROR, and the spare and queue closed with it. */
+  const fakeSocket = (handle: FdHandle): FdHandle => {
+    const socket = patchHandle(handle, {
+      socketError: () => soError.get(handle) ?? handle.socketError(),
+      close: () => {
+        const sock = socks.get(handle);
+        socks.delete(handle);
+        soError.delete(handle);
+        sock?.spare?.close();
+        if (sock?.queue !== undefined) {
+          listeners.delete((sock.local as VsockAddress).port);
+          for (const pending of sock.queue) pending.socket.close();
+        }
+        handle.close();
+      },
+      ...state.socketPatch,
+    });
+    realOf.set(socket, handle);
+    return socket;
+  };
   const state: FakeVsock = {
     calls: [],
     connectMode: 'now',
     binding: {
       ...real,
-      vsockSocket(multikernel: boolean): number {
+      vsockSocket(multikernel: boolean): FdHandle {
         state.calls.push(`socket(${multikernel})`);
-        const [a, b] = real.socketpair();
+        const [a, b] = handlePair(real);
         socks.set(a, { spare: b, multikernel });
-        return a;
+        return fakeSocket(a);
       },
-      vsockBind(fd: number, cid: number, port: number): void {
+      vsockBind(socket: FdHandle, cid: number, port: number): void {
         state.calls.push(`bind(${cid}, ${port})`);
-        const sock = socks.get(fd) as Sock;
+        const sock = socks.get(real_(socket)) as Sock;
         if (port !== ANY_PORT && [...socks.values()].some((s) => s.local?.port === port)) {
           throw systemError('EADDRINUSE', 'bind');
         }
         sock.local = { cid: cid === VMADDR_CID_ANY ? HOST_CID : cid, port: port === ANY_PORT ? nextPort++ : port };
       },
-      vsockListen(fd: number, backlog: number): void {
+      vsockListen(socket: FdHandle, backlog: number): void {
         state.calls.push(`listen(${backlog})`);
-        const sock = socks.get(fd) as Sock;
+        const sock = socks.get(real_(socket)) as Sock;
         sock.queue = [];
-        listeners.set((sock.local as VsockAddress).port, fd);
+        listeners.set((sock.local as VsockAddress).port, real_(socket));
       },
-      vsockConnect(fd: number, cid: number, port: number): boolean {
+      vsockConnect(socket: FdHandle, cid: number, port: number): boolean {
         state.calls.push(`connect(${cid}, ${port})`);
+        const fd = real_(socket);
         const sock = socks.get(fd) as Sock;
         sock.local ??= { cid: GUEST_CID, port: nextPort++ };
         sock.remote = { cid, port };
@@ -75,50 +103,38 @@ function fakeVsock(): FakeVsock {
         if (mode === 'stuck') {
           // fill the socket so it is not writable: the connect never completes
           const block = Buffer.alloc(65536);
-          while (real.write(fd, block, 0, block.length) > 0);
+          while (fd.write(block, 0, block.length) > 0);
           return false;
         }
-        const listenerFd = listeners.get(port);
-        if (listenerFd === undefined) throw systemError('ECONNRESET', 'connect');
-        const listener = socks.get(listenerFd) as Sock;
-        const accepted = sock.spare as number;
+        const listenerSocket = listeners.get(port);
+        if (listenerSocket === undefined) throw systemError('ECONNRESET', 'connect');
+        const listener = socks.get(listenerSocket) as Sock;
+        const accepted = sock.spare as FdHandle;
         delete sock.spare;
         socks.set(accepted, { multikernel: sock.multikernel, local: listener.local, remote: sock.local });
-        (listener.queue as Sock['queue'] & object).push({ fd: accepted, ...sock.local });
-        real.write(listener.spare as number, Buffer.from([1]), 0, 1); // the listener becomes readable
+        (listener.queue as Sock['queue'] & object).push({ socket: fakeSocket(accepted), ...(sock.local as VsockAddress) });
+        (listener.spare as FdHandle).write(Buffer.from([1]), 0, 1); // the listener becomes readable
         return mode === 'now';
       },
-      vsockAccept(fd: number) {
+      vsockAccept(socket: FdHandle) {
         if (state.acceptError !== undefined) throw state.acceptError;
+        const fd = real_(socket);
         const sock = socks.get(fd) as Sock;
-        if (real.read(fd, Buffer.alloc(1), 0, 1) < 0) return null;
-        return (sock.queue as NonNullable<Sock['queue']>).shift() as { fd: number; cid: number; port: number };
+        if (fd.read(Buffer.alloc(1), 0, 1) < 0) return null;
+        return (sock.queue as NonNullable<Sock['queue']>).shift() as { socket: FdHandle; cid: number; port: number };
       },
-      vsockLocalAddress(fd: number): VsockAddress {
+      vsockLocalAddress(socket: FdHandle): VsockAddress {
         if (state.localAddressError !== undefined) throw state.localAddressError;
-        return { ...((socks.get(fd) as Sock).local as VsockAddress) };
+        return { ...((socks.get(real_(socket)) as Sock).local as VsockAddress) };
       },
-      vsockRemoteAddress(fd: number): VsockAddress {
-        return { ...((socks.get(fd) as Sock).remote as VsockAddress) };
-      },
-      socketError(fd: number): number {
-        return soError.get(fd) ?? real.socketError(fd);
-      },
-      close(fd: number): void {
-        const sock = socks.get(fd);
-        socks.delete(fd);
-        soError.delete(fd);
-        if (sock?.spare !== undefined) real.close(sock.spare);
-        if (sock?.queue !== undefined) {
-          listeners.delete((sock.local as VsockAddress).port);
-          for (const pending of sock.queue) real.close(pending.fd);
-        }
-        real.close(fd);
+      vsockRemoteAddress(socket: FdHandle): VsockAddress {
+        return { ...((socks.get(real_(socket)) as Sock).remote as VsockAddress) };
       },
     },
   };
   return state;
 }
+
 
 function openFds(): number {
   return fs.readdirSync('/proc/self/fd').length;
@@ -195,22 +211,18 @@ t.test('refused, failing and aborted connects close their socket', async (t) => 
 });
 
 t.test('a poll error while connecting', async (t) => {
+  const fds = openFds();
   const vsock = fakeVsock();
   vsock.connectMode = 'stuck';
-  const binding: NativeBinding = {
-    ...vsock.binding,
-    FdWatcher: class {
-      constructor(_fd: number, callback: (status: number, events: number) => void) {
-        setImmediate(() => callback(-9, 0));
-      }
-      start(): void {}
-      stop(): void {}
-      close(): void {}
-    },
+  const pollError = {
+    watch: (_events: number, callback: (status: number, events: number) => void) => void setImmediate(() => callback(-9, 0)),
+    unwatch: () => {},
   };
-  await t.rejects(vsockConnect(binding, { cid: GUEST_CID, port: 1 }), { code: 'EBADF', syscall: 'connect' }, 'no SO_ERROR: the poll status is reported');
-  const refused: NativeBinding = { ...binding, socketError: () => 104 };
-  await t.rejects(vsockConnect(refused, { cid: GUEST_CID, port: 1 }), { code: 'ECONNRESET', syscall: 'connect' }, 'SO_ERROR wins over the EBADF libuv reports for POLLERR');
+  vsock.socketPatch = pollError;
+  await t.rejects(vsockConnect(vsock.binding, { cid: GUEST_CID, port: 1 }), { code: 'EBADF', syscall: 'connect' }, 'no SO_ERROR: the poll status is reported');
+  vsock.socketPatch = { ...pollError, socketError: () => 104 };
+  await t.rejects(vsockConnect(vsock.binding, { cid: GUEST_CID, port: 1 }), { code: 'ECONNRESET', syscall: 'connect' }, 'SO_ERROR wins over the EBADF libuv reports for POLLERR');
+  t.equal(openFds(), fds, 'the sockets were closed');
 });
 
 t.test('the server as an async iterable; close ends it and rejects waiters', async (t) => {
@@ -284,24 +296,25 @@ t.test('accept failures', async (t) => {
 t.test('a poll error on the listening socket rejects the waiters', async (t) => {
   const vsock = fakeVsock();
   let callback!: (status: number, events: number) => void;
-  const binding: NativeBinding = {
-    ...vsock.binding,
-    FdWatcher: class {
-      constructor(_fd: number, cb: (status: number, events: number) => void) {
-        callback = cb;
-      }
-      start(): void {}
-      stop(): void {}
-      close(): void {}
+  const watches: number[] = [];
+  vsock.socketPatch = {
+    watch: (events, cb) => {
+      watches.push(events);
+      callback = cb;
     },
+    unwatch: () => watches.push(0),
   };
-  const server = await vsockListen(binding, { port: 1027 });
+  const server = await vsockListen(vsock.binding, { port: 1027 });
   const a = server.accept();
-  const b = server.accept();
+  const signal = new AbortController().signal;
+  const b = server.accept({ signal });
   callback(-9, 0);
   await t.rejects(a, { code: 'EBADF', syscall: 'accept4' });
   await t.rejects(b, { code: 'EBADF', syscall: 'accept4' });
+  const c = server.accept();
+  t.equal(watches.at(-1), 1, 'a later accept watches again (libuv stopped the watch with the error)');
   await server.close();
+  await t.rejects(c, { code: 'ERR_SERVER_NOT_RUNNING' });
 });
 
 t.test('bad options reject before any system call', async (t) => {

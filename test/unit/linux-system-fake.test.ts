@@ -6,7 +6,7 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { FdWatcher, KexecLoadArgs, NativeBinding } from '../../lib/binding';
+import type { FdHandle, KexecLoadArgs, NativeBinding } from '../../lib/binding';
 import { systemError } from '../../lib/errors';
 import { LinuxSystem, decodeKexecFlags } from '../../lib/system/linux';
 import {
@@ -32,46 +32,62 @@ function nativeFlags(id: number, o: { initrd: boolean; debug: boolean; unload: b
   return flags;
 }
 
-interface FakeWatcher extends FdWatcher {
-  fd: number;
+/** A device handle of the fake binding: records its calls; `fire` plays a readiness callback. */
+interface FakeHandle extends FdHandle {
   events: number;
   closed: boolean;
   fire(status: number, events: number): void;
 }
 
-function fakeBinding(overrides: Partial<NativeBinding> = {}): { binding: NativeBinding; calls: Call[]; watchers: FakeWatcher[] } {
+type ReadImpl = (buffer: Uint8Array, offset: number, length: number) => number;
+
+function fakeBinding(
+  overrides: Partial<NativeBinding> = {},
+  deviceRead: ReadImpl = () => -1,
+): { binding: NativeBinding; calls: Call[]; handles: FakeHandle[] } {
   const calls: Call[] = [];
-  const watchers: FakeWatcher[] = [];
+  const handles: FakeHandle[] = [];
   const record =
     <R>(name: string, result: R) =>
     (...args: unknown[]): R => {
       calls.push([name, ...args]);
       return result;
     };
-  class Watcher implements FakeWatcher {
+  class Handle implements FakeHandle {
     events = 0;
     closed = false;
-    constructor(
-      readonly fd: number,
-      private readonly callback: (status: number, events: number) => void,
-    ) {
-      watchers.push(this);
+    #callback: ((status: number, events: number) => void) | undefined;
+    constructor(readonly fd: number) {
+      handles.push(this);
     }
-    start(events: number): void {
-      calls.push(['watch.start', this.fd, events]);
+    read(buffer: Uint8Array, offset: number, length: number): number {
+      calls.push(['read', this.fd, offset, length]);
+      return deviceRead(buffer, offset, length);
+    }
+    write(_buffer: Uint8Array, offset: number, length: number): number {
+      calls.push(['write', this.fd, offset, length]);
+      return -1;
+    }
+    shutdownWrite(): void {}
+    socketError(): number {
+      return 0;
+    }
+    watch(events: number, callback: (status: number, events: number) => void): void {
+      calls.push(['watch', this.fd, events]);
       this.events = events;
+      this.#callback = callback;
     }
-    stop(): void {
-      calls.push(['watch.stop', this.fd]);
+    unwatch(): void {
+      calls.push(['unwatch', this.fd]);
       this.events = 0;
     }
     close(): void {
-      calls.push(['watch.close', this.fd]);
+      calls.push(['handle.close', this.fd]);
       this.closed = true;
       this.events = 0;
     }
     fire(status: number, events: number): void {
-      this.callback(status, events);
+      this.#callback?.(status, events);
     }
   }
   const binding = {
@@ -96,12 +112,13 @@ function fakeBinding(overrides: Partial<NativeBinding> = {}): { binding: NativeB
     },
     sdNotify: record('sdNotify', true),
     memfdCreate: record('memfdCreate', -1),
-    read: record('read', -1),
-    write: record('write', -1),
-    FdWatcher: Watcher,
+    dupFd: (fd: number) => {
+      calls.push(['dupFd', fd]);
+      return new Handle(fd);
+    },
     ...overrides,
   } as unknown as NativeBinding;
-  return { binding, calls, watchers };
+  return { binding, calls, handles };
 }
 
 const ID = 7;
@@ -449,26 +466,26 @@ t.test('lock: release closes the fd even when unlocking fails', async (t) => {
   await handle.release();
 });
 
-function fakeDeviceSystem(reads: Array<number | Error>): { system: LinuxSystem; calls: Call[]; watchers: FakeWatcher[] } {
-  const fake = fakeBinding({
-    read: (fd: number, buffer: Uint8Array, offset: number, length: number) => {
-      fake.calls.push(['read', fd, offset, length]);
-      const next = reads.shift() ?? -1;
-      if (next instanceof Error) throw next;
-      if (next > 0) buffer.fill(0x41, offset, offset + next);
-      return next;
-    },
+function fakeDeviceSystem(reads: Array<number | Error>): { system: LinuxSystem; calls: Call[]; handles: FakeHandle[] } {
+  const fake = fakeBinding({}, (buffer, offset) => {
+    const next = reads.shift() ?? -1;
+    if (next instanceof Error) throw next;
+    if (next > 0) buffer.fill(0x41, offset, offset + next);
+    return next;
   });
-  return { system: new LinuxSystem({ binding: fake.binding }), calls: fake.calls, watchers: fake.watchers };
+  return { system: new LinuxSystem({ binding: fake.binding }), calls: fake.calls, handles: fake.handles };
 }
 
-t.test('device readiness: the watcher runs only while somebody waits', async (t) => {
-  const { system, calls, watchers } = fakeDeviceSystem([-1, 3]);
+t.test('device readiness: the watch runs only while somebody waits', async (t) => {
+  const { system, calls, handles } = fakeDeviceSystem([-1, 3]);
+  const before = openFds();
   const dev = await system.openDevice('/dev/null');
+  t.equal(openFds(), before, "the device lives in the addon's handle: node:fs closed its own fd");
+  t.equal(calls[0]?.[0], 'dupFd');
   const pending = dev.read({ max: 8 });
   await new Promise((r) => setImmediate(r));
-  t.equal(watchers.length, 1);
-  const w = watchers[0]!;
+  t.equal(handles.length, 1);
+  const w = handles[0]!;
   t.equal(w.events, 1, 'waits for UV_READABLE');
   w.fire(0, 2);
   await new Promise((r) => setImmediate(r));
@@ -477,23 +494,38 @@ t.test('device readiness: the watcher runs only while somebody waits', async (t)
   t.equal((await pending).toString(), 'AAA');
   t.equal(w.events, 0, 'stopped again');
   await dev.close();
-  t.equal(w.closed, true);
-  const closeIndex = calls.findIndex((c) => c[0] === 'watch.close');
-  t.ok(closeIndex > 0, 'the watcher is closed on close()');
+  t.equal(w.closed, true, 'close() closes the handle');
+  await dev.close();
+  t.equal(calls.filter((c) => c[0] === 'handle.close').length, 1, 'once');
+});
+
+t.test('device: a handle that cannot be made leaves no fd behind', async (t) => {
+  const { binding } = fakeBinding({
+    dupFd: () => {
+      throw systemError('EMFILE', 'fcntl');
+    },
+  });
+  const before = openFds();
+  await t.rejects(new LinuxSystem({ binding }).openDevice('/dev/null'), { code: 'EMFILE', syscall: 'fcntl' });
+  t.equal(openFds(), before);
 });
 
 t.test('device readiness: a poll error rejects the waiting read with a Node-shaped error', async (t) => {
-  const { system, watchers } = fakeDeviceSystem([-1, -1]);
+  const { system, handles } = fakeDeviceSystem([-1, -1, -1]);
   const dev = await system.openDevice('/dev/null');
   t.teardown(() => dev.close());
   const pending = dev.read();
   await new Promise((r) => setImmediate(r));
-  watchers[0]!.fire(-os.constants.errno.EBADF, 0);
+  handles[0]!.fire(-os.constants.errno.EBADF, 0);
   await t.rejects(pending, { code: 'EBADF', syscall: 'poll', path: '/dev/null' });
+  const keyRejected = dev.read();
+  await new Promise((r) => setImmediate(r));
+  handles[0]!.fire(-129, 0);
+  await t.rejects(keyRejected, { code: 'EKEYREJECTED', errno: -129, message: "EKEYREJECTED: key was rejected by service, poll '/dev/null'" }, 'named from lib/errors.ts, not libuv');
   const odd = dev.read();
   await new Promise((r) => setImmediate(r));
-  watchers[0]!.fire(-4095, 0);
-  await t.rejects(odd, { code: 'EIO', syscall: 'poll' }, 'an errno Node cannot name becomes EIO');
+  handles[0]!.fire(-4095, 0);
+  await t.rejects(odd, { code: 'UNKNOWN', errno: -4095, syscall: 'poll' }, 'a status no table names is UNKNOWN, as in Node');
 });
 
 t.test('device: a read error from the kernel rejects with that errno', async (t) => {

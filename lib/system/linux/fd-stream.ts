@@ -1,23 +1,21 @@
 /**
- * A `stream.Duplex` over a non-blocking socket fd (vsock, AF_UNIX socketpair), driven by the
- * binding's `FdWatcher` (uv_poll) and its read/write/shutdownWrite/close calls.
+ * A `stream.Duplex` over a non-blocking socket (vsock, AF_UNIX socketpair) held by an addon
+ * `FdHandle`, driven by the handle's readiness watch (uv_poll) and its read/write/shutdownWrite.
  *
  * - Reads happen only while the consumer wants data: when `push()` returns false the watcher
  *   stops asking for READABLE until `_read` is called again (back-pressure reaches the peer).
  * - Writes go straight to write(2); on EAGAIN the rest of the chunk waits for WRITABLE.
  * - `end()` half-closes (shutdown(SHUT_WR)); end of file from the peer pushes null; with the
  *   default `allowHalfOpen` the other direction keeps working.
- * - `destroy()` stops and closes the watcher first, then closes the fd when the stream owns it
- *   (libuv requires that order).
+ * - `destroy()` closes the handle (the addon stops the watch, closes the uv handle, then the fd,
+ *   as libuv requires); a write still waiting for WRITABLE fails with the destroy error (or
+ *   ERR_STREAM_DESTROYED, as Node fails writes it had buffered).
  */
 import { Duplex } from 'node:stream';
-import { getSystemErrorName } from 'node:util';
-import type { FdWatcher, NativeBinding } from '../../binding';
-import { systemError } from '../../errors';
+import type { FdHandle, NativeBinding } from '../../binding';
+import { errnoError } from '../../errors';
 
 export interface FdDuplexOptions {
-  /** close the fd on destroy (default true) */
-  ownsFd?: boolean;
   /** bytes per read(2) (default 64 KiB); also the readable high-water mark */
   readSize?: number;
   /** writable high-water mark in bytes (default 64 KiB) */
@@ -32,19 +30,24 @@ interface PendingWrite {
   callback: (error?: Error | null) => void;
 }
 
+function destroyedError(): Error {
+  return Object.assign(new Error('Cannot call write after a stream was destroyed'), { code: 'ERR_STREAM_DESTROYED' });
+}
+
+/** The stream owns its handle: destroy() closes it. */
 export class FdDuplex extends Duplex {
+  /** the fd number (for diagnostics; it is free for reuse once the stream is closed) */
   readonly fd: number;
   readonly #binding: NativeBinding;
-  readonly #watcher: FdWatcher;
-  readonly #ownsFd: boolean;
+  readonly #handle: FdHandle;
+  readonly #onPollCallback = (status: number, events: number): void => this.#onPoll(status, events);
   readonly #readSize: number;
   #wantRead = false;
   #pendingWrite: PendingWrite | null = null;
   #events = 0;
   #readBuffer: Buffer | undefined;
 
-  constructor(binding: NativeBinding, fd: number, options: FdDuplexOptions = {}) {
-    if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`fd must be an integer >= 0, got ${String(fd)}`);
+  constructor(binding: NativeBinding, handle: FdHandle, options: FdDuplexOptions = {}) {
     const readSize = options.readSize ?? DEFAULT_CHUNK;
     if (!Number.isInteger(readSize) || readSize < 1) {
       throw new RangeError(`readSize must be an integer >= 1, got ${String(readSize)}`);
@@ -55,11 +58,10 @@ export class FdDuplex extends Duplex {
       writableHighWaterMark: options.writableHighWaterMark ?? DEFAULT_CHUNK,
       decodeStrings: true,
     });
-    this.fd = fd;
+    this.fd = handle.fd;
     this.#binding = binding;
-    this.#ownsFd = options.ownsFd ?? true;
+    this.#handle = handle;
     this.#readSize = readSize;
-    this.#watcher = new binding.FdWatcher(fd, (status, events) => this.#onPoll(status, events));
   }
 
   #onPoll(status: number, events: number): void {
@@ -67,10 +69,10 @@ export class FdDuplex extends Duplex {
       // libuv stops the handle and reports POLLERR as EBADF; the socket's pending error
       // (SO_ERROR, e.g. ECONNRESET when the peer closed with unread data) says what happened.
       this.#events = 0;
-      let error = systemError(getSystemErrorName(status), 'uv_poll');
+      let error = errnoError(-status, 'uv_poll');
       try {
-        const pending = this.#binding.socketError(this.fd);
-        if (pending !== 0) error = systemError(getSystemErrorName(-pending), this.#pendingWrite !== null ? 'write' : 'read');
+        const pending = this.#handle.socketError();
+        if (pending !== 0) error = errnoError(pending, this.#pendingWrite !== null ? 'write' : 'read');
       } catch {
         // not a socket (ENOTSOCK): keep libuv's error
       }
@@ -89,8 +91,8 @@ export class FdDuplex extends Duplex {
     const events = (this.#wantRead ? UV_READABLE : 0) | (this.#pendingWrite !== null ? UV_WRITABLE : 0);
     if (events === this.#events) return;
     this.#events = events;
-    if (events === 0) this.#watcher.stop();
-    else this.#watcher.start(events);
+    if (events === 0) this.#handle.unwatch();
+    else this.#handle.watch(events, this.#onPollCallback);
   }
 
   override _read(): void {
@@ -102,7 +104,7 @@ export class FdDuplex extends Duplex {
     try {
       for (;;) {
         const buffer = (this.#readBuffer ??= Buffer.allocUnsafe(this.#readSize));
-        const n = this.#binding.read(this.fd, buffer, 0, buffer.length);
+        const n = this.#handle.read(buffer, 0, buffer.length);
         if (n < 0) break; // EAGAIN: wait for READABLE
         if (n === 0) {
           this.#wantRead = false;
@@ -140,7 +142,7 @@ export class FdDuplex extends Duplex {
     const pending = this.#pendingWrite as PendingWrite;
     try {
       while (pending.offset < pending.chunk.length) {
-        const n = this.#binding.write(this.fd, pending.chunk, pending.offset, pending.chunk.length - pending.offset);
+        const n = this.#handle.write(pending.chunk, pending.offset, pending.chunk.length - pending.offset);
         if (n < 0) {
           this.#watch(); // EAGAIN: wait for WRITABLE
           return;
@@ -160,7 +162,7 @@ export class FdDuplex extends Duplex {
 
   override _final(callback: (error?: Error | null) => void): void {
     try {
-      this.#binding.shutdownWrite(this.fd);
+      this.#handle.shutdownWrite();
     } catch (error) {
       callback(error as Error);
       return;
@@ -170,16 +172,16 @@ export class FdDuplex extends Duplex {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#wantRead = false;
+    const pending = this.#pendingWrite;
     this.#pendingWrite = null;
-    this.#watcher.close();
-    if (this.#ownsFd) {
-      try {
-        this.#binding.close(this.fd);
-      } catch (closeError) {
-        callback(error ?? (closeError as Error));
-        return;
-      }
+    let closeError: Error | null = null;
+    try {
+      this.#handle.close();
+    } catch (e) {
+      closeError = e as Error;
     }
-    callback(error);
+    // The write waiting for WRITABLE will never finish: fail it, or the writer waits forever.
+    pending?.callback(error ?? closeError ?? destroyedError());
+    callback(error ?? closeError);
   }
 }

@@ -10,9 +10,8 @@
  */
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
-import { getSystemErrorName } from 'node:util';
-import { loadBinding, type FdWatcher, type NativeBinding } from '../../binding';
-import { MultikernelError, systemError, type SystemError } from '../../errors';
+import { loadBinding, type FdHandle, type NativeBinding } from '../../binding';
+import { MultikernelError, errnoError, systemError, type SystemError } from '../../errors';
 import {
   KEXEC_FILE_DEBUG,
   KEXEC_FILE_NO_INITRAMFS,
@@ -69,13 +68,9 @@ function fileType(st: fs.Stats): FileType {
   return 'other';
 }
 
-/** A libuv status (negative errno) from an FdWatcher callback, as a Node-shaped error. */
+/** A libuv status (negative errno) from a readiness callback, as a Node-shaped error. */
 function pollError(status: number, path: string): SystemError {
-  try {
-    return systemError(getSystemErrorName(status), 'poll', path);
-  } catch {
-    return systemError('EIO', 'poll', path);
-  }
+  return errnoError(-status, 'poll', path);
 }
 
 interface Waiter {
@@ -85,17 +80,15 @@ interface Waiter {
 }
 
 /**
- * Readiness waits on one fd through one FdWatcher, shared by concurrent reads and writes.
- * The watcher runs only while somebody waits (uv_poll is level-triggered), and is closed before
- * the fd is.
+ * Readiness waits on one device handle, shared by concurrent reads and writes. The watch runs
+ * only while somebody waits (uv_poll is level-triggered).
  */
 class Readiness {
-  private watcher: FdWatcher | undefined;
   private readonly waiters = new Set<Waiter>();
+  private readonly onReadyCallback = (status: number, ready: number): void => this.onReady(status, ready);
 
   constructor(
-    private readonly binding: NativeBinding,
-    private readonly fd: number,
+    private readonly handle: FdHandle,
     private readonly path: string,
   ) {}
 
@@ -124,10 +117,8 @@ class Readiness {
     });
   }
 
-  /** Stops and releases the watcher; pending waits reject with EBADF (the fd is about to go). */
+  /** Pending waits reject with EBADF: the handle is about to be closed. */
   close(): void {
-    this.watcher?.close();
-    this.watcher = undefined;
     const pending = [...this.waiters];
     this.waiters.clear();
     for (const w of pending) w.reject(systemError('EBADF', 'poll', this.path));
@@ -136,12 +127,8 @@ class Readiness {
   private update(): void {
     let events = 0;
     for (const w of this.waiters) events |= w.events;
-    if (events === 0) {
-      this.watcher?.stop();
-      return;
-    }
-    this.watcher ??= new this.binding.FdWatcher(this.fd, (status, ready) => this.onReady(status, ready));
-    this.watcher.start(events);
+    if (events === 0) this.handle.unwatch();
+    else this.handle.watch(events, this.onReadyCallback);
   }
 
   private onReady(status: number, ready: number): void {
@@ -166,10 +153,10 @@ class LinuxDevice implements DeviceHandle {
 
   constructor(
     private readonly binding: NativeBinding,
-    private readonly fd: number,
+    private readonly handle: FdHandle,
     private readonly path: string,
   ) {
-    this.readiness = new Readiness(binding, fd, path);
+    this.readiness = new Readiness(handle, path);
   }
 
   async read(options: { max?: number; signal?: AbortSignal } = {}): Promise<Buffer> {
@@ -179,7 +166,7 @@ class LinuxDevice implements DeviceHandle {
       signal?.throwIfAborted();
       this.checkOpen('read');
       if (this.scratch.length < max) this.scratch = Buffer.allocUnsafe(max);
-      const n = this.binding.read(this.fd, this.scratch, 0, max);
+      const n = this.handle.read(this.scratch, 0, max);
       if (n >= 0) return Buffer.from(this.scratch.subarray(0, n));
       await this.readiness.wait(this.binding.constants.UV_READABLE, signal);
     }
@@ -188,7 +175,7 @@ class LinuxDevice implements DeviceHandle {
   async write(data: Uint8Array): Promise<number> {
     for (;;) {
       this.checkOpen('write');
-      const n = this.binding.write(this.fd, data, 0, data.length);
+      const n = this.handle.write(data, 0, data.length);
       if (n >= 0) return n;
       await this.readiness.wait(this.binding.constants.UV_WRITABLE, undefined);
     }
@@ -198,7 +185,7 @@ class LinuxDevice implements DeviceHandle {
     if (this.closed) return;
     this.closed = true;
     this.readiness.close();
-    await closeFd(this.fd);
+    this.handle.close();
   }
 
   private checkOpen(syscall: string): void {
@@ -304,7 +291,13 @@ export class LinuxSystem implements System {
   async openDevice(path: string): Promise<DeviceHandle> {
     const binding = this.binding;
     const fd = await openFd(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
-    return new LinuxDevice(binding, fd, path);
+    // The device lives in an addon handle, which the addon closes when this thread's environment
+    // ends; node:fs keeps (and closes) only its own fd.
+    try {
+      return new LinuxDevice(binding, binding.dupFd(fd), path);
+    } finally {
+      await closeFd(fd);
+    }
   }
 
   async openImage(path: string): Promise<number> {

@@ -3,9 +3,8 @@
  * Used by the Linux `System` adapter; takes the binding as a parameter so it can be tested
  * with a fake binding on machines without vsock.
  */
-import { getSystemErrorName } from 'node:util';
-import type { FdWatcher, NativeBinding, VsockAddress } from '../../binding';
-import { systemError } from '../../errors';
+import type { FdHandle, NativeBinding, VsockAddress } from '../../binding';
+import { errnoError } from '../../errors';
 import { FdDuplex } from './fd-stream';
 import type { VsockConnectOptions, VsockListenOptions, VsockServer, VsockStream } from '../system';
 import { VMADDR_CID_ANY } from '../../uapi';
@@ -38,8 +37,8 @@ class VsockSocket extends FdDuplex implements VsockStream {
   readonly localPort: number;
   readonly remoteCid: number;
   readonly remotePort: number;
-  constructor(binding: NativeBinding, fd: number, local: VsockAddress, remote: VsockAddress) {
-    super(binding, fd);
+  constructor(binding: NativeBinding, socket: FdHandle, local: VsockAddress, remote: VsockAddress) {
+    super(binding, socket);
     this.localCid = local.cid;
     this.localPort = local.port;
     this.remoteCid = remote.cid;
@@ -47,20 +46,21 @@ class VsockSocket extends FdDuplex implements VsockStream {
   }
 }
 
-/** Resolves when `fd` is writable (a non-blocking connect finished); rejects on abort. */
-/** Resolves with the poll status once the socket is writable or has failed (status < 0). */
-function waitWritable(binding: NativeBinding, fd: number, signal: AbortSignal | undefined): Promise<number> {
+/**
+ * Resolves with the poll status once the socket is writable (a non-blocking connect finished) or
+ * has failed (status < 0); rejects with the reason on abort.
+ */
+function waitWritable(binding: NativeBinding, socket: FdHandle, signal: AbortSignal | undefined): Promise<number> {
   return new Promise((resolve, reject) => {
     const onAbort = (): void => {
-      watcher.close();
+      socket.unwatch();
       reject(signal?.reason);
     };
-    const watcher = new binding.FdWatcher(fd, (status) => {
-      watcher.close();
+    socket.watch(binding.constants.UV_WRITABLE, (status) => {
+      socket.unwatch();
       signal?.removeEventListener('abort', onAbort);
       resolve(status);
     });
-    watcher.start(binding.constants.UV_WRITABLE);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
@@ -78,18 +78,18 @@ export async function vsockConnect(binding: NativeBinding, options: VsockConnect
   const signal = checkSignal(options.signal);
   signal?.throwIfAborted();
 
-  const fd = binding.vsockSocket(multikernel);
+  const socket = binding.vsockSocket(multikernel);
   try {
-    if (localPort !== undefined) binding.vsockBind(fd, VMADDR_CID_ANY, localPort);
-    const status = binding.vsockConnect(fd, cid, port) ? 0 : await waitWritable(binding, fd, signal);
+    if (localPort !== undefined) binding.vsockBind(socket, VMADDR_CID_ANY, localPort);
+    const status = binding.vsockConnect(socket, cid, port) ? 0 : await waitWritable(binding, socket, signal);
     // A failed connect shows as POLLERR, which libuv reports as EBADF: the socket's own error
     // (SO_ERROR, e.g. ECONNRESET) says what happened.
-    const err = binding.socketError(fd);
-    if (err !== 0) throw systemError(getSystemErrorName(-err), 'connect');
-    if (status < 0) throw systemError(getSystemErrorName(status), 'connect');
-    return new VsockSocket(binding, fd, binding.vsockLocalAddress(fd), binding.vsockRemoteAddress(fd));
+    const err = socket.socketError();
+    if (err !== 0) throw errnoError(err, 'connect');
+    if (status < 0) throw errnoError(-status, 'connect');
+    return new VsockSocket(binding, socket, binding.vsockLocalAddress(socket), binding.vsockRemoteAddress(socket));
   } catch (error) {
-    binding.close(fd);
+    socket.close();
     throw error;
   }
 }
@@ -104,17 +104,16 @@ interface Waiter {
 class NativeVsockServer implements VsockServer {
   readonly port: number;
   readonly #binding: NativeBinding;
-  readonly #fd: number;
-  readonly #watcher: FdWatcher;
+  readonly #socket: FdHandle;
+  readonly #onReadableCallback = (status: number): void => this.#onReadable(status);
   readonly #waiters: Waiter[] = [];
   #watching = false;
   #closed: Promise<void> | undefined;
 
-  constructor(binding: NativeBinding, fd: number, port: number) {
+  constructor(binding: NativeBinding, socket: FdHandle, port: number) {
     this.port = port;
     this.#binding = binding;
-    this.#fd = fd;
-    this.#watcher = new binding.FdWatcher(fd, (status) => this.#onReadable(status));
+    this.#socket = socket;
   }
 
   accept(options: { signal?: AbortSignal } = {}): Promise<VsockStream> {
@@ -145,9 +144,10 @@ class NativeVsockServer implements VsockServer {
 
   #onReadable(status: number): void {
     if (status < 0) {
-      const error = systemError(getSystemErrorName(status), 'accept4');
-      for (const waiter of [...this.#waiters]) {
-        this.#remove(waiter);
+      this.#watching = false; // libuv stopped the watch with the error
+      const error = errnoError(-status, 'accept4');
+      for (const waiter of this.#waiters.splice(0)) {
+        waiter.signal?.removeEventListener('abort', waiter.onAbort);
         waiter.reject(error);
       }
       return;
@@ -159,15 +159,15 @@ class NativeVsockServer implements VsockServer {
   #acceptPending(): void {
     while (this.#waiters.length > 0) {
       const waiter = this.#waiters[0] as Waiter;
-      let conn: { fd: number; cid: number; port: number } | null;
+      let conn: { socket: FdHandle; cid: number; port: number } | null;
       let stream: VsockStream;
       try {
-        conn = this.#binding.vsockAccept(this.#fd);
+        conn = this.#binding.vsockAccept(this.#socket);
         if (conn === null) break;
         try {
-          stream = new VsockSocket(this.#binding, conn.fd, this.#binding.vsockLocalAddress(conn.fd), conn);
+          stream = new VsockSocket(this.#binding, conn.socket, this.#binding.vsockLocalAddress(conn.socket), conn);
         } catch (error) {
-          this.#binding.close(conn.fd);
+          conn.socket.close();
           throw error;
         }
       } catch (error) {
@@ -185,8 +185,8 @@ class NativeVsockServer implements VsockServer {
     const want = this.#waiters.length > 0 && this.#closed === undefined;
     if (want === this.#watching) return;
     this.#watching = want;
-    if (want) this.#watcher.start(this.#binding.constants.UV_READABLE);
-    else this.#watcher.stop();
+    if (want) this.#socket.watch(this.#binding.constants.UV_READABLE, this.#onReadableCallback);
+    else this.#socket.unwatch();
   }
 
   close(): Promise<void> {
@@ -196,8 +196,7 @@ class NativeVsockServer implements VsockServer {
         this.#remove(waiter);
         waiter.reject(error);
       }
-      this.#watcher.close();
-      this.#binding.close(this.#fd);
+      this.#socket.close();
       resolve();
     });
     return this.#closed;
@@ -228,13 +227,13 @@ export async function vsockListen(binding: NativeBinding, options: VsockListenOp
   if (!Number.isInteger(backlog) || backlog < 0 || backlog > 65535) {
     throw new RangeError(`backlog must be an integer 0..65535, got ${String(backlog)}`);
   }
-  const fd = binding.vsockSocket(multikernel);
+  const socket = binding.vsockSocket(multikernel);
   try {
-    binding.vsockBind(fd, cid, port);
-    binding.vsockListen(fd, backlog);
-    return new NativeVsockServer(binding, fd, binding.vsockLocalAddress(fd).port);
+    binding.vsockBind(socket, cid, port);
+    binding.vsockListen(socket, backlog);
+    return new NativeVsockServer(binding, socket, binding.vsockLocalAddress(socket).port);
   } catch (error) {
-    binding.close(fd);
+    socket.close();
     throw error;
   }
 }
