@@ -1,4 +1,5 @@
-// flock between two processes: the other process (fixtures/lock-holder.cjs) holds the lock.
+// flock between two processes: the other process (fixtures/lock-holder.cjs) holds the lock; and
+// many waiters in one process, which must not starve the holder's own fs calls.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -6,6 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadBinding } from '../../lib/binding';
+import { LinuxSystem } from '../../lib/system/linux';
 
 const binding = loadBinding();
 const holderScript = path.join(__dirname, 'fixtures', 'lock-holder.cjs');
@@ -78,4 +80,30 @@ t.test('errors', async (t) => {
   t.throws(() => binding.flockTry(fd, true), { code: 'EBADF', syscall: 'flock', errno: -9 });
   t.throws(() => binding.flockUnlock(fd), { code: 'EBADF', syscall: 'flock' });
   await t.rejects(binding.flockWait(fd, true, 100).promise, { code: 'EBADF', syscall: 'flock', message: 'EBADF: bad file descriptor, flock' });
+});
+
+t.test('16 waiters and fs traffic in one process: each gets the lock in turn', async (t) => {
+  // Waiting on libuv's 4-thread pool, 4 waiters would park it, and the holder's own readFile
+  // before its release would queue behind them until every wait timed out.
+  const system = new LinuxSystem();
+  const started = Date.now();
+  let holding = 0;
+  let overlaps = 0;
+  const order: number[] = [];
+  const traffic = Promise.all(Array.from({ length: 32 }, () => system.readFile('/proc/self/status')));
+  const lockers = Array.from({ length: 16 }, async (_, i) => {
+    const handle = await system.lock(lockPath, { timeoutMs: 10_000 });
+    if (++holding > 1) overlaps++;
+    order.push(i);
+    for (let k = 0; k < 3; k++) await system.readFile('/proc/self/status');
+    holding--;
+    await handle.release();
+  });
+  const outcomes = await Promise.allSettled(lockers);
+  await traffic;
+  const failed = outcomes.filter((o) => o.status === 'rejected').map((o) => String((o as PromiseRejectedResult).reason));
+  t.same(failed, [], 'no waiter failed');
+  t.equal(order.length, 16, 'all 16 got the lock');
+  t.equal(overlaps, 0, 'one at a time');
+  t.comment(`16 holders in turn in ${Date.now() - started} ms`);
 });
