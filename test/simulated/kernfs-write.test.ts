@@ -38,6 +38,8 @@ t.test('a DTBO cut at 4096 bytes passes the header check and fails as a transact
   t.equal((await sim.readFile(`${M}/overlays/tx_${tx.id}/instance`)).toString(), 'unknown\n');
   t.match((await sim.dmesg()).join('\n'), `Failed to apply overlay transaction ${tx.id}: -22`);
   t.same(await sim.readdir(`${M}/instances`), [], 'nothing was created');
+  await t.rejects(sim.rmdir(`${M}/overlays/tx_${tx.id}`), { code: 'EINVAL', syscall: 'rmdir' }, 'its rollback finds no usable fragment either');
+  t.match((await sim.dmesg()).slice(-2), [`Rollback tx${tx.id}: no usable fragment@N node: -22`, `Failed to rollback overlay transaction ${tx.id}: -22`]);
 });
 
 t.test('the first 4096 bytes decide the header check: EFBIG cannot happen', async (t) => {

@@ -359,7 +359,14 @@ export class OverlayEngine {
     this.k.log(`Removing overlay transaction ${tx.id}`);
     try {
       await this.k.env.faults.hit('overlay.rollback', { id: tx.id, syscall: 'rmdir' });
-      await this.walk(tx, decodeFdt(Buffer.from(tx.dtbo, 'base64')).root, true, false);
+      // A blob nothing can be read from (cut at 4096 bytes by kernfs) has no usable fragment: EINVAL.
+      let root: FdtNode = { name: '', properties: [], children: [] };
+      try {
+        root = decodeFdt(Buffer.from(tx.dtbo, 'base64')).root;
+      } catch {
+        // keep the empty root
+      }
+      await this.walk(tx, root, true, false);
     } catch (e) {
       const code = (e as KErr).code;
       this.k.log(`Failed to rollback overlay transaction ${tx.id}: ${neg(code)}`);
