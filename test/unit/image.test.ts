@@ -154,27 +154,31 @@ t.test('the wrong image for the architecture is named', async (t) => {
 t.test('damaged bzImages', async (t) => {
   const gz = payload('gzip', withRelocs);
   await t.rejects(prepareKernelImage(bzImage(gz, { protocol: 0x207 }), { arch: 'x86_64' }), {
+    code: 'ERR_MK_IMAGE',
     details: { reason: 'old-bzimage' },
     message: /boot protocol 2\.07, older than 2\.08/,
   });
   t.same(identifyKernelImage(bzImage(gz, { protocol: 0x207 })), { kind: 'bzimage', protocol: 0x207, compression: undefined });
 
   await t.rejects(prepareKernelImage(bzImage(gz, { payloadLength: gz.length + 1000 }), { arch: 'x86_64' }), {
+    code: 'ERR_MK_IMAGE',
     details: { reason: 'truncated' },
     message: /payload \(\d+ bytes at 1088\) runs past the end/,
   });
-  await t.rejects(prepareKernelImage(bzImage(gz, { payloadLength: 0 }), { arch: 'x86_64' }), { details: { reason: 'truncated' } });
+  await t.rejects(prepareKernelImage(bzImage(gz, { payloadLength: 0 }), { arch: 'x86_64' }), { code: 'ERR_MK_IMAGE', details: { reason: 'truncated' } });
 
   const far = bzImage(gz);
   far.writeUInt32LE(0x100000, 0x248);
   t.same(identifyKernelImage(far), { kind: 'bzimage', protocol: 0x20f, compression: undefined }, 'payload beyond the file');
 
   await t.rejects(prepareKernelImage(bzImage(Buffer.from('not compressed at all')), { arch: 'x86_64' }), {
+    code: 'ERR_MK_IMAGE',
     details: { reason: 'unknown-compression' },
   });
 
   const cut = Buffer.from(gz.subarray(0, gz.length - 20));
   await t.rejects(prepareKernelImage(bzImage(cut), { arch: 'x86_64' }), {
+    code: 'ERR_MK_IMAGE',
     details: { reason: 'corrupt-payload', compression: 'gzip' },
     message: /gzip payload does not decompress/,
   });
@@ -183,28 +187,32 @@ t.test('damaged bzImages', async (t) => {
   const bad = Buffer.from(zs);
   bad.fill(0x55, 8, bad.length - 8);
   await t.rejects(prepareKernelImage(bzImage(bad), { arch: 'x86_64' }), {
+    code: 'ERR_MK_IMAGE',
     details: { reason: 'corrupt-payload', compression: 'zstd' },
     message: /decompressed to \d+ bytes instead of \d+/,
   });
   const noSize = Buffer.from(zs);
   noSize.writeUInt32LE(0, noSize.length - 4);
-  await t.rejects(prepareKernelImage(bzImage(noSize), { arch: 'x86_64' }), { details: { reason: 'corrupt-payload' }, message: /announces 0 bytes/ });
+  await t.rejects(prepareKernelImage(bzImage(noSize), { arch: 'x86_64' }), { code: 'ERR_MK_IMAGE', details: { reason: 'corrupt-payload' }, message: /announces 0 bytes/ });
 
   await t.rejects(prepareKernelImage(bzImage(payload('gzip', Buffer.alloc(4096, 7))), { arch: 'x86_64' }), {
+    code: 'ERR_MK_IMAGE',
     details: { reason: 'not-elf' },
   });
-  await t.rejects(prepareKernelImage(bzImage(payload('gzip', elf(183))), { arch: 'x86_64' }), { details: { reason: 'not-elf' } });
+  await t.rejects(prepareKernelImage(bzImage(payload('gzip', elf(183))), { arch: 'x86_64' }), { code: 'ERR_MK_IMAGE', details: { reason: 'not-elf' } });
 });
 
 t.test('a truncated ELF inside the payload is refused', async (t) => {
   const short = elf().subarray(0, 0x120); // the segment says 0x80 bytes from 0x100
   await t.rejects(prepareKernelImage(bzImage(payload('gzip', short)), { arch: 'x86_64' }), {
+    code: 'ERR_MK_IMAGE',
     details: { reason: 'truncated-elf' },
     message: /a segment runs past the end/,
   });
   const headers = Buffer.from(elf());
   headers.writeUInt16LE(9, 56); // nine program headers: past the 0x180-byte file
   await t.rejects(prepareKernelImage(bzImage(payload('gzip', headers)), { arch: 'x86_64' }), {
+    code: 'ERR_MK_IMAGE',
     details: { reason: 'truncated-elf' },
     message: /program headers run past the end/,
   });
@@ -212,9 +220,11 @@ t.test('a truncated ELF inside the payload is refused', async (t) => {
 
 t.test('inflating beyond maxBytes is refused', async (t) => {
   await t.rejects(prepareKernelImage(bzImage(payload('gzip', withRelocs)), { arch: 'x86_64', maxBytes: 100 }), {
+    code: 'ERR_MK_IMAGE',
     details: { reason: 'corrupt-payload', compression: 'gzip' },
   });
   await t.rejects(prepareKernelImage(bzImage(payload('zstd', withRelocs)), { arch: 'x86_64', maxBytes: 100 }), {
+    code: 'ERR_MK_IMAGE',
     details: { reason: 'corrupt-payload', compression: 'zstd' },
     message: /outside 1\.\.100/,
   });
