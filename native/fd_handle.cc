@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -38,6 +39,8 @@ Span ArgSpan(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+int DupCloexec(int fd) { return static_cast<int>(syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 0)); }
 
 Napi::Function FdHandle::Define(Napi::Env env) {
   return DefineClass(env, "FdHandle",
@@ -237,7 +240,7 @@ void FdHandle::OnPoll(uv_poll_t* handle, int status, int events) {
 
 Napi::Value Addon::DupFd(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info[0], "fd");
-  int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  int dup = DupCloexec(fd);
   if (dup < 0) throw ErrnoError(info.Env(), errno, "fcntl");
   return FdHandle::Create(info.Env(), *this, dup);
 }

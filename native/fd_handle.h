@@ -16,6 +16,11 @@ namespace mk {
 
 class Addon;
 
+// fcntl(fd, F_DUPFD_CLOEXEC, 0): the duplicate, or -1 with errno set. Through syscall(2): with
+// node-gyp's _FILE_OFFSET_BITS=64, glibc 2.28+ headers would bind fcntl to fcntl64@GLIBC_2.28,
+// and the addon otherwise needs nothing newer than glibc 2.14.
+int DupCloexec(int fd);
+
 class FdHandle : public Napi::ObjectWrap<FdHandle>, public Resource {
  public:
   static Napi::Function Define(Napi::Env env);

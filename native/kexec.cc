@@ -1,6 +1,5 @@
 // kexec_file_load(2) for multikernel instances. Every flag word this file can produce has
 // KEXEC_MULTIKERNEL set, so no code path here can load or unload a host crash/reboot kernel.
-#include <fcntl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -11,6 +10,7 @@
 #include "args.h"
 #include "blocking.h"
 #include "errors.h"
+#include "fd_handle.h"
 #include "uapi/multikernel.h"
 
 namespace mk {
@@ -66,7 +66,7 @@ class KexecCall : public BlockingCall {
 
 // F_DUPFD_CLOEXEC of fd (-1 stays -1); 0 or a positive errno.
 int Duplicate(int fd, int* dup) {
-  *dup = fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  *dup = fd < 0 ? -1 : DupCloexec(fd);
   return *dup < 0 && fd >= 0 ? errno : 0;
 }
 

@@ -5,7 +5,6 @@
 // attempts. Cost: one thread per waiter and up to 20 ms extra latency after a release. The
 // thread uses its own duplicate of the caller's fd (made on the calling thread), so a concurrent
 // close() of the caller's fd cannot hand the number to another file under the wait.
-#include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include "args.h"
 #include "blocking.h"
 #include "errors.h"
+#include "fd_handle.h"
 
 namespace mk {
 
@@ -116,7 +116,7 @@ Napi::Value Addon::FlockWait(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info[0], "fd");
   int op = ArgBool(info[1], "exclusive") ? LOCK_EX : LOCK_SH;
   int64_t timeoutMs = ArgInt(info[2], "timeoutMs", -1, INT32_MAX);
-  int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  int dup = DupCloexec(fd);
   int dupError = errno;
   Napi::Object handle = Napi::Object::New(env);
   if (dup < 0) {
