@@ -61,7 +61,7 @@ t.test('lib/model exports exactly the documented API', async (t) => {
 t.test('dtc accepts the encoded blobs', async (t) => {
   const which = spawnSync('dtc', ['--version'], { encoding: 'utf8' });
   if (which.error !== undefined || which.status !== 0) {
-    t.skip(`dtc is not installed (${which.error?.message ?? `exit ${which.status}`}): install the device-tree-compiler package to run this check`);
+    t.plan(0, `dtc is not installed (${which.error?.message ?? `exit ${which.status}`}): install the device-tree-compiler package to run this check`);
     return;
   }
   const dir = mkdtempSync(join(tmpdir(), 'mk-model-dtc-'));
