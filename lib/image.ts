@@ -224,3 +224,22 @@ export async function prepareKernelImage(bytes: Uint8Array, options: PrepareKern
       throw imageError('unknown-format', `the file is not a kernel image this package recognises: pass ${wanted}`);
   }
 }
+
+/**
+ * A minimal image that the kernel's loader probe accepts for the architecture: an ELF64 header
+ * for x86-64 (EM_X86_64), the arm64 `Image` header with its "ARM\x64" magic. It cannot boot:
+ * only the simulated kernel, which boots nothing, should be given it.
+ */
+export function placeholderImage(arch: KernelArch = 'x86_64', size = 4096): Uint8Array {
+  const b = Buffer.alloc(Math.max(size, 64));
+  if (arch === 'x86_64') {
+    b.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1], 0); // ELFCLASS64, little endian, version 1
+    b.writeUInt16LE(2, 16); // ET_EXEC
+    b.writeUInt16LE(EM_X86_64, 18);
+    b.writeUInt32LE(1, 20);
+    b.writeUInt16LE(64, 52); // e_ehsize
+  } else {
+    b.writeUInt32LE(ARM64_IMAGE_MAGIC, 56);
+  }
+  return b;
+}

@@ -32,6 +32,7 @@ export * from './fdt';
 export * from './model';
 export {
   prepareKernelImage,
+  placeholderImage,
   identifyKernelImage,
   compressionOf,
   type KernelArch,
@@ -41,7 +42,7 @@ export {
   type PrepareKernelImageOptions,
 } from './image';
 export { applyOverlay, type ApplyOverlayOptions, type TxResult, type TxStatus } from './transaction';
-export { runSelftest, placeholderImage, type SelftestOptions, type SelftestResult, type SelftestStep } from './selftest';
+export { runSelftest, type SelftestOptions, type SelftestResult, type SelftestStep } from './selftest';
 export { execOverStream, ExecRemoteError, ExecLostConnectionError, type ExecRequest, type ExecResult } from './exec/client';
 export { AGENT_PORT } from './exec/protocol';
 export { runQemu, readKernelCache, type QemuOptions, type QemuResult, type KernelCache } from './qemu';

@@ -32,7 +32,7 @@ const MIB = 1024n * 1024n;
 export interface SelftestOptions {
   /** path of the instance kernel image (x86_64: ELF vmlinux; arm64: Image) */
   kernel?: string;
-  /** the image bytes instead of a path (e.g. `placeholderImage()` on the simulated kernel) */
+  /** the image bytes instead of a path (e.g. `placeholderImage()` from lib/image on the simulated kernel) */
   image?: Uint8Array;
   initrd?: string;
   /** default "console=mktty0 rdinit=/init panic=-1" */
@@ -74,24 +74,6 @@ function usage(message: string): never {
   throw new MultikernelError('ERR_MK_INVALID_SPEC', message);
 }
 
-/**
- * A minimal image that the kernel's loader probe accepts for the architecture: an ELF64 header
- * for x86-64 (EM_X86_64), the arm64 `Image` header with its "ARM\x64" magic. It cannot boot:
- * only the simulated kernel, which boots nothing, should be given it.
- */
-export function placeholderImage(arch: 'x86_64' | 'arm64' = 'x86_64'): Uint8Array {
-  const b = Buffer.alloc(4096);
-  if (arch === 'x86_64') {
-    b.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1], 0); // ELFCLASS64, little endian, version 1
-    b.writeUInt16LE(2, 16); // ET_EXEC
-    b.writeUInt16LE(62, 18); // EM_X86_64
-    b.writeUInt32LE(1, 20);
-    b.writeUInt16LE(64, 52); // e_ehsize
-  } else {
-    b.writeUInt32LE(0x644d5241, 56); // "ARM\x64"
-  }
-  return b;
-}
 
 async function text(system: System, path: string): Promise<string> {
   return (await system.readFile(path)).toString('utf8');

@@ -16,6 +16,7 @@ import { ExecRemoteError, execOverStream } from '../../lib/exec/client';
 import { AGENT_PORT } from '../../lib/exec/protocol';
 import { decodeFdt, encodeFdt } from '../../lib/fdt/codec';
 import { findNode, getProperty, node, prop } from '../../lib/fdt/tree';
+import { parseCpuinfo } from '../../lib/kernfs';
 import type { FdtNode } from '../../lib/fdt/types';
 import type { DeviceHandle, System, VsockStream } from '../../lib/system/system';
 import {
@@ -111,15 +112,9 @@ export interface HostCpu {
   apicId: number;
 }
 
-/** /proc/cpuinfo → the logical number and physical id (apicid) of every online CPU */
-export function parseCpuinfo(text: string): HostCpu[] {
-  return text
-    .split(/\n\n+/)
-    .filter((b) => /^processor\s*:/m.test(b))
-    .map((b) => ({
-      logical: Number(/^processor\s*:\s*(\d+)/m.exec(b)![1]),
-      apicId: Number(/^apicid\s*:\s*(\d+)/m.exec(b)?.[1] ?? NaN),
-    }));
+/** /proc/cpuinfo → the logical number and physical id (apicid) of every online CPU (lib/kernfs's parser) */
+export function hostCpus(text: string): HostCpu[] {
+  return parseCpuinfo(text).map((c) => ({ logical: c.processor, apicId: c.apicId ?? NaN }));
 }
 
 function u64s(n: FdtNode | undefined, name: string): number[] {
@@ -226,7 +221,7 @@ export async function runContract(t: Test, makeSystem: () => Promise<System>, en
   const existingTx = await txIds();
   lastTx = existingTx.length > 0 ? existingTx[existingTx.length - 1]! : 1;
 
-  const online = parseCpuinfo(await read('/proc/cpuinfo')).filter((c) => c.logical !== 0);
+  const online = hostCpus(await read('/proc/cpuinfo')).filter((c) => c.logical !== 0);
   if (online.length < 3) {
     await t.test('pool and instance checks', { skip: `the contract needs 3 online CPUs besides CPU 0, found ${online.length}` }, () => undefined);
     return;
@@ -274,7 +269,7 @@ export async function runContract(t: Test, makeSystem: () => Promise<System>, en
     t.equal(mem[0]!.name, `memory@${base!.toString(16)}`);
     t.equal(text(mem[0], 'device_type'), 'memory');
     t.match(await read('/proc/iomem'), new RegExp(`${base!.toString(16).padStart(8, '0')}-[0-9a-f]+ : Multikernel Memory Pool`));
-    const left = parseCpuinfo(await read('/proc/cpuinfo')).map((c) => c.apicId);
+    const left = hostCpus(await read('/proc/cpuinfo')).map((c) => c.apicId);
     t.notOk(left.includes(c1.apicId) || left.includes(c2.apicId), 'pool CPUs left /proc/cpuinfo');
     t.notMatch(await read('/sys/devices/system/cpu/online'), new RegExp(`(^|,)${c1.logical}(,|$|\\n)`));
     await t.rejects(sys.writeFile(`${M}/device_tree`, blob), { code: 'EBUSY' }, 'a second baseline');
@@ -420,13 +415,13 @@ export async function runContract(t: Test, makeSystem: () => Promise<System>, en
     t.equal(grow.status, 'applied');
     let res = findNode(await pool(), '/resources')!;
     t.same(sorted(u64s(res, 'cpus')), sorted([...poolCpus, c3.apicId]), 'members: the free CPUs, then those instances hold (dts.c)');
-    t.notOk(parseCpuinfo(await read('/proc/cpuinfo')).some((c) => c.apicId === c3.apicId), 'the CPU departed');
+    t.notOk(hostCpus(await read('/proc/cpuinfo')).some((c) => c.apicId === c3.apicId), 'the CPU departed');
     const chunks = res.children.filter((c) => c.name.startsWith('memory@'));
     t.equal(chunks.length, before + 1);
     await sys.rmdir(`${M}/overlays/tx_${grow.id}`);
     res = findNode(await pool(), '/resources')!;
     t.same(sorted(u64s(res, 'cpus')), sorted(poolCpus), 'the CPU-add was undone');
-    t.ok(parseCpuinfo(await read('/proc/cpuinfo')).some((c) => c.apicId === c3.apicId), 'the CPU is back on the host');
+    t.ok(hostCpus(await read('/proc/cpuinfo')).some((c) => c.apicId === c3.apicId), 'the CPU is back on the host');
     const left = res.children.filter((c) => c.name.startsWith('memory@'));
     t.equal(left.length, before + 1, 'a pool memory-add cannot be undone');
     const added = left.find((c) => u64s(c, 'reg')[1] === 64 * MiB)!;
@@ -633,7 +628,7 @@ export async function runContract(t: Test, makeSystem: () => Promise<System>, en
     const after = findNode(await pool(), '/resources');
     t.same(u64s(after, 'cpus'), []);
     t.equal(after?.children.filter((c) => c.name.startsWith('memory@')).length ?? 0, 0);
-    const cpus = parseCpuinfo(await read('/proc/cpuinfo')).map((c) => c.apicId);
+    const cpus = hostCpus(await read('/proc/cpuinfo')).map((c) => c.apicId);
     t.ok(poolCpus.every((c) => cpus.includes(c)), 'the CPUs are back on the host');
     t.notMatch(await read('/proc/iomem'), /Multikernel Memory Pool/);
   });

@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import type { NativeBinding } from '../../lib/binding';
 import type { CliIo } from '../../lib/cli/command';
 import { selftest } from '../../lib/cli/commands/selftest';
-import { placeholderImage, runSelftest } from '../../lib/selftest';
+import { placeholderImage } from '../../lib/image';
+import { runSelftest } from '../../lib/selftest';
 import { LinuxSystem } from '../../lib/system/linux';
 
 function io(signal = new AbortController().signal) {

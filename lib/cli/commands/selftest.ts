@@ -5,7 +5,8 @@
  */
 import { parseArgs } from 'node:util';
 import { parseMemoryMiB as parseMemory } from '../../units';
-import { runSelftest, placeholderImage, type SelftestOptions, type SelftestResult } from '../../selftest';
+import { placeholderImage } from '../../image';
+import { runSelftest, type SelftestOptions, type SelftestResult } from '../../selftest';
 import { LinuxSystem } from '../../system/linux';
 import { SimulatedSystem } from '../../system/simulated';
 import type { System } from '../../system/system';
