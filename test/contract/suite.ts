@@ -83,7 +83,7 @@ function unanswered(e: unknown): boolean {
 }
 
 /** Everything that happens to a stream: data, end of file, errors, close. */
-function watch(stream: VsockStream): string[] {
+export function watch(stream: VsockStream): string[] {
   const seen: string[] = [];
   stream.on('data', (chunk: Buffer) => seen.push(`data ${chunk.length}`));
   stream.on('end', () => seen.push('end'));

@@ -7,19 +7,10 @@ import * as fs from 'node:fs';
 import { loadBinding, type FdHandle, type NativeBinding } from '../../lib/binding';
 import * as uapi from '../../lib/uapi';
 import { isSystemError } from '../../lib/errors';
-import { handlePair as pairOf } from './helper';
+import { fdIsOpen, handlePair as pairOf } from './helper';
 
 const binding = loadBinding();
 const handlePair = (): [FdHandle, FdHandle] => pairOf(binding);
-
-function fdIsOpen(fd: number): boolean {
-  try {
-    fs.fstatSync(fd);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 // Record<keyof NativeBinding, true>: the compiler fails when this list and the interface drift.
 const KEYS: Record<keyof NativeBinding, true> = {

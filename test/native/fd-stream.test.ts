@@ -10,7 +10,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { loadBinding, type FdHandle } from '../../lib/binding';
 import { FdDuplex } from '../../lib/system/linux/fd-stream';
-import { handlePair, patchHandle as patched } from './helper';
+import { fdIsOpen, handlePair, patchHandle as patched } from './helper';
 
 const binding = loadBinding();
 // the 1 GiB transfer needs 3-40 s depending on the load of the machine
@@ -19,15 +19,6 @@ const MiB = 1024 * 1024;
 
 function openFds(): number {
   return fs.readdirSync('/proc/self/fd').length;
-}
-
-function fdIsOpen(fd: number): boolean {
-  try {
-    fs.fstatSync(fd);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function pair(options: { readSize?: number; writableHighWaterMark?: number } = {}): [FdDuplex, FdDuplex] {

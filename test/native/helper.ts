@@ -119,3 +119,13 @@ export function patchHandle(handle: FdHandle, overrides: Partial<FdHandle>): FdH
     ...overrides,
   };
 }
+
+/** Whether `fd` is an open file descriptor of this process. */
+export function fdIsOpen(fd: number): boolean {
+  try {
+    fs.fstatSync(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -12,6 +12,7 @@ import {
   LINUX_REBOOT_CMD_MULTIKERNEL_HALT as HALT,
   LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE as FORCE,
 } from '../../lib/uapi';
+import { watch } from '../contract/suite';
 import { readFor, readUntil, tick, timeoutSignal } from './channels-fixture';
 import { setup, status } from './helpers';
 
@@ -26,16 +27,6 @@ async function running(t: Test, opts: Parameters<typeof setup>[0] = {}): Promise
   await sim.reboot(START, 1);
   await readUntil(tty, PROMPT);
   return { sim, tty };
-}
-
-/** Everything that happens to a stream: data, end of file, errors, close. */
-function watch(stream: VsockStream): string[] {
-  const seen: string[] = [];
-  stream.on('data', (chunk: Buffer) => seen.push(`data ${chunk.length}`));
-  stream.on('end', () => seen.push('end'));
-  stream.on('error', (e: NodeJS.ErrnoException) => seen.push(`error ${e.code}`));
-  stream.on('close', () => seen.push('close'));
-  return seen;
 }
 
 /** A connection that is still open and on which nothing arrives (the agent waits for OPEN). */
