@@ -22,8 +22,10 @@ Napi::Promise BlockingCall::Start(Napi::Env env, Addon& addon, BlockingCall* cal
   napi_status status = napi_create_promise(env, &call->deferred_, &promise);
   if (status == napi_ok) status = napi_create_object(env, &resource);
   if (status == napi_ok) status = napi_create_string_utf8(env, resourceName, NAPI_AUTO_LENGTH, &name);
+  if (status == napi_ok) status = napi_create_reference(env, resource, 1, &call->resource_);
   if (status == napi_ok) status = napi_async_init(env, resource, name, &call->context_);
   if (status != napi_ok) {
+    if (call->resource_ != nullptr) napi_delete_reference(env, call->resource_);
     delete call;  // nothing native was started yet
     NAPI_THROW_IF_FAILED(env, status, Napi::Promise());
   }
@@ -38,6 +40,7 @@ Napi::Promise BlockingCall::Start(Napi::Env env, Addon& addon, BlockingCall* cal
     addon.registry.Remove(call);
     addon.registry.Close(reinterpret_cast<uv_handle_t*>(&call->async_), OnClosed);
     napi_async_destroy(env, call->context_);
+    napi_delete_reference(env, call->resource_);
     napi_reject_deferred(env, call->deferred_, ErrnoError(env, -rc, "uv_thread_create").Value());
   }
   return Napi::Promise(env, promise);
@@ -85,7 +88,7 @@ void BlockingCall::Settle() {
   if (napi_open_handle_scope(env_, &handleScope) != napi_ok) return;
   napi_value resource;
   napi_callback_scope callbackScope;
-  if (napi_create_object(env_, &resource) == napi_ok &&
+  if (napi_get_reference_value(env_, resource_, &resource) == napi_ok && resource != nullptr &&
       napi_open_callback_scope(env_, resource, context_, &callbackScope) == napi_ok) {
     Napi::Env env(env_);
     try {
@@ -99,6 +102,7 @@ void BlockingCall::Settle() {
     napi_close_callback_scope(env_, callbackScope);
   }
   napi_async_destroy(env_, context_);
+  napi_delete_reference(env_, resource_);
   napi_close_handle_scope(env_, handleScope);
 }
 

@@ -50,6 +50,9 @@ class BlockingCall : public Resource {
   napi_env env_ = nullptr;
   napi_deferred deferred_ = nullptr;
   napi_async_context context_ = nullptr;
+  // Node 20 holds an async resource weakly: without this reference a collection during a long
+  // wait loses the resource and, with it, the AsyncLocalStorage store of the caller.
+  napi_ref resource_ = nullptr;
   uv_thread_t thread_;
   uv_async_t async_;
   uv_mutex_t mutex_;

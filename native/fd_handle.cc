@@ -57,7 +57,10 @@ Napi::Function FdHandle::Define(Napi::Env env) {
 }
 
 FdHandle::FdHandle(const Napi::CallbackInfo& info)
-    : Napi::ObjectWrap<FdHandle>(info), context_(info.Env(), "multikernel:FdHandle") {
+    // The handle itself is the async resource: Node 20 holds a resource weakly, and a fresh object
+    // (node-addon-api's default) could be collected while watching, losing the caller's
+    // AsyncLocalStorage store; the handle is strongly referenced for as long as a watch is active.
+    : Napi::ObjectWrap<FdHandle>(info), context_(info.Env(), "multikernel:FdHandle", info.This().As<Napi::Object>()) {
   Napi::Env env = info.Env();
   // Only Create() constructs handles: it passes the addon instance, which JavaScript cannot.
   Addon* addon = env.GetInstanceData<Addon>();

@@ -61,6 +61,10 @@ t.test('FdHandle readiness: watch, unwatch, async context, close', async (t) => 
   d.watch(UV_READABLE, callback);
   d.watch(UV_READABLE | UV_WRITABLE, () => t.fail('replaced before it could run')); // restart with other events
   d.watch(UV_READABLE, callback);
+  // The context must survive a collection: Node 20 holds an async resource weakly, and a fresh
+  // object made for it (node-addon-api's default) was collected here, losing the store (a CI flake).
+  setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as () => void)();
   c.write(Buffer.from('x'), 0, 1);
   await firedOnce;
   t.same(seen, [{ status: 0, events: UV_READABLE, store: 'the-context' }], 'readable, with the async context kept');

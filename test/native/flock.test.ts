@@ -107,3 +107,35 @@ t.test('16 waiters and fs traffic in one process: each gets the lock in turn', a
   t.equal(overlaps, 0, 'one at a time');
   t.comment(`16 holders in turn in ${Date.now() - started} ms`);
 });
+
+t.test('a wait keeps its async resource across a collection (async_hooks see one resource)', async (t) => {
+  const { createHook, executionAsyncResource } = await import('node:async_hooks');
+  const { setFlagsFromString } = await import('node:v8');
+  const { runInNewContext } = await import('node:vm');
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const fd = fs.openSync(lockPath, 'r+');
+  t.teardown(() => fs.closeSync(fd));
+  const child = await holder('exclusive');
+  // weak, so that this test does not itself keep the resource alive
+  const inits = new Map<number, WeakRef<object>>();
+  const befores: { id: number; resource: object }[] = [];
+  const hook = createHook({
+    init(id, type, _trigger, resource) {
+      if (type === 'multikernel:flock') inits.set(id, new WeakRef(resource as object));
+    },
+    before(id) {
+      if (inits.has(id)) befores.push({ id, resource: executionAsyncResource() });
+    },
+  }).enable();
+  t.teardown(() => hook.disable());
+  const waiting = binding.flockWait(fd, true, 10_000);
+  await new Promise((resolve) => setImmediate(resolve)); // a new job: a fresh WeakRef keeps its target until then
+  gc();
+  setTimeout(() => void release(child), 50);
+  t.equal(await waiting.promise, true);
+  binding.flockUnlock(fd);
+  t.equal(inits.size, 1, 'one init for the wait');
+  t.equal(befores.length, 1, 'the settlement runs in its context');
+  t.equal(befores[0]?.resource, inits.get(befores[0]?.id ?? -1)?.deref(), 'the very resource init saw');
+});
