@@ -171,7 +171,27 @@ export type MultikernelErrorCode =
   | 'ERR_MK_TX_FAILED'
   | 'ERR_MK_SIM_FAULT'
   | 'ERR_MK_QEMU'
-  | 'ERR_MK_IMAGE';
+  | 'ERR_MK_IMAGE'
+  /** another writer's lock (kerf.lock) was not released in time, or looks stale: the message says what to do */
+  | 'ERR_MK_LOCKED'
+  /** the pool cannot give what was asked (free CPUs, memory, devices) */
+  | 'ERR_MK_RESOURCES'
+  /** no instance of that name (or id) exists */
+  | 'ERR_MK_INSTANCE_NOT_FOUND'
+  /** an instance of that name (or id) exists already */
+  | 'ERR_MK_INSTANCE_EXISTS'
+  /** the instance runs (status `active`): stop it first */
+  | 'ERR_MK_INSTANCE_ACTIVE'
+  /** the instance holds a loaded kernel (status `loaded`): unload it first */
+  | 'ERR_MK_INSTANCE_LOADED'
+  /** the instance has no kernel loaded (status `ready`): load one first */
+  | 'ERR_MK_INSTANCE_NOT_LOADED'
+  /** the instance is not running (status `ready` or `loaded`) */
+  | 'ERR_MK_INSTANCE_NOT_ACTIVE'
+  /** the spawn kernel did not answer a graceful halt (the kernel's 30 s ETIMEDOUT): stop({ force: true }) */
+  | 'ERR_MK_HALT_TIMEOUT'
+  /** waiting for a state ran out of time */
+  | 'ERR_MK_TIMEOUT';
 
 /** A domain error with a stable `code` and a message that says what to do. */
 export class MultikernelError extends Error {
