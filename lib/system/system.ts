@@ -19,6 +19,11 @@ export interface FileStat {
   mode: number;
   /** st_size as the kernel reports it (kernfs and procfs files often say 4096 or 0) */
   size: number;
+  /**
+   * st_mtime in milliseconds since the epoch (lstat). The simulator gives the creation time of its
+   * host files (lock files under /run, /var/run, /tmp) and 0 for kernel files and directories.
+   */
+  mtimeMs: number;
 }
 
 /** An open character device such as /dev/mktty, in non-blocking mode. */
@@ -104,7 +109,17 @@ export interface System {
   readdir(path: string): Promise<string[]>;
   mkdir(path: string): Promise<void>;
   rmdir(path: string): Promise<void>;
+  /** lstat(2) */
   stat(path: string): Promise<FileStat>;
+  /**
+   * open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644), then close: creates an
+   * empty file that must not exist yet, as kerf creates its lock file. Rejects EEXIST when it
+   * exists (a symlink included), ENOENT when the directory is missing, EACCES or EROFS when the
+   * directory is not writable.
+   */
+  createExclusive(path: string): Promise<void>;
+  /** unlink(2) of a file. */
+  unlink(path: string): Promise<void>;
   /** open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC) of a character device. */
   openDevice(path: string): Promise<DeviceHandle>;
 

@@ -318,15 +318,15 @@ t.test('fault injection', async (t) => {
 t.test('file tree: modes, errors and the console device', async (t) => {
   const sim = await setup({ notifyTarget: true }, { instance: true });
   t.teardown(() => sim.dispose());
-  t.same(await sim.stat(`${M}/device_tree`), { type: 'file', mode: 0o644, size: 1024 * 1024 });
-  t.same(await sim.stat(`${M}/instances/web/status`), { type: 'file', mode: 0o444, size: 0 });
-  t.same(await sim.stat(`${M}/instances/web`), { type: 'directory', mode: 0o755, size: 0 });
-  t.same(await sim.stat('/dev/mktty'), { type: 'char-device', mode: 0o600, size: 0 });
+  t.same(await sim.stat(`${M}/device_tree`), { type: 'file', mode: 0o644, size: 1024 * 1024, mtimeMs: 0 });
+  t.same(await sim.stat(`${M}/instances/web/status`), { type: 'file', mode: 0o444, size: 0, mtimeMs: 0 });
+  t.same(await sim.stat(`${M}/instances/web`), { type: 'directory', mode: 0o755, size: 0, mtimeMs: 0 });
+  t.same(await sim.stat('/dev/mktty'), { type: 'char-device', mode: 0o600, size: 0, mtimeMs: 0 });
   t.same(await sim.readdir(`${M}/instances/web`), ['id', 'status', 'device_tree']);
   t.same(await sim.readdir('/sys/fs'), ['multikernel']);
   await overlay(sim, dtbo([fragment('0', '/instances', [instanceCreate('x', { memoryBytes: 64 * MiB })])]));
   const tx = (await lastTx(sim)).id;
-  t.same(await sim.stat(`${M}/overlays/tx_${tx}/dtbo`), { type: 'file', mode: 0o444, size: 0 });
+  t.same(await sim.stat(`${M}/overlays/tx_${tx}/dtbo`), { type: 'file', mode: 0o444, size: 0, mtimeMs: 0 });
   await t.rejects(sim.readFile(`${M}/overlays/tx_${tx}/nope`), { code: 'ENOENT' });
   await t.rejects(sim.readFile(`${M}/overlays/tx_${tx}/id/x`), { code: 'ENOENT' });
   await t.rejects(sim.readFile(`${M}/instances/web/nope`), { code: 'ENOENT' });

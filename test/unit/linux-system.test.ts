@@ -97,7 +97,7 @@ t.test('readdir, mkdir, rmdir and stat', async (t) => {
   fs.chmodSync(path.join(dir, 'file'), 0o640);
   fs.symlinkSync('file', path.join(dir, 'link'));
   t.same((await system.readdir(dir)).sort(), ['file', 'link', 'sub']);
-  t.same(await system.stat(path.join(dir, 'file')), { type: 'file', mode: 0o640, size: 5 });
+  t.same(await system.stat(path.join(dir, 'file')), { type: 'file', mode: 0o640, size: 5, mtimeMs: fs.lstatSync(path.join(dir, 'file')).mtimeMs });
   t.match(await system.stat(path.join(dir, 'sub')), { type: 'directory' });
   t.match(await system.stat(path.join(dir, 'link')), { type: 'symlink' }, 'lstat: links are not followed');
   t.match(await system.stat('/dev/null'), { type: 'char-device', mode: 0o666 });
@@ -107,6 +107,31 @@ t.test('readdir, mkdir, rmdir and stat', async (t) => {
   await t.rejects(system.rmdir(dir), { code: 'ENOTEMPTY' });
   await system.rmdir(path.join(dir, 'sub'));
   t.notOk(fs.existsSync(path.join(dir, 'sub')));
+});
+
+t.test('createExclusive and unlink: an empty file that must not exist yet, as kerf creates its lock', async (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'kerf.lock');
+  const fdsBefore = fs.readdirSync('/proc/self/fd').length;
+  const t0 = Date.now();
+  await system.createExclusive(file);
+  const st = fs.lstatSync(file);
+  t.ok(st.isFile());
+  t.equal(st.size, 0, 'empty, as kerf\'s touch leaves it');
+  t.equal(st.mode & 0o777, 0o644 & ~process.umask(), 'mode 0644 less the umask');
+  const stat = await system.stat(file);
+  t.equal(stat.mtimeMs, st.mtimeMs, 'stat gives lstat\'s mtime');
+  t.ok(stat.mtimeMs >= t0 - 1000 && stat.mtimeMs <= Date.now() + 1000, 'created now');
+  await t.rejects(system.createExclusive(file), { code: 'EEXIST', syscall: 'open', path: file }, 'exists: EEXIST');
+  fs.symlinkSync(path.join(dir, 'nowhere'), path.join(dir, 'link'));
+  await t.rejects(system.createExclusive(path.join(dir, 'link')), { code: 'EEXIST' }, 'a dangling symlink is not followed');
+  t.notOk(fs.existsSync(path.join(dir, 'nowhere')));
+  await t.rejects(system.createExclusive(path.join(dir, 'missing', 'x')), { code: 'ENOENT', syscall: 'open' }, 'no directory: ENOENT');
+  t.equal(fs.readdirSync('/proc/self/fd').length, fdsBefore, 'no fd left open');
+  await system.unlink(file);
+  t.notOk(fs.existsSync(file));
+  await t.rejects(system.unlink(file), { code: 'ENOENT', syscall: 'unlink', path: file });
+  await t.rejects(system.unlink(dir), { code: 'EISDIR' });
 });
 
 t.test('this machine has no multikernel support, and the probe says so', async (t) => {

@@ -24,14 +24,16 @@ function fakeSystem(files: Record<string, string | null>, dirs: string[] = []): 
     },
     async stat(path: string): Promise<FileStat> {
       reads.push(path);
-      if (dirs.includes(path)) return { type: 'directory', mode: 0o755, size: 0 };
-      if (files[path] !== undefined) return { type: 'file', mode: 0o444, size: 4096 };
+      if (dirs.includes(path)) return { type: 'directory', mode: 0o755, size: 0, mtimeMs: 0 };
+      if (files[path] !== undefined) return { type: 'file', mode: 0o444, size: 4096, mtimeMs: 0 };
       throw systemError('ENOENT', 'stat', path);
     },
     writeFile: unused,
     readdir: unused,
     mkdir: unused,
     rmdir: unused,
+    createExclusive: unused,
+    unlink: unused,
     openDevice: unused,
     openImage: unused,
     openImageBytes: unused,

@@ -43,7 +43,7 @@ const openFd = promisify(fs.open);
 const closeFd = promisify(fs.close);
 const writeFd = promisify(fs.write);
 
-const { O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_NONBLOCK } = fs.constants;
+const { O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
 /** libuv opens every fd with O_CLOEXEC already; spelled out because the contract names it. */
 const O_CLOEXEC = 0o2000000;
 
@@ -285,7 +285,16 @@ export class LinuxSystem implements System {
   /** lstat(2): a symlink is reported as one, not followed. */
   async stat(path: string): Promise<FileStat> {
     const st = await fs.promises.lstat(path);
-    return { type: fileType(st), mode: st.mode & 0o7777, size: st.size };
+    return { type: fileType(st), mode: st.mode & 0o7777, size: st.size, mtimeMs: st.mtimeMs };
+  }
+
+  async createExclusive(path: string): Promise<void> {
+    const fh = await fs.promises.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644);
+    await fh.close();
+  }
+
+  async unlink(path: string): Promise<void> {
+    await fs.promises.unlink(path);
   }
 
   async openDevice(path: string): Promise<DeviceHandle> {

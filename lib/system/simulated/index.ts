@@ -9,7 +9,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { MultikernelError, systemError } from '../../errors';
+import { MultikernelError, errnoMessage, systemError } from '../../errors';
 import { MULTIKERNEL_MOUNT_POINT } from '../../uapi';
 import type {
   DeviceHandle,
@@ -29,7 +29,7 @@ import { FaultInjector } from './faults';
 import { type ImageFile, Kernel, KErr, PAGE_SIZE } from './kernel';
 import { type Locks, MemoryLocks } from './lockfile';
 import * as render from './render';
-import { DEFAULT_TOPOLOGY, initialState, type SimState, type SimTopology } from './state';
+import { DEFAULT_TOPOLOGY, HOST_DIRS, initialState, type SimState, type SimTopology } from './state';
 import { StateDir } from './state-dir';
 
 export type { SimCpu, SimTopology } from './state';
@@ -54,25 +54,45 @@ export interface SimulatedSystemOptions {
   resourceAckTimeoutMs?: number;
   /** notify() resolves true, as under a supervisor that set $NOTIFY_SOCKET (default false) */
   notifyTarget?: boolean;
+  /**
+   * Host directories (of /run, /var/run, /tmp) this process may not write to, as for a user who
+   * is not root: createExclusive and unlink there fail EACCES (default none). Per process: another
+   * process on the same state directory has its own.
+   */
+  readOnlyHostDirs?: string[];
+  /**
+   * Render `overlays/tx_N/reason` (default false): a file no public overlay.c creates, which
+   * kmorph reads when it exists. It holds `<ERRNO>: <message>` of the operation that failed the
+   * transaction, or an empty line (docs/kernel-interface.md, "Overlays").
+   */
+  txReason?: boolean;
 }
 
 const M = MULTIKERNEL_MOUNT_POINT;
 
 const KERNFS_FILE_MODE: Record<string, number> = { id: 0o444, status: 0o444, device_tree: 0o444, instance: 0o444, resources: 0o444, dtbo: 0o444 };
 const TX_FILES = ['id', 'status', 'instance', 'resources', 'dtbo'];
+const HOST_FILE_MODE = 0o644;
 const INSTANCE_FILES = ['id', 'status', 'device_tree'];
 
 type Node =
-  | { kind: 'dir'; entries: () => string[] }
-  | { kind: 'file'; mode: number; size?: number; read?: () => Buffer; write?: (data: Uint8Array) => Promise<number> }
+  | { kind: 'dir'; mode?: number; entries: () => string[] }
+  | { kind: 'file'; mode: number; size?: number; mtimeMs?: number; read?: () => Buffer; write?: (data: Uint8Array) => Promise<number> }
   | { kind: 'char'; mode: number };
+
+/** The host directory holding `p`, when `p` is a file name directly in one. */
+function hostDirOf(p: string): string | undefined {
+  const dir = path.posix.dirname(p);
+  return dir in HOST_DIRS ? dir : undefined;
+}
 
 export class SimulatedSystem implements System {
   readonly kind = 'simulated' as const;
   /** make any step fail, stall or stop half way (docs/kernel-interface.md lists the step names) */
   readonly faults = new FaultInjector();
 
-  readonly #opts: Required<Omit<SimulatedSystemOptions, 'stateDir' | 'topology'>>;
+  readonly #opts: Required<Omit<SimulatedSystemOptions, 'stateDir' | 'topology' | 'readOnlyHostDirs'>>;
+  readonly #readOnlyHostDirs: ReadonlySet<string>;
   readonly #topology: SimTopology;
   #memState: SimState | undefined;
   readonly #stateDir: StateDir | undefined;
@@ -89,7 +109,9 @@ export class SimulatedSystem implements System {
       haltTimeoutMs: options.haltTimeoutMs ?? 30_000,
       resourceAckTimeoutMs: options.resourceAckTimeoutMs ?? 10_000,
       notifyTarget: options.notifyTarget ?? false,
+      txReason: options.txReason ?? false,
     };
+    this.#readOnlyHostDirs = new Set((options.readOnlyHostDirs ?? []).map((d) => path.posix.normalize(d).replace(/(.)\/$/, '$1')));
     this.#topology = options.topology ?? DEFAULT_TOPOLOGY;
     if (options.stateDir !== undefined) {
       this.#stateDir = new StateDir(options.stateDir);
@@ -165,6 +187,12 @@ export class SimulatedSystem implements System {
       '/sys/fs': { kind: 'dir', entries: () => (stock ? [] : ['multikernel']) },
     };
     if (fixed[p]) return fixed[p];
+    const hostMode = HOST_DIRS[p];
+    if (hostMode !== undefined) {
+      return { kind: 'dir', mode: hostMode, entries: () => Object.keys(s.hostFiles).filter((f) => hostDirOf(f) === p).map((f) => path.posix.basename(f)) };
+    }
+    const hostFile = s.hostFiles[p];
+    if (hostFile) return { kind: 'file', mode: HOST_FILE_MODE, mtimeMs: hostFile.createdMs, read: () => Buffer.alloc(0) };
     if (stock) return undefined;
     if (p === '/proc/kimage') return { kind: 'file', mode: 0o444, read: () => Buffer.from(render.kimage(s)) };
     if (p === '/dev/mktty') return { kind: 'char', mode: 0o600 };
@@ -200,9 +228,10 @@ export class SimulatedSystem implements System {
       }
       const tx = s.txs.find((t) => `tx_${t.id}` === parts[1]);
       if (!tx) return undefined;
-      if (parts.length === 2) return { kind: 'dir', entries: () => TX_FILES.slice() };
+      if (parts.length === 2) return { kind: 'dir', entries: () => (this.#opts.txReason ? [...TX_FILES, 'reason'] : TX_FILES.slice()) };
       if (parts.length > 3) return undefined;
       const reads: Record<string, () => Buffer> = {
+        ...(this.#opts.txReason && { reason: () => Buffer.from(tx.reason === undefined ? '\n' : `${tx.reason}: ${errnoMessage(tx.reason)}\n`) }),
         id: () => Buffer.from(`${tx.id}\n`),
         status: () => Buffer.from(`${tx.status}\n`),
         instance: () => Buffer.from(`${tx.targetPath}\n`),
@@ -303,9 +332,37 @@ export class SimulatedSystem implements System {
   async stat(p: string): Promise<FileStat> {
     return this.#fsCall('stat', 'stat', p, false, (_k, n) => {
       if (!n) throw new KErr('ENOENT');
-      if (n.kind === 'dir') return { type: 'directory', mode: 0o755, size: 0 };
-      if (n.kind === 'char') return { type: 'char-device', mode: n.mode, size: 0 };
-      return { type: 'file', mode: n.mode, size: n.size ?? 0 };
+      if (n.kind === 'dir') return { type: 'directory', mode: n.mode ?? 0o755, size: 0, mtimeMs: 0 };
+      if (n.kind === 'char') return { type: 'char-device', mode: n.mode, size: 0, mtimeMs: 0 };
+      return { type: 'file', mode: n.mode, size: n.size ?? 0, mtimeMs: n.mtimeMs ?? 0 };
+    });
+  }
+
+  /**
+   * Host files only: an empty file in /run, /var/run or /tmp (VFS lookup_open; a kernfs, sysfs or
+   * procfs directory has no ->create: EACCES).
+   */
+  async createExclusive(p: string): Promise<void> {
+    return this.#fsCall('create', 'open', p, true, (k, n, norm) => {
+      if (n) throw new KErr('EEXIST');
+      const parent = this.#lookup(k, path.posix.dirname(norm));
+      if (!parent) throw new KErr('ENOENT');
+      if (parent.kind !== 'dir') throw new KErr('ENOTDIR');
+      const dir = hostDirOf(norm);
+      if (dir === undefined || this.#readOnlyHostDirs.has(dir)) throw new KErr('EACCES');
+      k.s.hostFiles[norm] = { createdMs: Date.now() };
+    });
+  }
+
+  /** Host files only; kernfs has no ->unlink (vfs_unlink: EPERM); elsewhere EACCES (simplification). */
+  async unlink(p: string): Promise<void> {
+    return this.#fsCall('unlink', 'unlink', p, true, (k, n, norm) => {
+      if (!n) throw new KErr('ENOENT');
+      if (n.kind === 'dir') throw new KErr('EISDIR');
+      const dir = hostDirOf(norm);
+      if (!(norm in k.s.hostFiles)) throw new KErr(norm.startsWith(`${M}/`) ? 'EPERM' : 'EACCES');
+      if (this.#readOnlyHostDirs.has(dir!)) throw new KErr('EACCES');
+      delete k.s.hostFiles[norm];
     });
   }
 

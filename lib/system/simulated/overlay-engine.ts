@@ -348,6 +348,7 @@ export class OverlayEngine {
     } catch (e) {
       const code = e instanceof Halfway ? 'EIO' : (e as KErr).code;
       tx.status = 'failed';
+      tx.reason = code;
       this.k.log(`Failed to apply overlay transaction ${tx.id}: ${neg(code)}`);
     }
     this.k.s.txs.push(tx);

@@ -102,6 +102,8 @@ export class StateDir {
     if (version !== STATE_VERSION) {
       throw new SimStateError('ERR_MK_SIM_STATE_VERSION', this.statePath, `the simulated host's state ${this.statePath} has version ${JSON.stringify(version) ?? 'none'}, this multikernel reads version ${STATE_VERSION}: use the multikernel release that wrote it, or ${remedy}`);
     }
+    // Written before host files were modelled: the same version, with no host files.
+    (state as Partial<SimState>).hostFiles ??= {};
     return state as SimState;
   }
 

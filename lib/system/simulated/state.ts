@@ -100,7 +100,18 @@ export interface SimTx {
   resources: string;
   /** base64 of the blob as written */
   dtbo: string;
+  /** errno name of the operation that failed the transaction (shown by `txReason` in tx_N/reason) */
+  reason?: string;
 }
+
+/** An ordinary file of the host (kerf's lock file), in one of HOST_DIRS. Empty. */
+export interface SimHostFile {
+  /** Date.now() when it was created: its st_mtime */
+  createdMs: number;
+}
+
+/** The host directories whose ordinary files the simulator keeps, with their modes. */
+export const HOST_DIRS: Readonly<Record<string, number>> = { '/run': 0o755, '/var/run': 0o755, '/tmp': 0o1777 };
 
 export interface SimState {
   version: 1;
@@ -115,6 +126,11 @@ export interface SimState {
   dmesg: string[];
   /** states passed to notify() */
   notified: string[];
+  /**
+   * The host's ordinary files by absolute path (lock files in HOST_DIRS). Added after version 1
+   * was first written: a version-1 state without it is read as having none (state-dir.ts).
+   */
+  hostFiles: Record<string, SimHostFile>;
 }
 
 export const GiB = 1024 * 1024 * 1024;
@@ -138,5 +154,6 @@ export function initialState(topology: SimTopology): SimState {
     txCounter: 1,
     dmesg: [],
     notified: [],
+    hostFiles: {},
   };
 }
