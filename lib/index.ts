@@ -41,7 +41,16 @@ export {
   type PreparedKernelImage,
   type PrepareKernelImageOptions,
 } from './image';
-export { applyOverlay, type ApplyOverlayOptions, type TxResult, type TxStatus } from './transaction';
+export {
+  applyOverlay,
+  applyOverlayBlob,
+  transactionTag,
+  type ApplyOverlayOptions,
+  type ApplyOverlayBlobOptions,
+  type TxResult,
+  type TxBlobResult,
+  type TxStatus,
+} from './transaction';
 export { runSelftest, type SelftestOptions, type SelftestResult, type SelftestStep } from './selftest';
 export { execOverStream, ExecRemoteError, ExecLostConnectionError, type ExecRequest, type ExecResult } from './exec/client';
 export { AGENT_PORT } from './exec/protocol';

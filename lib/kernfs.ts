@@ -13,8 +13,13 @@ export const MK_CONSOLE_DEVICE = '/dev/mktty';
 export const PROC_CPUINFO = '/proc/cpuinfo';
 export const PROC_KIMAGE = '/proc/kimage';
 export const PROC_FILESYSTEMS = '/proc/filesystems';
-/** The lock every overlay writer of this library takes, so "the newest tx_N" is ours. */
+/** The flock every overlay writer of this library takes (lib/transaction.ts). */
 export const DEFAULT_LOCK_PATH = '/run/multikernel.lock';
+/**
+ * kerf's lock file, an empty file created with exclusive create: /var/run/kerf.lock, or
+ * /tmp/kerf.lock when /var/run cannot be written (kerf src/kerf/runtime.py DeviceTreeManager).
+ */
+export const KERF_LOCK_PATHS: readonly string[] = ['/var/run/kerf.lock', '/tmp/kerf.lock'];
 
 export function instanceDir(name: string): string {
   return `${MK_INSTANCES}/${name}`;

@@ -11,7 +11,7 @@ import { MultikernelError, isSystemError } from './errors';
 import { execOverStream } from './exec/client';
 import { AGENT_PORT } from './exec/protocol';
 import { DEFAULT_LOCK_PATH, MK_CONSOLE_DEVICE, MK_DEVICE_TREE, MK_INSTANCES, PROC_CPUINFO, PROC_KIMAGE, instanceDir, parseCpuinfo, parseKimage } from './kernfs';
-import { encodeBaseline, encodeOverlay, parseInstance, parsePool } from './model';
+import { encodeBaseline, parseInstance, parsePool } from './model';
 import { probeMultikernelSupport } from './support';
 import type { DeviceHandle, System } from './system/system';
 import { applyOverlay } from './transaction';
@@ -220,7 +220,7 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
               ...cpus.map((id) => ({ op: 'cpu-add' as const, target: 'pool' as const, id })),
               ...memory.map((size) => ({ op: 'memory-add' as const, target: 'pool' as const, size })),
             ];
-            await applyOverlay(system, encodeOverlay(ops, { resources: 'selftest pool' }), { lockPath, signal });
+            await applyOverlay(system, ops, { description: 'selftest pool', lockPath, signal });
           }
           const after = parsePool(await system.readFile(MK_DEVICE_TREE));
           // Without a pool, /resources lists the host's CPUs (dts.c), not pool members.
@@ -245,7 +245,7 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
     await step(
       'create',
       async () => {
-        const result = await applyOverlay(system, encodeOverlay([{ op: 'instance-create', name, id, memoryBytes, cpus }], { resources: `selftest ${name}` }), { lockPath, signal });
+        const result = await applyOverlay(system, [{ op: 'instance-create', name, id, memoryBytes, cpus }], { description: `selftest ${name}`, lockPath, signal });
         created = true;
         return result;
       },
@@ -359,7 +359,7 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
     await step(
       'remove',
       async () => {
-        const r = await applyOverlay(system, encodeOverlay([{ op: 'instance-remove', name }]), { lockPath, signal });
+        const r = await applyOverlay(system, [{ op: 'instance-remove', name }], { description: `selftest ${name}`, lockPath, signal });
         created = false;
         await expectStatus(system, name, undefined);
         return r;
@@ -372,7 +372,7 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
       await step(
         'teardown',
         async () => {
-          const r = await applyOverlay(system, encodeOverlay(teardownOps(give)), { lockPath, signal });
+          const r = await applyOverlay(system, teardownOps(give), { description: 'selftest pool', lockPath, signal });
           added = undefined;
           return r;
         },
@@ -417,10 +417,10 @@ async function undo(
       await system.kexecFileLoad({ kernelFd: -1, initrdFd: -1, cmdline: '', flags: KEXEC_FILE_UNLOAD | KEXEC_MULTIKERNEL | kexecMkId(run.id) }).catch(ignore);
     }
     if ((await status(system, run.name).catch(ignore)) !== undefined) {
-      await applyOverlay(system, encodeOverlay([{ op: 'instance-remove', name: run.name }]), { lockPath: run.lockPath }).catch(ignore);
+      await applyOverlay(system, [{ op: 'instance-remove', name: run.name }], { description: `selftest ${run.name} undo`, lockPath: run.lockPath }).catch(ignore);
     }
   }
   if (run.added) {
-    await applyOverlay(system, encodeOverlay(teardownOps(run.added)), { lockPath: run.lockPath }).catch(ignore);
+    await applyOverlay(system, teardownOps(run.added), { description: 'selftest pool undo', lockPath: run.lockPath }).catch(ignore);
   }
 }

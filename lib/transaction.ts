@@ -3,82 +3,368 @@
  *
  * The kernel's rules (docs/kernel-interface.md, "Overlays"): the DTBO goes to `overlays/new` in
  * one write; a transaction that fails while applying still returns the full byte count (only
- * `tx_N/status` says `failed`) and keeps whatever it already did until `rmdir tx_N` undoes it.
- * Transaction ids are monotonic, so under our own lock the newest `tx_N` after the write is ours.
- * A future kernel may return the error from write() instead: both are handled.
+ * `tx_N/status` says `failed`) and keeps whatever it already did until `rmdir tx_N` undoes it; a
+ * rollback that fails keeps `tx_N` (status `failed`) for a retry. A future kernel may return the
+ * error from write() instead: both are handled.
+ *
+ * Writers are serialised twice: by this library's flock (`DEFAULT_LOCK_PATH`) and by kerf's lock,
+ * an empty file created with exclusive create at `/var/run/kerf.lock` (`/tmp/kerf.lock` when
+ * /var/run cannot be written), so that kerf and this library do not interleave. Neither lock binds
+ * a writer that takes neither, so a transaction is never taken to be "the newest tx_N": it is the
+ * one that appeared during the write whose `tx_N/dtbo` holds exactly the bytes written, and the
+ * blob carries a unique `mk,resources` tag, so that two writers of the same operations cannot be
+ * confused (and `tx_N/resources` tells an operator who made it).
  */
+import { randomBytes } from 'node:crypto';
 import { MultikernelError, isSystemError } from './errors';
-import { DEFAULT_LOCK_PATH, MK_OVERLAYS, MK_OVERLAY_NEW, txDir, txIds } from './kernfs';
+import { DEFAULT_LOCK_PATH, KERF_LOCK_PATHS, MK_OVERLAYS, MK_OVERLAY_NEW, txDir, txIds } from './kernfs';
+import { MAX_OVERLAY_WRITE_BYTES, MAX_RESOURCES_DESCRIPTION, encodeOverlay, type OverlayOp } from './model';
 import type { System } from './system/system';
 
 export type { TxStatus } from './kernfs';
 
-export interface TxResult {
+export interface ApplyOverlayOptions {
+  /** free text for the transaction's `mk,resources` tag, after `multikernel-js pid=<pid> tx=<nonce>: ` */
+  description?: string;
+  /**
+   * Aborts the wait for the locks and anything before the write. Once the write is issued the
+   * transaction is identified, checked and (when it failed) rolled back first: an applied one is
+   * then returned as usual, one that left nothing behind rejects with `signal.reason`.
+   */
+  signal?: AbortSignal;
+  /** this library's flock, taken first (default /run/multikernel.lock) */
+  lockPath?: string;
+  /** how long to wait for both locks together, ms (default 30000) */
+  lockTimeoutMs?: number;
+  /**
+   * kerf's lock file, taken after the flock: the first of `paths` whose directory can be written
+   * (default `KERF_LOCK_PATHS`: /var/run/kerf.lock, then /tmp/kerf.lock, as kerf chooses).
+   * `false`: do not take it (a host where kerf never runs).
+   */
+  kerfLock?: false | { paths?: string[] };
+}
+
+export type ApplyOverlayBlobOptions = Omit<ApplyOverlayOptions, 'description'>;
+
+/** An applied transaction of `applyOverlayBlob`. */
+export interface TxBlobResult {
   id: number;
   status: 'applied';
 }
 
-export interface ApplyOverlayOptions {
-  /** flock taken around write + lookup (default /run/multikernel.lock) */
-  lockPath?: string;
-  signal?: AbortSignal;
-  /** how long to wait for other writers' locks, ms (default 30000) */
-  lockTimeoutMs?: number;
+/** An applied transaction of `applyOverlay`. */
+export interface TxResult extends TxBlobResult {
+  /** the operations, as given */
+  ops: OverlayOp[];
+  /** the `mk,resources` tag written, as `tx_N/resources` shows it */
+  resources: string;
 }
 
-async function readStatus(system: System, id: number): Promise<string> {
-  return (await system.readFile(`${txDir(id)}/status`)).toString('latin1').trim();
+const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
+/** kerf retries its lock every 100 ms (src/kerf/runtime.py DeviceTreeManager.lock) */
+const KERF_LOCK_RETRY_MS = 100;
+/** a lock directory that cannot take the file: try the next path, as kerf falls back to /tmp */
+const UNUSABLE_LOCK_DIR = ['EACCES', 'EPERM', 'EROFS', 'ENOENT'];
+
+/** What the transaction concerns, for messages and error details. */
+interface Subject {
+  ops?: OverlayOp[];
+  resources?: string;
 }
 
-async function newestTx(system: System): Promise<number | undefined> {
-  return txIds(await system.readdir(MK_OVERLAYS)).pop();
+type Outcome = { value: TxBlobResult } | { error: unknown; clean: boolean };
+
+/**
+ * The `mk,resources` tag of one transaction: `multikernel-js pid=<pid> tx=<8 hex>[: description]`,
+ * characters outside printable ASCII replaced by `?`, cut to 255 characters (the kernel's buffer).
+ */
+export function transactionTag(description?: string): string {
+  const base = `multikernel-js pid=${process.pid} tx=${randomBytes(4).toString('hex')}`;
+  const full = description === undefined || description === '' ? base : `${base}: ${description}`;
+  return full.replace(/[^\x20-\x7e]/g, '?').slice(0, MAX_RESOURCES_DESCRIPTION);
 }
 
 /**
- * Writes one overlay blob and confirms it applied. On `failed`, rolls the transaction back with
- * `rmdir` (the kernel's only undo) and rejects with ERR_MK_TX_FAILED; the caller must re-read
- * the kernel state, since the kernel's undo has limits and reports them only in dmesg.
+ * Applies `ops` as one overlay transaction and confirms it: the DTBO (with a unique
+ * `mk,resources` tag) is written under both locks, its transaction found by content, and its
+ * status must read `applied`. Otherwise the transaction is rolled back with `rmdir` (the kernel's
+ * only undo) and the call rejects with ERR_MK_TX_FAILED; re-read the kernel state then, since the
+ * kernel's undo has limits and reports them only in dmesg.
  */
-export async function applyOverlay(system: System, dtbo: Uint8Array, options: ApplyOverlayOptions = {}): Promise<TxResult> {
-  const lock = await system.lock(options.lockPath ?? DEFAULT_LOCK_PATH, {
-    exclusive: true,
-    timeoutMs: options.lockTimeoutMs ?? 30_000,
-    signal: options.signal,
-  });
-  try {
-    const before = await newestTx(system);
-    let writeError: unknown;
-    try {
-      await system.writeFile(MK_OVERLAY_NEW, dtbo);
-    } catch (err) {
-      writeError = err;
-    }
-    const after = await newestTx(system);
-    const id = after !== undefined && after !== before ? after : undefined;
-    if (id === undefined) {
-      // Nothing was created: the kernel refused the blob up front (EINVAL, EFBIG, ENOMEM).
-      throw writeError ?? new MultikernelError('ERR_MK_TX_FAILED', 'the overlay write created no transaction in overlays/', {});
-    }
-    const status = await readStatus(system, id);
-    if (status === 'applied' && writeError === undefined) return { id, status };
-    let rolledBack = false;
-    let rollbackError: unknown;
-    try {
-      await system.rmdir(txDir(id));
-      rolledBack = true;
-    } catch (err) {
-      rollbackError = err;
-    }
-    const why = writeError !== undefined && isSystemError(writeError) ? `write failed with ${writeError.code}` : `status is "${status}"`;
-    throw new MultikernelError(
-      'ERR_MK_TX_FAILED',
-      `overlay transaction tx_${id} did not apply (${why}); ` +
-        (rolledBack
-          ? 'it was rolled back with rmdir: check dmesg for the kernel\'s reason and re-read the pool and instances'
-          : `rolling it back failed too: remove ${txDir(id)} by hand after checking dmesg`),
-      { cause: writeError ?? rollbackError, details: { txId: id, status, rolledBack } },
-    );
-  } finally {
-    await lock.release();
+export async function applyOverlay(system: System, ops: OverlayOp[], options: ApplyOverlayOptions = {}): Promise<TxResult> {
+  if (!Array.isArray(ops)) {
+    throw new TypeError('applyOverlay takes a list of overlay operations; write a DTBO of your own with applyOverlayBlob');
   }
+  const resources = transactionTag(options.description);
+  const blob = encodeOverlay(ops, { resources });
+  const { id } = await transact(system, blob, options, { ops, resources });
+  return { id, status: 'applied', ops, resources };
+}
+
+/**
+ * As `applyOverlay`, for a DTBO built elsewhere (at most MAX_OVERLAY_WRITE_BYTES). Its
+ * transaction is found by content too: two identical blobs written at the same time cannot be
+ * told apart (ERR_MK_TX_FAILED naming both), so give each a unique `mk,resources`.
+ */
+export async function applyOverlayBlob(system: System, dtbo: Uint8Array, options: ApplyOverlayBlobOptions = {}): Promise<TxBlobResult> {
+  if (dtbo.length > MAX_OVERLAY_WRITE_BYTES) {
+    throw new MultikernelError(
+      'ERR_MK_INVALID_SPEC',
+      `the DTBO is ${dtbo.length} bytes but overlays/new takes at most ${MAX_OVERLAY_WRITE_BYTES} bytes in one write (kernfs passes one page per write(2); more arrives cut): split it into several overlays`,
+      { details: { bytes: dtbo.length, limit: MAX_OVERLAY_WRITE_BYTES } },
+    );
+  }
+  return transact(system, Buffer.from(dtbo), options, {});
+}
+
+async function transact(system: System, blob: Buffer, options: ApplyOverlayBlobOptions, subject: Subject): Promise<TxBlobResult> {
+  const { signal, lockPath = DEFAULT_LOCK_PATH, lockTimeoutMs = DEFAULT_LOCK_TIMEOUT_MS, kerfLock } = options;
+  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 0) throw new RangeError(`lockTimeoutMs must be a non-negative integer, got ${lockTimeoutMs}`);
+  const kerfPaths = kerfLock === false ? [] : (kerfLock?.paths ?? KERF_LOCK_PATHS);
+  if (kerfLock !== false && kerfPaths.length === 0) throw new RangeError('kerfLock.paths is empty: give at least one path, or kerfLock: false');
+  signal?.throwIfAborted();
+  const deadline = Date.now() + lockTimeoutMs;
+  const lock = await system.lock(lockPath, { exclusive: true, timeoutMs: lockTimeoutMs, signal });
+  let kerfFile: string | undefined;
+  let outcome: { value: TxBlobResult } | { error: unknown };
+  try {
+    if (kerfPaths.length > 0) kerfFile = await takeKerfLock(system, kerfPaths, lockTimeoutMs, deadline, signal);
+    outcome = { value: await writeAndConfirm(system, blob, signal, subject) };
+  } catch (error) {
+    outcome = { error };
+  }
+  // Release in reverse order; kerf's file is removed only because this call created it.
+  let unlinkError: unknown;
+  if (kerfFile !== undefined) {
+    try {
+      await system.unlink(kerfFile);
+    } catch (err) {
+      if (!isSystemError(err, 'ENOENT')) unlinkError = err;
+    }
+  }
+  await lock.release();
+  if ('error' in outcome) throw outcome.error;
+  if (unlinkError !== undefined) {
+    throw new MultikernelError(
+      'ERR_MK_LOCKED',
+      `tx_${outcome.value.id} applied, but kerf's lock ${kerfFile} could not be removed afterwards (${describe(unlinkError)}): ` +
+        `kerf refuses to run while it exists, so remove it: rm ${kerfFile}`,
+      { cause: unlinkError, details: { path: kerfFile, txId: outcome.value.id } },
+    );
+  }
+  return outcome.value;
+}
+
+// ------------------------------------------------------------------ kerf's lock
+
+/** Creates kerf's lock file (the first usable path), retrying every 100 ms while it exists. */
+async function takeKerfLock(system: System, paths: readonly string[], timeoutMs: number, deadline: number, signal: AbortSignal | undefined): Promise<string> {
+  for (;;) {
+    signal?.throwIfAborted();
+    let held: string | undefined;
+    let unusable: unknown;
+    for (const path of paths) {
+      try {
+        await system.createExclusive(path);
+        return path;
+      } catch (err) {
+        if (isSystemError(err, 'EEXIST')) {
+          held = path;
+          break;
+        }
+        if (!isSystemError(err, ...UNUSABLE_LOCK_DIR)) throw err;
+        unusable = err;
+      }
+    }
+    // No directory takes the file: the errno of the last one says why (kerf would fail too).
+    if (held === undefined) throw unusable;
+    const left = deadline - Date.now();
+    if (left <= 0) throw await kerfLockedError(system, held, timeoutMs);
+    await sleep(Math.min(KERF_LOCK_RETRY_MS, left), signal);
+  }
+}
+
+async function kerfLockedError(system: System, path: string, timeoutMs: number): Promise<MultikernelError> {
+  let ageMs: number | undefined;
+  let since: string;
+  try {
+    const { mtimeMs } = await system.stat(path);
+    ageMs = Math.max(0, Date.now() - mtimeMs);
+    since = `since ${new Date(mtimeMs).toISOString()} (${(ageMs / 1000).toFixed(1)} s)`;
+  } catch (err) {
+    since = `(its age could not be read: ${describe(err)})`;
+  }
+  return new MultikernelError(
+    'ERR_MK_LOCKED',
+    `kerf's lock ${path} exists ${since} and was not released within ${timeoutMs} ms: a kerf command holds it, ` +
+      'or a kerf that was killed left it behind. kerf writes no pid into it, so whether it is stale cannot be proven, ' +
+      `and this library never removes it. Check that no kerf runs (pgrep -f kerf), then remove it (rm ${path}) and try again`,
+    { details: { path, ageMs } },
+  );
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+// ------------------------------------------------------------------ the transaction
+
+async function writeAndConfirm(system: System, blob: Buffer, signal: AbortSignal | undefined, subject: Subject): Promise<TxBlobResult> {
+  const before = new Set(txIds(await system.readdir(MK_OVERLAYS)));
+  // The last point where an abort leaves nothing behind.
+  signal?.throwIfAborted();
+  let writeError: unknown;
+  try {
+    await system.writeFile(MK_OVERLAY_NEW, blob);
+  } catch (err) {
+    writeError = err;
+  }
+  // From here on an abort waits until the transaction is identified, checked and, if it failed,
+  // rolled back: a half-made transaction must not stay because the caller lost interest.
+  const outcome = await settle(system, blob, before, writeError, subject);
+  // Applied: the change is made, and an abort cannot unmake it, so it is reported.
+  if ('value' in outcome) return outcome.value;
+  if (signal?.aborted && outcome.clean) throw signal.reason;
+  throw outcome.error;
+}
+
+async function settle(system: System, blob: Buffer, before: Set<number>, writeError: unknown, subject: Subject): Promise<Outcome> {
+  const found = await identify(system, blob, before, writeError, subject);
+  if (typeof found !== 'number') return found;
+  let status: string | undefined;
+  let statusError: unknown;
+  try {
+    status = (await system.readFile(`${txDir(found)}/status`)).toString('latin1').replace(/\n$/, '');
+  } catch (err) {
+    statusError = err;
+  }
+  if (status === 'applied' && writeError === undefined) return { value: { id: found, status: 'applied' } };
+  return rollBack(system, found, { status, statusError, writeError }, subject);
+}
+
+/** The id of the transaction that holds `blob`, among those that appeared during the write. */
+async function identify(system: System, blob: Buffer, before: Set<number>, writeError: unknown, subject: Subject): Promise<number | Outcome> {
+  const lookFor = subject.resources === undefined ? '' : ` (look for the tx_N whose resources reads "${subject.resources}")`;
+  let after: number[];
+  try {
+    after = txIds(await system.readdir(MK_OVERLAYS));
+  } catch (err) {
+    const message =
+      `the overlay was written, but ${MK_OVERLAYS} could not be listed afterwards (${describe(err)}), so its transaction ` +
+      `is unknown${lookFor}: check its status, and rmdir it if it failed`;
+    return { clean: false, error: new MultikernelError('ERR_MK_TX_FAILED', message, { cause: err, details: { ops: subject.ops, resources: subject.resources } }) };
+  }
+  const appeared = after.filter((id) => !before.has(id));
+  const mine: number[] = [];
+  const unreadable: number[] = [];
+  let readError: unknown;
+  for (const id of appeared) {
+    try {
+      if ((await system.readFile(`${txDir(id)}/dtbo`)).equals(blob)) mine.push(id);
+    } catch (err) {
+      unreadable.push(id);
+      readError ??= err;
+    }
+  }
+  if (mine.length === 1) return mine[0]!;
+  const details = { ops: subject.ops, resources: subject.resources };
+  if (mine.length > 1) {
+    const message =
+      `${names(mine)} all hold the overlay just written, byte for byte, so which one this call made cannot be told: ` +
+      'none was checked or rolled back. Read their status and rmdir those that must not stay; a unique mk,resources ' +
+      'in each blob prevents this (applyOverlay adds one)';
+    return { clean: false, error: new MultikernelError('ERR_MK_TX_FAILED', message, { details: { ...details, txIds: mine } }) };
+  }
+  if (unreadable.length > 0) {
+    const message =
+      `the dtbo of ${names(unreadable)}, which appeared during the write, could not be read (${describe(readError)}), so ` +
+      `whether the overlay just written made it cannot be told${lookFor}: check its status, and rmdir it if it failed`;
+    return { clean: false, error: new MultikernelError('ERR_MK_TX_FAILED', message, { cause: readError, details: { ...details, txIds: unreadable } }) };
+  }
+  // Nothing was created: the kernel refused the blob up front (EINVAL, ENOMEM, ...).
+  if (writeError !== undefined) return { clean: true, error: writeError };
+  const others = appeared.length === 0 ? '' : ` (${names(appeared)} appeared meanwhile, from other writers)`;
+  return { clean: true, error: new MultikernelError('ERR_MK_TX_FAILED', `the overlay write created no transaction in ${MK_OVERLAYS}${others}`, { details }) };
+}
+
+/** A transaction that did not apply: its reason if the kernel gives one, then rmdir. */
+async function rollBack(
+  system: System,
+  id: number,
+  seen: { status: string | undefined; statusError: unknown; writeError: unknown },
+  subject: Subject,
+): Promise<Outcome> {
+  const dir = txDir(id);
+  const reason = await readReason(system, id);
+  let rolledBack = false;
+  let rollbackError: unknown;
+  try {
+    await system.rmdir(dir);
+    rolledBack = true;
+  } catch (err) {
+    rollbackError = err;
+  }
+  let undo: string;
+  if (rolledBack) {
+    undo = `It was rolled back (rmdir ${dir}); the kernel's undo has limits (an instance-remove or a pool memory-add is not undone), so re-read the pool and instances`;
+  } else {
+    // What the kernel shows now, not what this call expects.
+    const kept = await system.readdir(MK_OVERLAYS).then((entries) => txIds(entries).includes(id), () => undefined);
+    undo =
+      kept === false
+        ? `Rolling it back failed (${describe(rollbackError)}) and ${dir} is gone now (another process removed it?): re-read the pool and instances`
+        : `Rolling it back failed too (${describe(rollbackError)}): the kernel keeps ${dir} with status "failed" for a retry ` +
+          `(overlay.c mk_overlay_rmdir)${kept === undefined ? `, though ${MK_OVERLAYS} could not be listed to confirm it` : ''}. ` +
+          `After reading dmesg, run: rmdir ${dir}; then re-read the pool and instances`;
+  }
+  const why =
+    seen.writeError !== undefined
+      ? `the write failed with ${describe(seen.writeError)}`
+      : seen.statusError !== undefined
+        ? `its status could not be read (${describe(seen.statusError)}), and an unreadable status is never taken for success`
+        : `its status is "${seen.status}"`;
+  const because = reason === undefined ? 'see dmesg for the kernel\'s reason' : `the kernel's reason: ${reason}`;
+  const error = new MultikernelError('ERR_MK_TX_FAILED', `overlay transaction tx_${id} did not apply: ${why}; ${because}. ${undo}`, {
+    cause: seen.writeError ?? seen.statusError ?? rollbackError,
+    details: {
+      txId: id,
+      ops: subject.ops,
+      resources: subject.resources,
+      status: seen.status,
+      reason,
+      rolledBack,
+      ...(rollbackError !== undefined && { rollbackError }),
+    },
+  });
+  return { error, clean: rolledBack };
+}
+
+/** `tx_N/reason`, which no public kernel has yet (kmorph reads it when it exists): feature-detected. */
+async function readReason(system: System, id: number): Promise<string | undefined> {
+  try {
+    const text = (await system.readFile(`${txDir(id)}/reason`)).toString('utf8').trim();
+    return text === '' ? undefined : text;
+  } catch {
+    return undefined;
+  }
+}
+
+function names(ids: number[]): string {
+  return ids.map((id) => `tx_${id}`).join(', ');
+}
+
+/** The errno code of a system error, the code of a library error, or the message. */
+function describe(err: unknown): string {
+  if (isSystemError(err) || err instanceof MultikernelError) return err.code;
+  return err instanceof Error ? err.message : String(err);
 }
