@@ -47,6 +47,7 @@ t.test('the default host: two packages of two cores with two threads, two nodes'
 
   t.match(await text(s, '/proc/cpuinfo'), /^processor\t: 5\n[^]*^physical id\t: 1\nsiblings\t: 4\ncore id\t\t: 0\ncpu cores\t: 2\napicid\t\t: 10$/m);
   t.same(sorted(await s.readdir('/sys/devices/system')), ['cpu', 'node']);
+  t.same(await s.stat(`${CPU}/cpu5`), { type: 'directory', mode: 0o755, size: 0 });
   t.same(sorted(await s.readdir(CPU)), ['cpu0', 'cpu1', 'cpu2', 'cpu3', 'cpu4', 'cpu5', 'cpu6', 'cpu7', 'online', 'possible', 'present']);
   t.equal(await text(s, `${CPU}/possible`), '0-7\n');
   t.same(sorted(await s.readdir(`${CPU}/cpu0`)), ['node0', 'topology'], 'x86: the boot CPU has no online file (not hotpluggable)');
