@@ -31,6 +31,7 @@ import { type Locks, MemoryLocks } from './lockfile';
 import * as render from './render';
 import { DEFAULT_TOPOLOGY, HOST_DIRS, initialState, type SimState, type SimTopology } from './state';
 import { StateDir } from './state-dir';
+import { sysfsLookup } from './sysfs';
 
 export type { SimCpu, SimTopology } from './state';
 export { SimStateError, type SimStateErrorCode } from './state-dir';
@@ -42,7 +43,7 @@ export interface SimulatedSystemOptions {
    * else (SimStateError ERR_MK_SIM_STATE_DIR otherwise).
    */
   stateDir?: string;
-  /** CPUs (physical id + NUMA node), RAM and NUMA nodes; used when the state is created */
+  /** CPUs (physical id, NUMA node, optionally package and core), RAM and NUMA nodes; used when the state is created */
   topology?: SimTopology;
   /** which kernel image format kexec accepts (default 'x86_64': ELF vmlinux; 'arm64': Image) */
   arch?: 'x86_64' | 'arm64';
@@ -76,7 +77,7 @@ const HOST_FILE_MODE = 0o644;
 const INSTANCE_FILES = ['id', 'status', 'device_tree'];
 
 type Node =
-  | { kind: 'dir'; mode?: number; entries: () => string[] }
+  | { kind: 'dir'; mode?: number; entries: () => string[]; symlink?: boolean }
   | { kind: 'file'; mode: number; size?: number; mtimeMs?: number; read?: () => Buffer; write?: (data: Uint8Array) => Promise<number> }
   | { kind: 'char'; mode: number };
 
@@ -182,11 +183,11 @@ export class SimulatedSystem implements System {
       '/proc/cpuinfo': { kind: 'file', mode: 0o444, read: () => Buffer.from(render.cpuinfo(s, this.#opts.arch)) },
       '/proc/iomem': { kind: 'file', mode: 0o400, read: () => Buffer.from(render.iomem(s)) },
       '/proc/filesystems': { kind: 'file', mode: 0o444, read: () => Buffer.from(render.filesystems(stock)) },
-      '/sys/devices/system/cpu/online': { kind: 'file', mode: 0o444, size: 4096, read: () => Buffer.from(render.cpuList(render.hostCpus(s, true))) },
-      '/sys/devices/system/cpu/present': { kind: 'file', mode: 0o444, size: 4096, read: () => Buffer.from(render.cpuList(render.hostCpus(s, false))) },
       '/sys/fs': { kind: 'dir', entries: () => (stock ? [] : ['multikernel']) },
     };
     if (fixed[p]) return fixed[p];
+    const sys = sysfsLookup(s, this.#opts.arch, p);
+    if (sys) return sys;
     const hostMode = HOST_DIRS[p];
     if (hostMode !== undefined) {
       return { kind: 'dir', mode: hostMode, entries: () => Object.keys(s.hostFiles).filter((f) => hostDirOf(f) === p).map((f) => path.posix.basename(f)) };
@@ -332,6 +333,8 @@ export class SimulatedSystem implements System {
   async stat(p: string): Promise<FileStat> {
     return this.#fsCall('stat', 'stat', p, false, (_k, n) => {
       if (!n) throw new KErr('ENOENT');
+      // lstat(2), as LinuxSystem's: a link is reported as one
+      if (n.kind === 'dir' && n.symlink) return { type: 'symlink', mode: 0o777, size: 0, mtimeMs: 0 };
       if (n.kind === 'dir') return { type: 'directory', mode: n.mode ?? 0o755, size: 0, mtimeMs: 0 };
       if (n.kind === 'char') return { type: 'char-device', mode: n.mode, size: 0, mtimeMs: 0 };
       return { type: 'file', mode: n.mode, size: n.size ?? 0, mtimeMs: n.mtimeMs ?? 0 };

@@ -1,13 +1,13 @@
 /**
  * What the simulated kernel shows when read: the pool and instance DTBs (dts.c, instance_dt.c),
- * /proc/kimage (kexec_core.c), /proc/iomem (mem.c, kernel/resource.c), /proc/cpuinfo, the CPU masks
- * in sysfs and /proc/filesystems.
+ * /proc/kimage (kexec_core.c), /proc/iomem (mem.c, kernel/resource.c), /proc/cpuinfo, the cpulist
+ * format and /proc/filesystems. The CPU and NUMA trees of sysfs are sysfs.ts's.
  */
 import { decodeFdt, encodeFdt } from '../../fdt/codec';
 import { node, prop } from '../../fdt/tree';
 import type { FdtNode } from '../../fdt/types';
 import { SIM_PCI_DEVICE, SIM_PCI_VENDOR } from './props';
-import type { SimInstance, SimPlatformDevice, SimPool, SimState } from './state';
+import { cpuCore, cpuPackage, type SimInstance, type SimPlatformDevice, type SimPool, type SimState } from './state';
 
 /** The kernel's free CPU set, in its order (see SimPool.cpus). */
 function poolFreeCpus(s: SimState, pool: SimPool): number[] {
@@ -196,18 +196,26 @@ export function cpuList(cpus: number[]): string {
   return `${parts.join(',')}\n`;
 }
 
-/** /proc/cpuinfo of the online host CPUs (x86 layout; arm64 shows no physical id) */
+/**
+ * /proc/cpuinfo of the online host CPUs (arch/x86/kernel/cpu/proc.c: `physical id` is the
+ * package, `siblings` the online threads of the package, `cpu cores` its cores with an online
+ * thread; arm64 shows no physical id)
+ */
 export function cpuinfo(s: SimState, arch: 'x86_64' | 'arm64'): string {
-  return hostCpus(s, true)
+  const online = hostCpus(s, true);
+  return online
     .map((i) => {
       const c = s.topology.cpus[i]!;
       if (arch === 'arm64') return `processor\t: ${i}\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n\n`;
+      const inPackage = online.filter((j) => cpuPackage(s.topology.cpus[j]!) === cpuPackage(c));
       return [
         `processor\t: ${i}`,
         'vendor_id\t: GenuineIntel',
         'model name\t: Simulated multikernel CPU',
-        `physical id\t: ${c.node}`,
-        `core id\t\t: ${i}`,
+        `physical id\t: ${cpuPackage(c)}`,
+        `siblings\t: ${inPackage.length}`,
+        `core id\t\t: ${cpuCore(c, i)}`,
+        `cpu cores\t: ${new Set(inPackage.map((j) => cpuCore(s.topology.cpus[j]!, j))).size}`,
         `apicid\t\t: ${c.apicId}`,
         `initial apicid\t: ${c.apicId}`,
         '',

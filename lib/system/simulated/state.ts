@@ -14,6 +14,20 @@ export interface SimCpu {
   node: number;
   /** false: present but offline (refused as a pool member with EINVAL) */
   online?: boolean;
+  /** physical package (default: the NUMA node) */
+  package?: number;
+  /** core id within the package (default: the logical number); CPUs of one package and core are SMT siblings */
+  core?: number;
+}
+
+/** the physical package of a CPU (SimCpu.package, by default its NUMA node) */
+export function cpuPackage(cpu: SimCpu): number {
+  return cpu.package ?? cpu.node;
+}
+
+/** the core id of the CPU with logical number `i` (SimCpu.core, by default `i`: no SMT) */
+export function cpuCore(cpu: SimCpu, i: number): number {
+  return cpu.core ?? i;
 }
 
 export interface SimTopology {
@@ -136,8 +150,13 @@ export interface SimState {
 export const GiB = 1024 * 1024 * 1024;
 export const MiB = 1024 * 1024;
 
+/**
+ * 8 CPUs, APIC ids 0,2,…,14; logical 0-3 on node and package 0, 4-7 on node and package 1; two
+ * threads per core (0-1, 2-3, 4-5, 6-7), so the boot CPU's sibling (logical 1) is never part of a
+ * whole core a pool can take.
+ */
 export const DEFAULT_TOPOLOGY: SimTopology = {
-  cpus: [0, 2, 4, 6, 8, 10, 12, 14].map((apicId, i) => ({ apicId, node: i < 4 ? 0 : 1 })),
+  cpus: [0, 2, 4, 6, 8, 10, 12, 14].map((apicId, i) => ({ apicId, node: i < 4 ? 0 : 1, package: i < 4 ? 0 : 1, core: (i % 4) >> 1 })),
   memoryBytes: 16 * GiB,
   numaNodes: 2,
   pciDevices: ['0000:00:04.0', '0000:00:05.0'],
