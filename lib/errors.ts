@@ -191,7 +191,15 @@ export type MultikernelErrorCode =
   /** the spawn kernel did not answer a graceful halt (the kernel's 30 s ETIMEDOUT): stop({ force: true }) */
   | 'ERR_MK_HALT_TIMEOUT'
   /** waiting for a state ran out of time */
-  | 'ERR_MK_TIMEOUT';
+  | 'ERR_MK_TIMEOUT'
+  /** the kernel refused for lack of privilege or by policy (CAP_SYS_BOOT, lockdown, signature enforcement) */
+  | 'ERR_MK_PERMISSION'
+  /** Pool.init() on a host whose pool holds resources already: grow() it, or teardown() first */
+  | 'ERR_MK_POOL_EXISTS'
+  /** the host has no pool yet: Pool.init() first */
+  | 'ERR_MK_NO_POOL'
+  /** the pool still lends resources to instances: delete them first */
+  | 'ERR_MK_POOL_BUSY';
 
 /** A domain error with a stable `code` and a message that says what to do. */
 export class MultikernelError extends Error {

@@ -118,6 +118,15 @@ export async function applyOverlayBlob(system: System, dtbo: Uint8Array, options
 }
 
 async function transact(system: System, blob: Buffer, options: ApplyOverlayBlobOptions, subject: Subject): Promise<TxBlobResult> {
+  return withWriterLocks(system, options, () => writeAndConfirm(system, blob, options.signal, subject), (r) => `tx_${r.id} applied`);
+}
+
+/**
+ * Runs `fn` under the locks every writer of the multikernel configuration takes: this library's
+ * flock, then kerf's lock file (options as for applyOverlay). Used for overlays and for the
+ * baseline write, so that kerf and this library never interleave.
+ */
+export async function withWriterLocks<T>(system: System, options: ApplyOverlayBlobOptions, fn: () => Promise<T>, done: (value: T) => string = () => 'the change was made'): Promise<T> {
   const { signal, lockPath = DEFAULT_LOCK_PATH, lockTimeoutMs = DEFAULT_LOCK_TIMEOUT_MS, kerfLock } = options;
   if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 0) throw new RangeError(`lockTimeoutMs must be a non-negative integer, got ${lockTimeoutMs}`);
   const kerfPaths = kerfLock === false ? [] : (kerfLock?.paths ?? KERF_LOCK_PATHS);
@@ -126,10 +135,10 @@ async function transact(system: System, blob: Buffer, options: ApplyOverlayBlobO
   const deadline = Date.now() + lockTimeoutMs;
   const lock = await system.lock(lockPath, { exclusive: true, timeoutMs: lockTimeoutMs, signal });
   let kerfFile: string | undefined;
-  let outcome: { value: TxBlobResult } | { error: unknown };
+  let outcome: { value: T } | { error: unknown };
   try {
     if (kerfPaths.length > 0) kerfFile = await takeKerfLock(system, kerfPaths, lockTimeoutMs, deadline, signal);
-    outcome = { value: await writeAndConfirm(system, blob, signal, subject) };
+    outcome = { value: await fn() };
   } catch (error) {
     outcome = { error };
   }
@@ -147,9 +156,9 @@ async function transact(system: System, blob: Buffer, options: ApplyOverlayBlobO
   if (unlinkError !== undefined) {
     throw new MultikernelError(
       'ERR_MK_LOCKED',
-      `tx_${outcome.value.id} applied, but kerf's lock ${kerfFile} could not be removed afterwards (${describe(unlinkError)}): ` +
+      `${done(outcome.value)}, but kerf's lock ${kerfFile} could not be removed afterwards (${describe(unlinkError)}): ` +
         `kerf refuses to run while it exists, so remove it: rm ${kerfFile}`,
-      { cause: unlinkError, details: { path: kerfFile, txId: outcome.value.id } },
+      { cause: unlinkError, details: { path: kerfFile, result: outcome.value } },
     );
   }
   return outcome.value;

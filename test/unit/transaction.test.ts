@@ -445,7 +445,7 @@ t.test('kerf\'s lock cannot be removed after an applied transaction: ERR_MK_LOCK
   const sim = await host(t);
   const sys = wrap(sim, { unlink: async (p: string) => Promise.reject(systemError('EIO', 'unlink', p)) });
   const err = await rejection(applyOverlay(sys, create(), { lockPath: LOCK }));
-  t.match(err, { code: 'ERR_MK_LOCKED', details: { path: '/var/run/kerf.lock', txId: 2 } });
+  t.match(err, { code: 'ERR_MK_LOCKED', details: { path: '/var/run/kerf.lock', result: { id: 2 } } });
   t.equal(err.message, "tx_2 applied, but kerf's lock /var/run/kerf.lock could not be removed afterwards (EIO): kerf refuses to run while it exists, so remove it: rm /var/run/kerf.lock");
   t.same(await instances(sim), ['web']);
   t.same(await sim.readdir('/var/run'), ['kerf.lock'], 'left, as the message says');
