@@ -1,57 +1,41 @@
 /**
- * multikernel: a toolkit for Linux hosts running the multikernel kernel.
+ * multikernel: run kernels side by side on a multikernel host from Node.js.
  *
- * The layers, top to bottom: the end-to-end selftest and overlay transactions; the typed
- * multikernel tree shapes (model) over a device-tree codec (fdt); the `System` interface, the one
- * door to the kernel, with a real adapter (LinuxSystem, over the native addon) and a simulated
- * multikernel kernel (SimulatedSystem); the exec protocol of the in-instance agent; and a QEMU
- * harness for integration tests. Importing this module loads no native code: LinuxSystem loads
- * the addon the first time it needs it.
+ * The package root is the lifecycle API: `Host` (open the kernel, detect what it offers, read the
+ * topology), its `Pool` (the CPUs, memory and devices lent to instances) and `Instance` (create,
+ * load, start, stop, update, unload, delete), the overlay transactions underneath, kernel images,
+ * and the errors and types they use. Tooling has subpath exports: `multikernel/system` (the raw
+ * kernel door and ABI constants), `multikernel/simulated` (the simulated kernel),
+ * `multikernel/model` and `multikernel/fdt` (device trees), `multikernel/exec` (the kerf-init
+ * agent protocol), `multikernel/qemu` (the QEMU harness) and `multikernel/selftest`.
+ * Importing this module loads no native code: the real kernel's adapter loads the addon the first
+ * time it needs it.
  */
-export * from './errors';
-export * from './uapi';
-export * from './kernfs';
-export type {
-  System,
-  FileStat,
-  FileType,
-  DeviceHandle,
-  KexecFileLoadArgs,
-  LockOptions,
-  LockHandle,
-  VsockConnectOptions,
-  VsockListenOptions,
-  VsockServer,
-  VsockStream,
-} from './system/system';
-export { LinuxSystem, decodeKexecFlags, type LinuxSystemOptions } from './system/linux';
-export { SimulatedSystem, type SimulatedSystemOptions, type SimCpu, type SimTopology } from './system/simulated';
-export type { FaultRule, FaultAction } from './system/simulated/faults';
-export { probeMultikernelSupport, explainNoSupport, isStockKernelAnswer, type SupportReport } from './support';
-export * from './fdt';
-export * from './model';
+export { Host, type HostFeatures, type HostFeature, type HostOpenOptions, type InstanceSpec } from './host';
+export { Pool, type PoolSnapshot, type PoolCpu, type PoolChunk, type PoolRequest, type PoolShrinkRequest, type MemoryRequest } from './pool';
+export {
+  Instance,
+  type InstanceStatus,
+  type InstanceInfo,
+  type InstanceUpdate,
+  type LoadOptions,
+  type StopOptions,
+  type StopResult,
+  type WaitOptions,
+} from './instance';
+export type { CpuRequest } from './select';
+export type { HostTopology, HostCpu, HostNumaNode } from './topology';
+export { applyOverlay, applyOverlayBlob, type ApplyOverlayOptions, type TxResult, type TxStatus } from './transaction';
 export {
   prepareKernelImage,
-  placeholderImage,
   identifyKernelImage,
-  compressionOf,
   type KernelArch,
   type KernelImageKind,
   type ImageCompression,
   type PreparedKernelImage,
   type PrepareKernelImageOptions,
 } from './image';
-export {
-  applyOverlay,
-  applyOverlayBlob,
-  transactionTag,
-  type ApplyOverlayOptions,
-  type ApplyOverlayBlobOptions,
-  type TxResult,
-  type TxBlobResult,
-  type TxStatus,
-} from './transaction';
-export { runSelftest, type SelftestOptions, type SelftestResult, type SelftestStep } from './selftest';
-export { execOverStream, ExecRemoteError, ExecLostConnectionError, type ExecRequest, type ExecResult } from './exec/client';
-export { AGENT_PORT } from './exec/protocol';
-export { runQemu, readKernelCache, type QemuOptions, type QemuResult, type KernelCache } from './qemu';
+export { MultikernelError, isSystemError, type SystemError, type MultikernelErrorCode } from './errors';
+export { OldKerfFormatError } from './model/errors';
+export type { OverlayOp, VirtioDevice, TreeDevice, MkDevice } from './model';
+export type { System } from './system/system';
