@@ -1,8 +1,8 @@
 /**
  * The whole life of one instance, end to end, on any `System`: the sequence an operator runs to
- * prove a host works (docs/kernel-interface.md, "End to end"). Every step re-reads the kernel's
- * own state rather than trusting what it just wrote, and a failure undoes what the run did
- * (force-halt, unload, remove, tear the pool down) before it is reported.
+ * prove a host works (docs/kernel-interface.md, "End to end"), as a thin user of the lifecycle
+ * API (Host, Pool, Instance), which re-reads the kernel's state at every step. A failure undoes
+ * what the run did (force-halt, unload, delete, give back what it pooled) before it is reported.
  *
  * On the simulated kernel this is the package's demonstration (`mkctl selftest --simulated`);
  * on a real multikernel host it is a smoke test (`mkctl selftest --kernel vmlinux`).
@@ -10,22 +10,12 @@
 import { MultikernelError, isSystemError } from './errors';
 import { execOverStream } from './exec/client';
 import { AGENT_PORT } from './exec/protocol';
-import { DEFAULT_LOCK_PATH, MK_CONSOLE_DEVICE, MK_DEVICE_TREE, MK_INSTANCES, PROC_CPUINFO, PROC_KIMAGE, instanceDir, parseCpuinfo, parseKimage } from './kernfs';
-import { encodeBaseline, parseInstance, parsePool } from './model';
+import { Host } from './host';
+import type { Instance } from './instance';
+import { DEFAULT_LOCK_PATH, MK_CONSOLE_DEVICE } from './kernfs';
 import { probeMultikernelSupport } from './support';
 import type { DeviceHandle, System } from './system/system';
-import { applyOverlay } from './transaction';
-import {
-  KEXEC_FILE_NO_INITRAMFS,
-  KEXEC_FILE_UNLOAD,
-  KEXEC_MULTIKERNEL,
-  LINUX_REBOOT_CMD_MULTIKERNEL,
-  LINUX_REBOOT_CMD_MULTIKERNEL_HALT,
-  LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE,
-  MK_ID_MAX,
-  MK_ID_MIN,
-  kexecMkId,
-} from './uapi';
+import { formatBytes } from './units';
 
 const MIB = 1024n * 1024n;
 
@@ -74,50 +64,6 @@ function usage(message: string): never {
   throw new MultikernelError('ERR_MK_INVALID_SPEC', message);
 }
 
-
-async function text(system: System, path: string): Promise<string> {
-  return (await system.readFile(path)).toString('utf8');
-}
-
-async function status(system: System, name: string): Promise<string | undefined> {
-  try {
-    return (await text(system, `${instanceDir(name)}/status`)).trim();
-  } catch (err) {
-    if (isSystemError(err, 'ENOENT')) return undefined;
-    throw err;
-  }
-}
-
-/**
- * Re-reads the status and requires `want` (undefined: the instance is gone). Every transition
- * happens inside the system call that causes it (docs/kernel-interface.md, "Instance states"),
- * so one read after the call is the truth; there is nothing to poll for.
- */
-async function expectStatus(system: System, name: string, want: string | undefined): Promise<void> {
-  const now = await status(system, name);
-  if (now !== want) {
-    throw new MultikernelError('ERR_MK_TX_FAILED', `instance "${name}" is ${now === undefined ? 'gone' : `"${now}"`}, expected ${want === undefined ? 'it gone' : `"${want}"`}`);
-  }
-}
-
-async function freeId(system: System): Promise<number> {
-  const used = new Set<number>();
-  for (const entry of await system.readdir(MK_INSTANCES)) {
-    used.add(Number((await text(system, `${instanceDir(entry)}/id`)).trim()));
-  }
-  for (let id = MK_ID_MIN; id <= MK_ID_MAX; id++) if (!used.has(id)) return id;
-  return usage('every instance id 1..2047 is taken');
-}
-
-/** Physical ids of online host CPUs that may join the pool: never the boot CPU. */
-async function hostCpuCandidates(system: System): Promise<number[]> {
-  const cpus = parseCpuinfo(await text(system, PROC_CPUINFO));
-  if (cpus.some((c) => c.apicId === undefined)) {
-    return usage(`${PROC_CPUINFO} shows no apicid: create the pool yourself with explicit physical CPU ids`);
-  }
-  return cpus.filter((c) => c.processor !== 0 && c.apicId !== 0).map((c) => c.apicId!);
-}
-
 /** Reads the console until `idleMs` passes without output, or `timeoutMs` with none at all. */
 async function drainConsole(tty: DeviceHandle, timeoutMs: number, idleMs: number): Promise<string> {
   let out = '';
@@ -153,6 +99,14 @@ async function connectAgent(system: System, id: number, signal?: AbortSignal) {
   return usage('no free local vsock port in 512..1023 to reach the kerf-init agent');
 }
 
+/** What a run put into the pool, so that exactly that goes back. */
+interface PoolAddition {
+  /** the run made the pool: tear it all down */
+  created: boolean;
+  cpus: number[];
+  memory: bigint[];
+}
+
 export async function runSelftest(system: System, options: SelftestOptions = {}): Promise<SelftestResult> {
   const name = options.name ?? 'selftest';
   const cpuCount = options.cpus ?? 1;
@@ -166,23 +120,25 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
   if ((options.kernel === undefined) === (options.image === undefined)) usage('give exactly one of kernel (a path) or image (bytes)');
 
   const steps: SelftestStep[] = [];
+  const record = (label: string, detail: string, ms: number): void => {
+    const s = { step: label, detail, ms };
+    steps.push(s);
+    options.onStep?.(s);
+  };
   const step = async <T>(label: string, fn: () => Promise<T>, detail: (value: T) => string): Promise<T> => {
     signal?.throwIfAborted();
     const t0 = performance.now();
     const value = await fn();
-    const s = { step: label, detail: detail(value), ms: Math.round(performance.now() - t0) };
-    steps.push(s);
-    options.onStep?.(s);
+    record(label, detail(value), Math.round(performance.now() - t0));
     return value;
   };
 
   // What this run changed, so a failure can undo exactly that.
+  let host: Host | undefined;
   let added: PoolAddition | undefined;
-  let created = false;
-  let id = 0;
+  let instance: Instance | undefined;
   let tty: DeviceHandle | undefined;
   let consoleText = '';
-  const fds: number[] = [];
   let result: SelftestResult;
 
   try {
@@ -191,93 +147,60 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
     if (!report.supported) {
       throw new MultikernelError('ERR_MK_NO_SUPPORT', `this kernel has no multikernel support; probed: ${report.findings.join('; ')}`, { details: { probes: report } });
     }
-    await step(
+    host = await step(
       'mount',
-      () => (report.mounted ? Promise.resolve() : system.mountMultikernel()),
+      () => Host.open({ system, lockPath, signal }),
       () => (report.mounted ? 'already mounted' : 'mounted /sys/fs/multikernel'),
     );
+    const opened = host;
 
-    const before = parsePool(await system.readFile(MK_DEVICE_TREE));
-    const missingCpus = Math.max(0, cpuCount - before.cpusAvailable.length);
-    const needMemory = before.memory.length === 0;
-    let pool = before;
+    const before = await opened.pool.snapshot();
+    const missingCpus = Math.max(0, cpuCount - before.freeCpus.length);
+    const needMemory = before.freeMemoryBytes < memoryBytes;
     if (missingCpus > 0 || needMemory) {
-      pool = await step(
+      await step(
         'pool',
         async () => {
-          // A pool without memory has no CPUs either (each pool CPU parks in pool memory:
-          // kernel/multikernel/overlay.c), so CPUs are always missing here.
-          const candidates = await hostCpuCandidates(system);
-          if (candidates.length < missingCpus) usage(`the host has ${candidates.length} CPUs to spare besides the boot CPU; ${missingCpus} more are needed`);
-          const cpus = candidates.slice(-missingCpus);
-          const memory = needMemory ? [poolMemoryBytes] : [];
-          if (!before.hasPool) {
-            // The first baseline creates the pool; once one exists the kernel answers EBUSY and
-            // the pool only grows through /resources overlays.
-            await system.writeFile(MK_DEVICE_TREE, encodeBaseline({ cpus, memory: memory.map((size) => ({ size })) }));
-          } else {
-            const ops = [
-              ...cpus.map((id) => ({ op: 'cpu-add' as const, target: 'pool' as const, id })),
-              ...memory.map((size) => ({ op: 'memory-add' as const, target: 'pool' as const, size })),
-            ];
-            await applyOverlay(system, ops, { description: 'selftest pool', lockPath, signal });
-          }
-          const after = parsePool(await system.readFile(MK_DEVICE_TREE));
-          // Without a pool, /resources lists the host's CPUs (dts.c), not pool members.
-          const pooledBefore = before.hasPool ? before.cpus : [];
+          const memory = needMemory ? poolMemoryBytes : undefined;
+          const after = before.exists
+            ? await opened.pool.grow({ ...(missingCpus > 0 ? { cpus: missingCpus } : {}), ...(memory !== undefined ? { memory } : {}) }, { signal })
+            : await opened.pool.init({ cpus: missingCpus, memory: poolMemoryBytes }, { signal });
           added = {
-            cpus: after.cpus.filter((c) => !pooledBefore.includes(c)),
-            memory: after.memory.filter((m) => !before.memory.some((b) => b.base === m.base)),
+            created: !before.exists,
+            cpus: after.cpus.map((c) => c.physicalId).filter((c) => !before.cpus.some((b) => b.physicalId === c)),
+            memory: after.memory.map((m) => m.base).filter((base) => !before.memory.some((b) => b.base === base)),
           };
           return after;
         },
         (p) =>
-          `${before.hasPool ? 'grown' : 'created'}: cpus ${p.cpus.join(',')}, memory ${p.memory.map((m) => `${m.size / MIB} MiB at 0x${m.base.toString(16)}`).join(', ')}`,
+          `${before.exists ? 'grown' : 'created'}: cpus ${p.cpus.map((c) => c.physicalId).join(',')}, memory ${p.memory.map((m) => `${formatBytes(m.size)} at 0x${m.base.toString(16)}`).join(', ')}`,
       );
     } else {
-      steps.push({ step: 'pool', detail: `reusing: ${pool.cpusAvailable.length} of ${pool.cpus.length} CPUs free`, ms: 0 });
-      options.onStep?.(steps.at(-1)!);
+      record('pool', `reusing: ${before.freeCpus.length} of ${before.cpus.length} CPUs free`, 0);
     }
-    // Enough are free now; should a concurrent writer take some, 'verify' catches it.
-    const cpus = pool.cpusAvailable.slice(-cpuCount);
 
-    id = await freeId(system);
-    await step(
+    instance = await step(
       'create',
-      async () => {
-        const result = await applyOverlay(system, [{ op: 'instance-create', name, id, memoryBytes, cpus }], { description: `selftest ${name}`, lockPath, signal });
-        created = true;
-        return result;
-      },
-      (r) => `tx_${r.id} applied: instance "${name}" id ${id}`,
+      () => opened.createInstance({ name, cpus: cpuCount, memory: memoryBytes }, { signal }),
+      (i) => `instance "${name}" id ${i.id}: ${cpuCount} CPU${cpuCount > 1 ? 's' : ''}, ${formatBytes(memoryBytes)} granted`,
     );
+    const created = instance;
 
-    await step(
+    const info = await step(
       'verify',
       async () => {
-        await expectStatus(system, name, 'ready');
-        const tree = parseInstance(await system.readFile(`${instanceDir(name)}/device_tree`));
-        // CPU and device reservations that fail inside instance-create only warn: check what was granted.
-        const missing = cpus.filter((c) => !tree.cpus.includes(c));
-        if (tree.id !== id || missing.length > 0 || tree.memoryBytes < memoryBytes) {
-          throw new MultikernelError('ERR_MK_TX_FAILED', `instance "${name}" was not granted what was asked: id ${tree.id}, cpus [${tree.cpus.join(',')}], ${tree.memoryBytes} bytes`);
-        }
-        return tree;
+        const i = await created.info();
+        if (i.status !== 'ready') throw new MultikernelError('ERR_MK_TX_FAILED', `instance "${name}" is "${i.status}", expected "ready"`);
+        return i;
       },
-      (tree) => `ready: cpus ${tree.cpus.join(',')}, ${tree.memoryBytes / MIB} MiB at 0x${tree.memoryBase!.toString(16)}`,
+      (i) => `ready: cpus ${i.cpus.join(',')}, ${formatBytes(i.memoryBytes)}${i.memory[0] ? ` at 0x${i.memory[0].base.toString(16)}` : ''}`,
     );
 
     await step(
       'load',
       async () => {
-        const kernelFd = options.kernel !== undefined ? await system.openImage(options.kernel) : await system.openImageBytes('selftest-kernel', options.image!);
-        fds.push(kernelFd);
-        const initrdFd = options.initrd !== undefined ? await system.openImage(options.initrd) : -1;
-        if (initrdFd !== -1) fds.push(initrdFd);
-        const flags = KEXEC_MULTIKERNEL | kexecMkId(id) | (initrdFd === -1 ? KEXEC_FILE_NO_INITRAMFS : 0);
-        await system.kexecFileLoad({ kernelFd, initrdFd, cmdline, flags });
-        await expectStatus(system, name, 'loaded');
-        return parseKimage(await text(system, PROC_KIMAGE).catch(() => '')).find((r) => r.id === id);
+        await created.load(options.kernel ?? options.image!, { ...(options.initrd !== undefined ? { initrd: options.initrd } : {}), cmdline, signal });
+        return (await created.info()).image;
       },
       (row) => (row ? `loaded: /proc/kimage ${row.type}, ${row.segments} segments, entry 0x${row.start.toString(16)}` : 'loaded'),
     );
@@ -287,21 +210,20 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
       async () => {
         const handle = await system.openDevice(MK_CONSOLE_DEVICE);
         try {
-          await handle.write(Buffer.from(`${id}\n`));
+          await handle.write(Buffer.from(`${created.id}\n`));
         } catch (err) {
           await handle.close();
           throw err;
         }
         return handle;
       },
-      () => `${MK_CONSOLE_DEVICE} selected instance ${id} (before start, so the boot log is kept)`,
+      () => `${MK_CONSOLE_DEVICE} selected instance ${created.id} (before start, so the boot log is kept)`,
     );
 
     await step(
       'start',
       async () => {
-        await system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL, id);
-        await expectStatus(system, name, 'active');
+        await created.start({ signal });
         consoleText += await drainConsole(tty!, bootTimeoutMs, 300);
         return consoleText;
       },
@@ -314,7 +236,7 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
       execResult = await step(
         'exec',
         async () => {
-          const stream = await connectAgent(system, id, signal);
+          const stream = await connectAgent(system, created.id, signal);
           try {
             const r = await execOverStream(stream, { argv, signal });
             return { exitCode: r.exitCode, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8') };
@@ -328,43 +250,22 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
 
     await step(
       'stop',
-      async () => {
-        let how = 'graceful halt';
-        try {
-          await system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT, id);
-        } catch (err) {
-          // A hung spawn does not answer: the graceful halt times out.
-          if (!isSystemError(err, 'ETIMEDOUT')) throw err;
-          await system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE, id);
-          how = 'graceful halt timed out; forced halt';
-        }
-        await expectStatus(system, name, 'loaded');
-        return how;
-      },
-      (how) => `${how}: loaded`,
+      // A hung spawn does not answer: the graceful halt times out in the kernel, then it is forced.
+      () => created.stop({ force: true }),
+      (r) => `${r.how === 'graceful' ? 'graceful halt' : 'graceful halt timed out; forced halt'}: loaded`,
     );
     consoleText += await drainConsole(tty, 200, 200);
     await tty.close();
     tty = undefined;
 
-    await step(
-      'unload',
-      async () => {
-        await system.kexecFileLoad({ kernelFd: -1, initrdFd: -1, cmdline: '', flags: KEXEC_FILE_UNLOAD | KEXEC_MULTIKERNEL | kexecMkId(id) });
-        await expectStatus(system, name, 'ready');
-      },
-      () => 'ready',
-    );
-
+    await step('unload', () => created.unload({ signal }), () => 'ready');
     await step(
       'remove',
       async () => {
-        const r = await applyOverlay(system, [{ op: 'instance-remove', name }], { description: `selftest ${name}`, lockPath, signal });
-        created = false;
-        await expectStatus(system, name, undefined);
-        return r;
+        await created.delete({ signal });
+        instance = undefined;
       },
-      (r) => `tx_${r.id} applied: instance gone`,
+      () => 'instance gone',
     );
 
     if (added) {
@@ -372,55 +273,31 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
       await step(
         'teardown',
         async () => {
-          const r = await applyOverlay(system, teardownOps(give), { description: 'selftest pool', lockPath, signal });
+          await giveBack(opened, give);
           added = undefined;
-          return r;
         },
-        (r) => `tx_${r.id} applied: the CPUs and memory this run pooled went back to the host`,
+        () => (give.created ? 'the pool this run made went back to the host' : 'the CPUs and memory this run pooled went back to the host'),
       );
     }
 
-    result = { instance: { name, id, cpus, memoryBytes }, steps, console: consoleText, exec: execResult };
+    result = { instance: { name, id: created.id, cpus: info.cpus, memoryBytes }, steps, console: consoleText, exec: execResult };
   } catch (err) {
-    await undo(system, { name, id, created, added, lockPath });
+    const ignore = () => undefined;
+    await instance?.delete({ force: true }).catch(ignore);
+    if (host && added) await giveBack(host, added).catch(ignore);
     throw err;
   } finally {
     await tty?.close();
-    await Promise.allSettled(fds.map((fd) => system.closeImage(fd)));
   }
   return result;
 }
 
-/** What a run put into the pool, so that exactly that goes back. */
-interface PoolAddition {
-  cpus: number[];
-  memory: { base: bigint; size: bigint }[];
-}
-
-function teardownOps(added: PoolAddition) {
-  return [
-    ...added.cpus.map((cpu) => ({ op: 'cpu-remove' as const, target: 'pool' as const, id: cpu })),
-    ...added.memory.map((m) => ({ op: 'memory-remove' as const, target: 'pool' as const, base: m.base, size: m.size })),
-  ];
-}
-
-/** Best-effort undo after a failure, driven by what the kernel shows now, not by what we think. */
-async function undo(
-  system: System,
-  run: { name: string; id: number; created: boolean; added: PoolAddition | undefined; lockPath: string },
-): Promise<void> {
-  const ignore = () => undefined;
-  if (run.created) {
-    const st = await status(system, run.name).catch(ignore);
-    if (st === 'active') await system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE, run.id).catch(ignore);
-    if (st === 'active' || st === 'loaded') {
-      await system.kexecFileLoad({ kernelFd: -1, initrdFd: -1, cmdline: '', flags: KEXEC_FILE_UNLOAD | KEXEC_MULTIKERNEL | kexecMkId(run.id) }).catch(ignore);
-    }
-    if ((await status(system, run.name).catch(ignore)) !== undefined) {
-      await applyOverlay(system, [{ op: 'instance-remove', name: run.name }], { description: `selftest ${run.name} undo`, lockPath: run.lockPath }).catch(ignore);
-    }
+/** Exactly what the run pooled goes back: the whole pool when the run made it. */
+async function giveBack(host: Host, added: PoolAddition): Promise<void> {
+  if (added.created) {
+    await host.pool.teardown();
+    return;
   }
-  if (run.added) {
-    await applyOverlay(system, teardownOps(run.added), { description: 'selftest pool undo', lockPath: run.lockPath }).catch(ignore);
-  }
+  const chunks = (await host.pool.snapshot()).memory.filter((m) => added.memory.includes(m.base));
+  await host.pool.shrink({ cpus: added.cpus.length > 0 ? { physical: added.cpus } : undefined, memory: chunks.length > 0 ? chunks.map((c) => ({ base: c.base })) : undefined });
 }
