@@ -315,15 +315,26 @@ export class Host {
   }
 
   async #writeBaseline(blob: Uint8Array, signal?: AbortSignal): Promise<void> {
-    await withWriterLocks(this.system, { ...this.#txOptions, signal }, async () => {
-      try {
-        await this.system.writeFile(MK_DEVICE_TREE, blob);
-      } catch (err) {
-        // The kernel leaves what it grew before the failure (baseline.c): give it back.
-        await this.pool.teardown().catch(() => undefined);
-        throw err;
-      }
-    });
+    // set inside the callback: a plain annotation would be narrowed to 'not tried' here
+    let state = 'not tried' as 'not tried' | 'failed' | 'written';
+    try {
+      await withWriterLocks(
+        this.system,
+        { ...this.#txOptions, signal },
+        async () => {
+          state = 'failed';
+          await this.system.writeFile(MK_DEVICE_TREE, blob);
+          state = 'written';
+        },
+        () => 'the baseline was written',
+      );
+    } catch (err) {
+      // A failed write leaves what the kernel grew before the failure (baseline.c): give it back,
+      // after the locks are released (the teardown takes them). Not when the locks were not had
+      // (the pool, if any, is another writer's), nor when the write worked and only the release failed.
+      if (state === 'failed') await this.pool.teardown().catch(() => undefined);
+      throw err;
+    }
   }
 
   /** CPUs whose logical number or node the host showed, now or when it was opened (a pooled CPU departs from sysfs). */

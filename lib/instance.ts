@@ -379,12 +379,19 @@ export class Instance {
     }
     if (options.force === true && status === 'loaded') await this.unload({ signal: options.signal });
     else if (status !== 'ready') throw stateError(this.name, status, 'delete');
-    await this.#host.applyOverlay([{ op: 'instance-remove', name: this.name }], `delete ${this.name}`, options.signal);
-    const gone = await this.status().then(
-      () => false,
-      (err: unknown) => err instanceof MultikernelError && err.code === 'ERR_MK_INSTANCE_NOT_FOUND',
-    );
-    if (!gone) throw new MultikernelError('ERR_MK_TX_FAILED', `instance "${this.name}" is still listed after its removal applied: re-read ${MK_INSTANCES}`);
+    const gone = () =>
+      this.status().then(
+        () => false,
+        (err: unknown) => err instanceof MultikernelError && err.code === 'ERR_MK_INSTANCE_NOT_FOUND',
+      );
+    try {
+      await this.#host.applyOverlay([{ op: 'instance-remove', name: this.name }], `delete ${this.name}`, options.signal);
+    } catch (err) {
+      // The kernel is the truth: a transaction reported failed after the instance went is a delete done.
+      if (await gone()) return;
+      throw err;
+    }
+    if (!(await gone())) throw new MultikernelError('ERR_MK_TX_FAILED', `instance "${this.name}" is still listed after its removal applied: re-read ${MK_INSTANCES}`);
   }
 
   /**

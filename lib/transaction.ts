@@ -16,6 +16,7 @@
  * confused (and `tx_N/resources` tells an operator who made it).
  */
 import { randomBytes } from 'node:crypto';
+import { compensatingOps, readView, type Compensation, type StateView } from './compensate';
 import { MultikernelError, isSystemError } from './errors';
 import { DEFAULT_LOCK_PATH, KERF_LOCK_PATHS, MK_OVERLAYS, MK_OVERLAY_NEW, txDir, txIds } from './kernfs';
 import { MAX_OVERLAY_WRITE_BYTES, MAX_RESOURCES_DESCRIPTION, encodeOverlay, type OverlayOp } from './model';
@@ -70,6 +71,8 @@ const UNUSABLE_LOCK_DIR = ['EACCES', 'EPERM', 'EROFS', 'ENOENT'];
 interface Subject {
   ops?: OverlayOp[];
   resources?: string;
+  /** what the kernel showed of the ops' resources before the write (op lists only; not for a compensation itself) */
+  before?: StateView;
 }
 
 type Outcome = { value: TxBlobResult } | { error: unknown; clean: boolean };
@@ -126,7 +129,7 @@ async function transact(system: System, blob: Buffer, options: ApplyOverlayBlobO
  * flock, then kerf's lock file (options as for applyOverlay). Used for overlays and for the
  * baseline write, so that kerf and this library never interleave.
  */
-export async function withWriterLocks<T>(system: System, options: ApplyOverlayBlobOptions, fn: () => Promise<T>, done: (value: T) => string = () => 'the change was made'): Promise<T> {
+export async function withWriterLocks<T>(system: System, options: ApplyOverlayBlobOptions, fn: () => Promise<T>, done: (value: T) => string): Promise<T> {
   const { signal, lockPath = DEFAULT_LOCK_PATH, lockTimeoutMs = DEFAULT_LOCK_TIMEOUT_MS, kerfLock } = options;
   if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 0) throw new RangeError(`lockTimeoutMs must be a non-negative integer, got ${lockTimeoutMs}`);
   const kerfPaths = kerfLock === false ? [] : (kerfLock?.paths ?? KERF_LOCK_PATHS);
@@ -228,7 +231,8 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
 
 // ------------------------------------------------------------------ the transaction
 
-async function writeAndConfirm(system: System, blob: Buffer, signal: AbortSignal | undefined, subject: Subject): Promise<TxBlobResult> {
+async function writeAndConfirm(system: System, blob: Buffer, signal: AbortSignal | undefined, subject: Subject, compensate = true): Promise<TxBlobResult> {
+  if (compensate && subject.ops) subject.before = await readView(system, subject.ops);
   const before = new Set(txIds(await system.readdir(MK_OVERLAYS)));
   // The last point where an abort leaves nothing behind.
   signal?.throwIfAborted();
@@ -323,18 +327,24 @@ async function rollBack(
   } catch (err) {
     rollbackError = err;
   }
+  // What is still in effect, from what the kernel shows now against what it showed before.
+  const comp = await compensate(system, id, subject, rolledBack);
   let undo: string;
   if (rolledBack) {
-    undo = `It was rolled back (rmdir ${dir}); the kernel's undo has limits (an instance-remove or a pool memory-add is not undone), so re-read the pool and instances`;
+    undo = `It was rolled back (rmdir ${dir}); ${comp.summary}`;
   } else {
     // What the kernel shows now, not what this call expects.
     const kept = await system.readdir(MK_OVERLAYS).then((entries) => txIds(entries).includes(id), () => undefined);
+    const unconfirmed = kept === undefined ? `, though ${MK_OVERLAYS} could not be listed to confirm it` : '';
     undo =
       kept === false
-        ? `Rolling it back failed (${describe(rollbackError)}) and ${dir} is gone now (another process removed it?): re-read the pool and instances`
-        : `Rolling it back failed too (${describe(rollbackError)}): the kernel keeps ${dir} with status "failed" for a retry ` +
-          `(overlay.c mk_overlay_rmdir)${kept === undefined ? `, though ${MK_OVERLAYS} could not be listed to confirm it` : ''}. ` +
-          `After reading dmesg, run: rmdir ${dir}; then re-read the pool and instances`;
+        ? `Rolling it back failed (${describe(rollbackError)}) and ${dir} is gone now (another process removed it?); ${comp.summary}`
+        : comp.clean
+          ? `Rolling it back failed (${describe(rollbackError)}), so the kernel keeps ${dir} with status "failed"${unconfirmed}; ${comp.summary}, ` +
+            'so it is only a record (the kernel\'s rollback runs the inverse of every operation, also of those that never ran, ' +
+            `which can fail for good): rmdir ${dir} retries`
+          : `Rolling it back failed too (${describe(rollbackError)}): the kernel keeps ${dir} with status "failed" for a retry ` +
+            `(overlay.c mk_overlay_rmdir)${unconfirmed}; ${comp.summary}. After reading dmesg, run: rmdir ${dir}`;
   }
   const why =
     seen.writeError !== undefined
@@ -353,9 +363,61 @@ async function rollBack(
       reason,
       rolledBack,
       ...(rollbackError !== undefined && { rollbackError }),
+      inEffect: !comp.clean,
+      ...(comp.txId !== undefined && { compensation: { txId: comp.txId, ops: comp.ops } }),
+      ...(comp.irreversible.length > 0 && { irreversible: comp.irreversible }),
+      ...(comp.error !== undefined && { compensationError: comp.error }),
     },
   });
-  return { error, clean: rolledBack };
+  // an abort may hide only a transaction that left nothing, not even its record
+  return { error, clean: rolledBack && comp.clean };
+}
+
+/**
+ * Undoes what the failed transaction `id` left in effect with one more transaction (see
+ * lib/compensate.ts). Without a view from before the write (a raw blob), the kernel's rollback
+ * is all there is: clean when rmdir worked.
+ */
+async function compensate(
+  system: System,
+  id: number,
+  subject: Subject,
+  rolledBack: boolean,
+): Promise<{ clean: boolean; summary: string; irreversible: string[]; txId?: number; ops?: OverlayOp[]; error?: unknown }> {
+  if (subject.ops === undefined || subject.before === undefined) {
+    return rolledBack
+      ? { clean: true, summary: 'the kernel\'s undo has limits (an instance-remove or a pool memory-add is not undone): re-read the pool and instances', irreversible: [] }
+      : { clean: false, summary: 're-read the pool and instances', irreversible: [] };
+  }
+  let comp: Compensation;
+  try {
+    comp = compensatingOps(subject.ops, subject.before, await readView(system, subject.ops));
+  } catch (err) {
+    return { clean: false, summary: `what it left in effect could not be read (${describe(err)}): re-read the pool and instances`, irreversible: [], error: err };
+  }
+  const cannot = comp.irreversible.length > 0 ? ` (${comp.irreversible.join('; ')})` : '';
+  if (comp.ops.length === 0) {
+    return { clean: comp.irreversible.length === 0, summary: `nothing of it is in effect${cannot}`, irreversible: comp.irreversible };
+  }
+  const resources = transactionTag(`undo tx_${id}`);
+  try {
+    const undone = await writeAndConfirm(system, encodeOverlay(comp.ops, { resources }), undefined, { ops: comp.ops, resources }, false);
+    return {
+      clean: comp.irreversible.length === 0,
+      summary: `what it left in effect was undone by tx_${undone.id} (${comp.ops.map((o) => o.op).join(', ')})${cannot}`,
+      irreversible: comp.irreversible,
+      txId: undone.id,
+      ops: comp.ops,
+    };
+  } catch (err) {
+    return {
+      clean: false,
+      summary: `it left ${comp.ops.map((o) => o.op).join(', ')} in effect, and undoing that failed too (${describe(err)}): re-read the pool and instances`,
+      irreversible: comp.irreversible,
+      ops: comp.ops,
+      error: err,
+    };
+  }
 }
 
 /** `tx_N/reason`, which no public kernel has yet (kmorph reads it when it exists): feature-detected. */

@@ -11,6 +11,7 @@ import { candidateOf } from '../../lib/select';
 import { placeholderImage, SimulatedSystem } from '../../lib/simulated';
 import type { System, VsockStream } from '../../lib/system/system';
 import { pciIds } from '../../lib/readback';
+import { encodeBaseline } from '../../lib/model';
 
 const kernel = placeholderImage('x86_64');
 const lockPath = path.join(os.tmpdir(), `mk-edges-test-${process.pid}.lock`);
@@ -175,4 +176,31 @@ t.test('candidates leave out what the topology does not know; pciIds skips platf
   const statuses: InstanceStatus[] = ['ready', 'loaded', 'active', 'empty', 'failed'];
   t.equal(statuses.length, 5);
   t.equal(systemError('EIO', 'read').code, 'EIO');
+});
+
+t.test('a baseline the kernel refuses after growing memory is torn down, outside the locks', async (t) => {
+  const cpus = [{ apicId: 0, node: 0 }, { apicId: 2, node: 0 }, { apicId: 4, node: 0, online: false }];
+  const system = new SimulatedSystem({ topology: { cpus, memoryBytes: 16 * 2 ** 30, numaNodes: 1 } });
+  t.teardown(() => system.dispose());
+  // Between our choice and our write the CPU went offline: the kernel grows the memory, fails
+  // to move the CPU and answers EBUSY (baseline.c), leaving the memory in the pool.
+  const racing = wrap(system, {
+    writeFile: async (p: string, data: Uint8Array) =>
+      p === '/sys/fs/multikernel/device_tree' ? system.writeFile(p, encodeBaseline({ cpus: [4], memory: [{ size: 1n << 30n }] })) : system.writeFile(p, data),
+  });
+  const host = await Host.open({ system: racing, lockPath });
+  const started = Date.now();
+  await t.rejects(host.pool.init({ cpus: 1, memory: '1G' }), { code: 'EBUSY' });
+  t.ok(Date.now() - started < 5000, 'no wait on our own lock');
+  const pool = await host.pool.snapshot();
+  t.same([pool.exists, pool.memory.length], [false, 0], 'the memory the kernel kept went back');
+});
+
+t.test('kerf\'s lock file that cannot be removed after a baseline: ERR_MK_LOCKED says the baseline was written', async (t) => {
+  const system = new SimulatedSystem();
+  t.teardown(() => system.dispose());
+  const sticky = wrap(system, { unlink: async (p: string) => Promise.reject(systemError('EIO', 'unlink', p)) });
+  const host = await Host.open({ system: sticky, lockPath });
+  await t.rejects(host.pool.init({ cpus: 1, memory: '1G' }), { code: 'ERR_MK_LOCKED', message: /^the baseline was written, but kerf's lock \/var\/run\/kerf.lock could not be removed afterwards \(EIO\)/ });
+  t.equal((await host.pool.snapshot()).exists, true, 'the pool is there');
 });

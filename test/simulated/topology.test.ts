@@ -47,24 +47,24 @@ t.test('the default host: two packages of two cores with two threads, two nodes'
 
   t.match(await text(s, '/proc/cpuinfo'), /^processor\t: 5\n[^]*^physical id\t: 1\nsiblings\t: 4\ncore id\t\t: 0\ncpu cores\t: 2\napicid\t\t: 10$/m);
   t.same(sorted(await s.readdir('/sys/devices/system')), ['cpu', 'node']);
-  t.same(await s.stat(`${CPU}/cpu5`), { type: 'directory', mode: 0o755, size: 0 });
+  t.same(await s.stat(`${CPU}/cpu5`), { type: 'directory', mode: 0o755, size: 0, mtimeMs: 0 });
   t.same(sorted(await s.readdir(CPU)), ['cpu0', 'cpu1', 'cpu2', 'cpu3', 'cpu4', 'cpu5', 'cpu6', 'cpu7', 'online', 'possible', 'present']);
   t.equal(await text(s, `${CPU}/possible`), '0-7\n');
   t.same(sorted(await s.readdir(`${CPU}/cpu0`)), ['node0', 'topology'], 'x86: the boot CPU has no online file (not hotpluggable)');
   await t.rejects(s.readFile(`${CPU}/cpu0/online`), { code: 'ENOENT' });
   t.same(sorted(await s.readdir(`${CPU}/cpu5`)), ['node1', 'online', 'topology']);
   t.equal(await text(s, `${CPU}/cpu5/online`), '1\n');
-  t.same(await s.stat(`${CPU}/cpu5/online`), { type: 'file', mode: 0o444, size: 4096 });
+  t.same(await s.stat(`${CPU}/cpu5/online`), { type: 'file', mode: 0o444, size: 4096, mtimeMs: 0 });
   await t.rejects(s.writeFile(`${CPU}/cpu5/online`, Buffer.from('0')), { code: 'EACCES' }, 'read-only: no CPU hotplug behind the kernel');
   t.same(sorted(await s.readdir(`${CPU}/cpu5/topology`)), ['core_cpus_list', 'core_id', 'physical_package_id', 'thread_siblings_list']);
   t.same(
     await Promise.all(['core_id', 'physical_package_id', 'thread_siblings_list', 'core_cpus_list'].map((f) => text(s, `${CPU}/cpu5/topology/${f}`))),
     ['0\n', '1\n', '4-5\n', '4-5\n'],
   );
-  t.same(await s.stat(`${CPU}/cpu5/node1`), { type: 'symlink', mode: 0o777, size: 0 }, 'lstat of the node link');
+  t.same(await s.stat(`${CPU}/cpu5/node1`), { type: 'symlink', mode: 0o777, size: 0, mtimeMs: 0 }, 'lstat of the node link');
   t.same(sorted(await s.readdir(`${CPU}/cpu5/node1`)), ['cpulist', 'meminfo'], 'followed by readdir');
   t.equal(await text(s, `${CPU}/cpu5/node1/cpulist`), '4-7\n');
-  t.same(await s.stat(`${CPU}/cpu5/node1/cpulist`), { type: 'file', mode: 0o444, size: 4096 });
+  t.same(await s.stat(`${CPU}/cpu5/node1/cpulist`), { type: 'file', mode: 0o444, size: 4096, mtimeMs: 0 });
 
   t.same(sorted(await s.readdir(NODE)), ['has_cpu', 'has_memory', 'node0', 'node1', 'online', 'possible']);
   t.same(await Promise.all(['online', 'possible', 'has_memory', 'has_cpu'].map((f) => text(s, `${NODE}/${f}`))), ['0-1\n', '0-1\n', '0-1\n', '0-1\n']);
@@ -135,7 +135,7 @@ t.test('arm64: the MPIDRs in the device tree, reached through cpuN/of_node', asy
   t.same(topo.cpus.map((c) => [c.cpu, c.physicalId, c.online, c.node]), [[0, 0x0, true, 0], [1, 0x1, true, 0], [2, 0x100, true, 1], [3, 0x101, false, 1]], 'the offline CPU keeps its id');
   t.same(topo.notes, ['offline CPU 3: no topology while offline: package and core unknown (-1)']);
 
-  t.same(await s.stat('/proc/device-tree'), { type: 'symlink', mode: 0o777, size: 0 });
+  t.same(await s.stat('/proc/device-tree'), { type: 'symlink', mode: 0o777, size: 0, mtimeMs: 0 });
   t.same(sorted(await s.readdir('/proc/device-tree')), ['#address-cells', '#size-cells', 'compatible', 'cpus']);
   t.same(await s.readdir('/sys/firmware'), ['devicetree']);
   t.same(await s.readdir('/sys/firmware/devicetree'), ['base']);
@@ -148,12 +148,12 @@ t.test('arm64: the MPIDRs in the device tree, reached through cpuN/of_node', asy
   t.equal(await text(s, '/proc/device-tree/cpus/name'), 'cpus\0');
   t.same(sorted(await s.readdir('/proc/device-tree/cpus/cpu@100')), ['compatible', 'device_type', 'enable-method', 'name', 'reg']);
   t.same(await s.readFile('/proc/device-tree/cpus/cpu@100/reg'), Buffer.from([0, 0, 1, 0]));
-  t.same(await s.stat('/proc/device-tree/cpus/cpu@100/reg'), { type: 'file', mode: 0o444, size: 4 }, 'a property is as long as its value');
+  t.same(await s.stat('/proc/device-tree/cpus/cpu@100/reg'), { type: 'file', mode: 0o444, size: 4, mtimeMs: 0 }, 'a property is as long as its value');
   t.same(
     await Promise.all(['compatible', 'device_type', 'enable-method', 'name'].map((p) => text(s, `${DT}/cpus/cpu@100/${p}`))),
     ['arm,neoverse-n1\0', 'cpu\0', 'psci\0', 'cpu\0'],
   );
-  t.same(await s.stat(`${CPU}/cpu2/of_node`), { type: 'symlink', mode: 0o777, size: 0 });
+  t.same(await s.stat(`${CPU}/cpu2/of_node`), { type: 'symlink', mode: 0o777, size: 0, mtimeMs: 0 });
   t.same(await s.readFile(`${CPU}/cpu3/of_node/reg`), Buffer.from([0, 0, 1, 1]));
   t.same(sorted(await s.readdir(`${CPU}/cpu0`)), ['node0', 'of_node', 'online', 'topology'], 'arm64: the boot CPU has an online file');
   t.equal(await text(s, `${CPU}/cpu0/online`), '1\n');

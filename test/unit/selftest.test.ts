@@ -325,3 +325,22 @@ t.test('status files that cannot be read, or say something unexpected, stop the 
   });
   await t.rejects(runSelftest(lingering, { image: placeholderImage(), lockPath: LOCK }), { code: 'ERR_MK_TX_FAILED', message: /"selftest" is still listed after its removal applied/ });
 });
+
+t.test('a pool with free CPUs but no free memory gets memory only, and the run gives back only that chunk', async (t) => {
+  const system = await sim(t);
+  await system.mountMultikernel();
+  await system.writeFile('/sys/fs/multikernel/device_tree', encodeBaseline({ cpus: [2, 4], memory: [{ size: 256n << 20n }] }));
+  await applyOverlay(system, [{ op: 'instance-create', name: 'busy', memoryBytes: 256n << 20n, cpus: [2] }], { lockPath: LOCK });
+  const steps: SelftestStep[] = [];
+  await runSelftest(system, { image: placeholderImage(), lockPath: LOCK, onStep: (s) => steps.push(s) });
+  t.match(steps.find((s) => s.step === 'pool')!.detail, /^grown: cpus (2,4|4,2), memory 256 MiB at 0x[0-9a-f]+, 512 MiB at 0x[0-9a-f]+$/);
+  t.same(await leftovers(system), { instances: ['busy'], pooledCpus: 2, poolMemory: 1 }, 'the chunk the run added went back, the CPUs stayed');
+});
+
+t.test('without /proc/iomem (root only) the verify step shows no base', async (t) => {
+  const system = await sim(t);
+  system.faults.add({ op: 'read', path: '/proc/iomem', action: { errno: 'EACCES' } });
+  const steps: SelftestStep[] = [];
+  await runSelftest(system, { image: placeholderImage(), lockPath: LOCK, onStep: (s) => steps.push(s) });
+  t.match(steps.find((s) => s.step === 'verify')!.detail, /^ready: cpus \d+, 256 MiB$/);
+});

@@ -112,7 +112,8 @@ t.test('a transaction that applies, then fails: rolled back, and the error says 
   t.match(err.details.resources, TAG);
   t.notOk('rollbackError' in err.details);
   t.match(err.message, /^overlay transaction tx_2 did not apply: its status is "failed"; see dmesg for the kernel's reason\. It was rolled back \(rmdir \/sys\/fs\/multikernel\/overlays\/tx_2\)/);
-  t.match(err.message, /re-read the pool and instances$/);
+  t.match(err.message, /; nothing of it is in effect$/);
+  t.match(err.details, { inEffect: false });
   t.match((await sim.dmesg()).join('\n'), /Overlay transaction 2 rolled back successfully/);
   await leftovers(t, sim, [], before);
 });
@@ -141,7 +142,11 @@ t.test('the rollback fails too: the kernel keeps the transaction as "failed", an
   const err = await rejection(applyOverlay(sim, failing, { lockPath: LOCK }));
   t.equal(err.code, 'ERR_MK_TX_FAILED');
   t.match(err.details, { txId: 2, status: 'failed', rolledBack: false, rollbackError: { code: 'EBUSY', syscall: 'rmdir' } });
-  t.match(err.message, /Rolling it back failed too \(EBUSY\): the kernel keeps \/sys\/fs\/multikernel\/overlays\/tx_2 with status "failed" for a retry \(overlay\.c mk_overlay_rmdir\)\. After reading dmesg, run: rmdir \/sys\/fs\/multikernel\/overlays\/tx_2; then re-read the pool and instances$/);
+  t.match(
+    err.message,
+    /Rolling it back failed \(EBUSY\), so the kernel keeps \/sys\/fs\/multikernel\/overlays\/tx_2 with status "failed"; nothing of it is in effect, so it is only a record \(.*\): rmdir \/sys\/fs\/multikernel\/overlays\/tx_2 retries$/,
+  );
+  t.match(err.details, { inEffect: false });
   t.equal(err.cause, err.details.rollbackError);
   t.equal(await text(sim, `${M}/overlays/tx_2/status`), 'failed', 'kept, failed');
   await leftovers(t, sim, [2], before);
@@ -162,7 +167,7 @@ t.test('the rollback fails and the listing that would confirm the kept transacti
     },
   });
   const err = await rejection(applyOverlay(sys, failing, { lockPath: LOCK }));
-  t.match(err.message, /Rolling it back failed too \(rmdir broke\): the kernel keeps \S+tx_2 with status "failed" for a retry \(overlay\.c mk_overlay_rmdir\), though \/sys\/fs\/multikernel\/overlays could not be listed to confirm it\./);
+  t.match(err.message, /Rolling it back failed \(rmdir broke\), so the kernel keeps \S+tx_2 with status "failed", though \/sys\/fs\/multikernel\/overlays could not be listed to confirm it; nothing of it is in effect/);
   t.match(err.details, { rolledBack: false, rollbackError: { message: 'rmdir broke' } });
   await sim.rmdir(`${M}/overlays/tx_2`);
 });
@@ -176,7 +181,7 @@ t.test('the rollback reports an error but the transaction is gone: the error say
     },
   });
   const err = await rejection(applyOverlay(sys, failing, { lockPath: LOCK }));
-  t.match(err.message, /Rolling it back failed \(EINTR\) and \/sys\/fs\/multikernel\/overlays\/tx_2 is gone now \(another process removed it\?\): re-read the pool and instances$/);
+  t.match(err.message, /Rolling it back failed \(EINTR\) and \/sys\/fs\/multikernel\/overlays\/tx_2 is gone now \(another process removed it\?\); nothing of it is in effect$/);
   t.match(err.details, { rolledBack: false });
   t.same(await txs(sim), []);
 });
@@ -527,4 +532,59 @@ t.test('transactionTag: printable ASCII, at most 255 characters', async (t) => {
   t.equal(long.length, 255);
   const r = await applyOverlay(await host(t), create(), { description: 'é'.repeat(300), lockPath: LOCK });
   t.equal(r.resources.length, 255, 'encodable: the model accepts it');
+});
+
+t.test('a raw blob has no view from before: a rollback that fails leaves the state unknown, and the error says re-read', async (t) => {
+  const sim = await host(t);
+  sim.faults.add({ op: 'overlay.rollback', action: { errno: 'EBUSY' }, times: 1 });
+  const err = await rejection(applyOverlayBlob(sim, encodeOverlay(failing), { lockPath: LOCK }));
+  t.match(err.message, /Rolling it back failed too \(EBUSY\).*re-read the pool and instances\. After reading dmesg, run: rmdir \S+tx_2$/);
+  t.match(err.details, { rolledBack: false, inEffect: true });
+  await sim.rmdir(`${M}/overlays/tx_2`);
+});
+
+t.test('what a failed transaction left in effect is undone by one more transaction', async (t) => {
+  const sim = await host(t);
+  // the memory-add runs, then the cpu-add fails; the kernel's rollback stops at the inverse of
+  // the cpu-add (a CPU that never joined) and never reaches the memory
+  const ops: OverlayOp[] = [
+    { op: 'memory-add', target: 'pool', size: 256n << 20n },
+    { op: 'cpu-add', target: 'pool', id: 8 },
+  ];
+  sim.faults.add({ op: 'overlay.apply', action: { halfway: true }, times: 1 });
+  const err = await rejection(applyOverlay(sim, ops, { lockPath: LOCK }));
+  t.match(err.details, { rolledBack: false, inEffect: false, compensation: { txId: 3, ops: [{ op: 'memory-remove', target: 'pool', size: 256n << 20n }] } });
+  t.match(err.message, /what it left in effect was undone by tx_3 \(memory-remove\)/);
+  t.same((await sim.readFile(`${M}/overlays/tx_3/status`)).toString(), 'applied\n');
+});
+
+t.test('when what is in effect cannot be read, the error says so', async (t) => {
+  const sim = await host(t);
+  let reads = 0;
+  const sys = wrap(sim, {
+    readFile: async (p: string) => (p === `${M}/device_tree` && ++reads === 2 ? Buffer.from('garbage') : sim.readFile(p)),
+  });
+  const err = await rejection(applyOverlay(sys, failing, { lockPath: LOCK }));
+  t.match(err.message, /what it left in effect could not be read \(ERR_MK_INVALID_FDT\): re-read the pool and instances$/);
+  t.match(err.details, { inEffect: true, compensationError: { code: 'ERR_MK_INVALID_FDT' } });
+});
+
+t.test('an undo that fails too is reported with what stays in effect', async (t) => {
+  const sim = await host(t);
+  const ops: OverlayOp[] = [
+    { op: 'memory-add', target: 'pool', size: 256n << 20n },
+    { op: 'cpu-add', target: 'pool', id: 8 },
+  ];
+  sim.faults.add({ op: 'overlay.apply', action: { halfway: true }, times: 1 });
+  let writes = 0;
+  const sys = wrap(sim, {
+    writeFile: async (p: string, d: Uint8Array) => {
+      if (p === `${M}/overlays/new` && ++writes > 1) throw systemError('ENOMEM', 'write', p);
+      return sim.writeFile(p, d);
+    },
+  });
+  const err = await rejection(applyOverlay(sys, ops, { lockPath: LOCK }));
+  t.match(err.message, /it left memory-remove in effect, and undoing that failed too \(ENOMEM\): re-read the pool and instances/);
+  t.match(err.details, { inEffect: true, compensationError: { code: 'ENOMEM' } });
+  t.notOk('compensation' in err.details);
 });
