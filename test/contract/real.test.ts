@@ -1,6 +1,7 @@
 import t from 'tap';
 import type { System } from '../../lib/system/system';
-import { runContract } from './suite';
+import { runLifecycleContract } from './lifecycle';
+import { runContract, type ContractEnv } from './suite';
 
 if (process.env.MULTIKERNEL_CONTRACT !== 'real') {
   t.plan(0, 'set MULTIKERNEL_CONTRACT=real (as root, in a multikernel guest, with MULTIKERNEL_SPAWN_KERNEL=<vmlinux> and optionally MULTIKERNEL_SPAWN_INITRD=<initramfs with kerf-init>) to run the contract against the running kernel');
@@ -9,19 +10,15 @@ if (process.env.MULTIKERNEL_CONTRACT !== 'real') {
   if (!image) {
     t.fail('MULTIKERNEL_SPAWN_KERNEL must name the spawn kernel image (vmlinux on x86_64, Image on arm64)');
   } else {
-    void runContract(
-      t,
-      async (): Promise<System> => {
-        const { LinuxSystem } = await import('../../lib/system/linux');
-        return new LinuxSystem();
-      },
-      {
-        kernelImage: { path: image },
-        // an initramfs with kerf-init as /init enables the exec checks
-        ...(process.env.MULTIKERNEL_SPAWN_INITRD ? { initrd: { path: process.env.MULTIKERNEL_SPAWN_INITRD } } : {}),
-        ...(process.env.MULTIKERNEL_SPAWN_CMDLINE ? { cmdline: process.env.MULTIKERNEL_SPAWN_CMDLINE } : {}),
-        ...(process.env.MULTIKERNEL_BOOT_TIMEOUT_MS ? { bootTimeoutMs: Number(process.env.MULTIKERNEL_BOOT_TIMEOUT_MS) } : {}),
-      },
-    );
+    const env: ContractEnv = {
+      kernelImage: { path: image },
+      // an initramfs with kerf-init as /init enables the exec checks
+      ...(process.env.MULTIKERNEL_SPAWN_INITRD ? { initrd: { path: process.env.MULTIKERNEL_SPAWN_INITRD } } : {}),
+      ...(process.env.MULTIKERNEL_SPAWN_CMDLINE ? { cmdline: process.env.MULTIKERNEL_SPAWN_CMDLINE } : {}),
+      ...(process.env.MULTIKERNEL_BOOT_TIMEOUT_MS ? { bootTimeoutMs: Number(process.env.MULTIKERNEL_BOOT_TIMEOUT_MS) } : {}),
+    };
+    const linux = async (): Promise<System> => new (await import('../../lib/system/linux')).LinuxSystem();
+    // the System contract leaves the host without a pool and instances; the lifecycle contract then runs on it
+    void t.test('the System contract', (t) => runContract(t, linux, env)).then(() => t.test('the lifecycle contract', async (t) => runLifecycleContract(t, await linux(), env)));
   }
 }

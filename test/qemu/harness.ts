@@ -27,6 +27,8 @@ export const COMMON_STOCK_CHECKS = [
   'mount-multikernel-no-support',
   'mount-unknown-fstype-enodev',
   'cpu-topology',
+  'host-open-no-support',
+  'topology-read',
   'cpu-offline-online',
   'flock-across-processes',
   'sd-notify',

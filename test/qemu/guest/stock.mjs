@@ -160,6 +160,28 @@ await check('cpu-topology', async () => {
   return { processors, online, cpus };
 });
 
+await check('host-open-no-support', async () => {
+  const { Host } = lib('host');
+  const err = await Host.open({ system: sys }).then(() => undefined, (e) => e);
+  assert(err?.code === 'ERR_MK_NO_SUPPORT', `Host.open: ${err?.code ?? 'resolved'}`);
+  assert(!(await sys.readFile('/proc/mounts')).toString().includes('multikernel'), 'nothing was mounted');
+  return { message: err.message.slice(0, 120) };
+});
+
+await check('topology-read', async () => {
+  const { readTopology } = lib('topology');
+  const expected = Number(process.env.MKQEMU_CPUS ?? '4');
+  const topo = await readTopology(sys);
+  const arch = process.arch === 'arm64' ? 'arm64' : 'x86_64';
+  assert(topo.arch === arch, `arch ${topo.arch}`);
+  assert(topo.cpus.length === expected, `${topo.cpus.length} CPUs`);
+  assert(topo.cpus.filter((c) => c.boot).map((c) => c.cpu).join() === '0', 'CPU 0 is the boot CPU');
+  const ids = topo.cpus.map((c) => c.physicalId);
+  assert(new Set(ids).size === ids.length && ids.every((id) => id >= 0), `physical ids ${ids}`);
+  assert(topo.nodes.length >= 1 && topo.nodes.every((n) => n.memoryBytes > 0n), 'nodes with memory');
+  return { arch: topo.arch, physicalIds: ids, nodes: topo.nodes.length, smt: topo.smt, notes: topo.notes };
+});
+
 await check('cpu-offline-online', async () => {
   const last = Number(process.env.MKQEMU_CPUS ?? '4') - 1;
   const file = `/sys/devices/system/cpu/cpu${last}/online`;

@@ -1,0 +1,66 @@
+// The lifecycle API's contract: what Host, Pool and Instance do against a kernel, checked the
+// same way on the simulated kernel (always) and on a real multikernel kernel (when one is given:
+// test/contract/real.test.ts). It needs a host without a pool and without instances, and leaves
+// it that way.
+import type { Test } from 'tap';
+import { Host } from '../../lib/host';
+import type { System } from '../../lib/system/system';
+import type { ContractEnv } from './suite';
+
+const MiB = 1024n * 1024n;
+
+export async function runLifecycleContract(t: Test, system: System, env: ContractEnv): Promise<void> {
+  const host = await Host.open({ system });
+  const kernel = 'path' in env.kernelImage ? env.kernelImage.path : env.kernelImage.bytes;
+  const load = { cmdline: env.cmdline ?? 'console=mktty0 rdinit=/init panic=-1', ...(env.initrd ? { initrd: env.initrd.path } : {}) };
+
+  const before = await host.pool.snapshot();
+  if (before.exists || before.instances.length > 0) {
+    await t.test('lifecycle', { skip: 'the lifecycle contract needs a host without a pool and without instances' }, () => undefined);
+    return;
+  }
+  const topology = await host.topology();
+  const spare = topology.cpus.filter((c) => c.online && !c.boot && c.physicalId >= 0);
+  if (spare.length < 2) {
+    await t.test('lifecycle', { skip: `the lifecycle contract needs 2 online CPUs besides the boot CPU, found ${spare.length}` }, () => undefined);
+    return;
+  }
+
+  await t.test('Host.open detects what the kernel offers', async (t) => {
+    t.equal(typeof host.features.console, 'boolean');
+    t.ok(['memory-nodes', 'base-bytes'].includes(host.features.poolFormat));
+    t.ok(topology.cpus.some((c) => c.boot), 'the boot CPU is listed');
+    t.ok(topology.nodes.length >= 1, 'at least one NUMA node');
+  });
+
+  await t.test('pool, instance, and the whole lifecycle through the API', async (t) => {
+    const pool = await host.pool.init({ cpus: 2, memory: BigInt(env.poolBytes ?? 512 * 1024 * 1024) });
+    t.equal(pool.cpus.length, 2);
+    t.notOk(pool.cpus.some((c) => topology.cpus.find((x) => x.boot)?.physicalId === c.physicalId), 'never the boot CPU');
+    const a = await host.createInstance({ name: 'contract-lifecycle', cpus: 1, memory: BigInt(env.instanceBytes ?? 128 * 1024 * 1024) });
+    t.equal(await a.status(), 'ready');
+    await t.rejects(a.start(), { code: 'ERR_MK_INSTANCE_NOT_LOADED' });
+    await a.load(kernel, load);
+    t.equal(await a.status(), 'loaded');
+    const info = await a.info();
+    t.equal(info.cpus.length, 1);
+    await t.rejects(a.delete(), { code: 'ERR_MK_INSTANCE_LOADED' });
+    await a.start();
+    t.equal(await a.status(), 'active');
+    await t.rejects(a.unload(), { code: 'ERR_MK_INSTANCE_ACTIVE' }, 'the library refuses what the kernel would allow');
+    const stopped = await a.stop({ force: true });
+    t.ok(['graceful', 'forced'].includes(stopped.how), `stopped: ${stopped.how}`);
+    t.equal(await a.status(), 'loaded');
+    await a.start();
+    await a.stop({ force: true, timeoutMs: 0 });
+    t.equal(await a.status(), 'loaded', 'forced at once');
+    await a.update({ cpus: 2 });
+    t.equal((await a.info()).cpus.length, 2, 'a CPU added to a halted instance');
+    await a.unload();
+    await a.delete();
+    t.same(await host.instances(), []);
+    const torn = await host.pool.teardown();
+    t.equal(torn.exists, false, 'everything went back to the host');
+    t.ok(torn.memoryBytes === 0n || torn.memoryBytes < MiB, 'no pool memory left');
+  });
+}
