@@ -11,7 +11,7 @@ import { prepareKernelImage } from './image';
 import { MK_INSTANCES, PROC_KIMAGE, instanceDir, parseKimage, type KimageRow } from './kernfs';
 import { parseInstance, type InstanceTree, type OverlayOp, type TreeDevice } from './model';
 import { allInstanceRegions, pciIds } from './readback';
-import { selectCpus, type CpuCandidate } from './select';
+import { selectCpus, wholePieces, type CpuCandidate } from './select';
 import { explainNoSupport } from './support';
 import type { System } from './system/system';
 import type { HostArch } from './topology';
@@ -449,15 +449,9 @@ export class Instance {
     // The kernel removes whole regions only (mem.c mk_instance_remove_memory_region): find a
     // set of regions, newest first, whose sizes add up to exactly the difference.
     const regions = info.memory;
-    let left = have - want;
-    const remove: { base: bigint; size: bigint }[] = [];
-    for (const r of regions.slice(1).reverse()) {
-      if (r.size <= left) {
-        remove.push(r);
-        left -= r.size;
-      }
-    }
-    if (left !== 0n) {
+    // never the first region: it holds the image
+    const remove = wholePieces(regions.slice(1), have - want);
+    if (remove === undefined) {
       throw new MultikernelError(
         'ERR_MK_INVALID_SPEC',
         `instance "${this.name}" can only give back whole memory regions (the kernel has no partial removal) and not its first one; ` +

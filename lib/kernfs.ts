@@ -91,3 +91,15 @@ export function parseCpuinfo(text: string): CpuinfoEntry[] {
   }
   return cpus;
 }
+
+/** The kernel's cpulist format (bitmap_print_to_pagebuf): "0-3,5", ascending runs; no newline. */
+export function formatCpuList(cpus: number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < cpus.length; i++) {
+    let j = i;
+    while (j + 1 < cpus.length && cpus[j + 1] === cpus[j]! + 1) j++;
+    parts.push(i === j ? `${cpus[i]}` : `${cpus[i]}-${cpus[j]}`);
+    i = j;
+  }
+  return parts.join(',');
+}

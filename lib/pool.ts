@@ -8,7 +8,7 @@ import { MultikernelError } from './errors';
 import { allInstanceRegions, pciIds } from './readback';
 import { MK_DEVICE_TREE } from './kernfs';
 import { encodeBaseline, parsePool, type OverlayOp, type PoolState, type TreeDevice } from './model';
-import { candidateOf, selectCpus, checkCpuRequest, type CpuCandidate, type CpuRequest } from './select';
+import { candidateOf, selectCpus, checkCpuRequest, wholePieces, type CpuCandidate, type CpuRequest } from './select';
 import type { System } from './system/system';
 import type { HostTopology } from './topology';
 import type { TxResult } from './transaction';
@@ -268,15 +268,8 @@ export class Pool {
         return chunk;
       });
     }
-    let left = parseBytes(memory, 'memory');
-    const out: PoolChunk[] = [];
-    for (const c of unused.slice().reverse()) {
-      if (c.size <= left) {
-        out.push(c);
-        left -= c.size;
-      }
-    }
-    if (left !== 0n) {
+    const out = wholePieces(unused, parseBytes(memory, 'memory'));
+    if (out === undefined) {
       throw new MultikernelError(
         'ERR_MK_RESOURCES',
         `the pool gives back whole chunks only (the kernel removes a chunk by its exact base and size); its unused chunks are ` +

@@ -117,3 +117,20 @@ function take(where: string, count: number, candidates: CpuCandidate[], node: nu
   }
   return pool.slice(0, count).map((c) => c.physicalId);
 }
+
+/**
+ * Whole pieces (memory chunks or regions) whose sizes add up to exactly `bytes`, taken newest
+ * (last) first, skipping a piece larger than what is left: the kernel removes memory only by a
+ * piece's exact base and size. undefined when no such set is found that way.
+ */
+export function wholePieces<T extends { size: bigint }>(pieces: T[], bytes: bigint): T[] | undefined {
+  let left = bytes;
+  const out: T[] = [];
+  for (const piece of pieces.slice().reverse()) {
+    if (piece.size <= left) {
+      out.push(piece);
+      left -= piece.size;
+    }
+  }
+  return left === 0n ? out : undefined;
+}

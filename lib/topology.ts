@@ -27,7 +27,7 @@
  * package and core may be unknown (-1). It cannot join a pool anyway (the kernel wants it online).
  */
 import { MultikernelError, isSystemError, type SystemError } from './errors';
-import { PROC_CPUINFO } from './kernfs';
+import { PROC_CPUINFO, formatCpuList } from './kernfs';
 import type { System } from './system/system';
 
 export const SYS_CPU = '/sys/devices/system/cpu';
@@ -257,17 +257,6 @@ async function tryReaddir(system: System, path: string): Promise<string[] | unde
   }
 }
 
-/** "0-2,5" for the notes */
-function listText(cpus: number[]): string {
-  const parts: string[] = [];
-  for (let i = 0; i < cpus.length; i++) {
-    let j = i;
-    while (j + 1 < cpus.length && cpus[j + 1] === cpus[j]! + 1) j++;
-    parts.push(i === j ? `${cpus[i]}` : `${cpus[i]}-${cpus[j]}`);
-    i = j;
-  }
-  return parts.join(',');
-}
 
 interface CoreInfo {
   package: number;
@@ -423,7 +412,7 @@ async function readNodes(system: System, cpus: number[], notes: string[]): Promi
     if (links.length === 1) nodeOf.set(cpu, Number(links[0]![1]));
     else unknown.push(cpu);
   }
-  if (unknown.length > 0) notes.push(`CPU ${listText(unknown)}: in no node's cpulist and without one ${SYS_CPU}/cpuN/nodeM link, NUMA node unknown (-1)`);
+  if (unknown.length > 0) notes.push(`CPU ${formatCpuList(unknown)}: in no node's cpulist and without one ${SYS_CPU}/cpuN/nodeM link, NUMA node unknown (-1)`);
   return { nodeOf, nodes };
 }
 
@@ -486,9 +475,9 @@ export async function readTopology(system: System): Promise<HostTopology> {
     });
   }
   if (ids.usedAcpi) notes.push(`physical ids (MPIDR) from the ACPI MADT: the GICC entry of each CPU's ACPI processor UID (${SYS_CPU}/cpuN/firmware_node/uid)`);
-  if (offlineNoId.length > 0) notes.push(`offline CPU ${listText(offlineNoId)}: physical id unknown (-1)`);
-  if (noTopology.length > 0) notes.push(`online CPU ${listText(noTopology)}: no ${SYS_CPU}/cpuN/topology (a container, or an old kernel): each is taken as a core of its own (core = its logical number, no SMT sibling, package unknown)`);
-  if (offlineNoTopology.length > 0) notes.push(`offline CPU ${listText(offlineNoTopology)}: no topology while offline: package and core unknown (-1)`);
+  if (offlineNoId.length > 0) notes.push(`offline CPU ${formatCpuList(offlineNoId)}: physical id unknown (-1)`);
+  if (noTopology.length > 0) notes.push(`online CPU ${formatCpuList(noTopology)}: no ${SYS_CPU}/cpuN/topology (a container, or an old kernel): each is taken as a core of its own (core = its logical number, no SMT sibling, package unknown)`);
+  if (offlineNoTopology.length > 0) notes.push(`offline CPU ${formatCpuList(offlineNoTopology)}: no topology while offline: package and core unknown (-1)`);
 
   const seen = new Map<number, number>();
   for (const c of cpus) {

@@ -3,6 +3,7 @@
  * /proc/kimage (kexec_core.c), /proc/iomem (mem.c, kernel/resource.c), /proc/cpuinfo, the cpulist
  * format and /proc/filesystems. The CPU and NUMA trees of sysfs are sysfs.ts's.
  */
+import { formatCpuList } from '../../kernfs';
 import { decodeFdt, encodeFdt } from '../../fdt/codec';
 import { node, prop } from '../../fdt/tree';
 import type { FdtNode } from '../../fdt/types';
@@ -184,16 +185,9 @@ export function hostCpus(s: SimState, onlineOnly: boolean): number[] {
     .map(({ i }) => i);
 }
 
-/** the kernel's cpulist format: "0-3,5\n" */
+/** the kernel's cpulist format with its newline: "0-3,5\n" */
 export function cpuList(cpus: number[]): string {
-  const parts: string[] = [];
-  for (let i = 0; i < cpus.length; i++) {
-    let j = i;
-    while (j + 1 < cpus.length && cpus[j + 1] === cpus[j]! + 1) j++;
-    parts.push(i === j ? `${cpus[i]}` : `${cpus[i]}-${cpus[j]}`);
-    i = j;
-  }
-  return `${parts.join(',')}\n`;
+  return `${formatCpuList(cpus)}\n`;
 }
 
 /**
