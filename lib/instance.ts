@@ -158,13 +158,15 @@ async function checkTrusted(path: string): Promise<void> {
 
 async function readImage(what: string, source: string | Uint8Array, trust: boolean): Promise<Uint8Array> {
   if (typeof source !== 'string') return source;
-  const path = nodePath.resolve(source);
+  const given = nodePath.resolve(source);
   try {
+    // the file a symlink names is what is checked and read, so swapping the link changes nothing
+    const path = await fs.promises.realpath(given);
     if (!trust) await checkTrusted(path);
     return await fs.promises.readFile(path);
   } catch (err) {
     if (err instanceof MultikernelError) throw err;
-    throw new MultikernelError('ERR_MK_IMAGE', `cannot read the ${what} ${path}: ${(err as Error).message}`, { cause: err, details: { path } });
+    throw new MultikernelError('ERR_MK_IMAGE', `cannot read the ${what} ${given}: ${(err as Error).message}`, { cause: err, details: { path: given } });
   }
 }
 

@@ -424,6 +424,17 @@ t.test('load: files, root-only trust, and what the kernel refusal means', async 
     fs.chmodSync(file, 0o644);
     fs.chownSync(file, 1000, 1000);
     await t.rejects(a.load(file), { code: 'ERR_MK_IMAGE', message: /owned by uid 1000/ });
+    fs.chownSync(file, 0, 0);
+    // a link in a directory anyone may write names a trusted file: the file is what counts
+    const open = fs.mkdtempSync(path.join(os.tmpdir(), 'mk-link-'));
+    t.teardown(() => fs.rmSync(open, { recursive: true, force: true }));
+    fs.chmodSync(open, 0o777);
+    fs.symlinkSync(file, path.join(open, 'vmlinux'));
+    await t.resolves(a.load(path.join(open, 'vmlinux')));
+    await a.unload();
+    fs.chmodSync(dir, 0o777);
+    await t.rejects(a.load(file), { code: 'ERR_MK_IMAGE', message: new RegExp(`${dir} is writable by group or others`) }, 'a directory on the path');
+    fs.chmodSync(dir, 0o755);
   } else {
     t.comment('not root: the trust check only applies to root');
   }
