@@ -199,7 +199,13 @@ export type MultikernelErrorCode =
   /** the host has no pool yet: Pool.init() first */
   | 'ERR_MK_NO_POOL'
   /** the pool still lends resources to instances: delete them first */
-  | 'ERR_MK_POOL_BUSY';
+  | 'ERR_MK_POOL_BUSY'
+  /** nothing listens on that vsock port in the instance (it answered with a reset) */
+  | 'ERR_MK_CHANNEL_REFUSED'
+  /** the instance did not answer a vsock connect in time (hung, or halted) */
+  | 'ERR_MK_CHANNEL_TIMEOUT'
+  /** no kerf-init agent listens on port 1023 in the instance (kerf 0.1's kerf-init has none) */
+  | 'ERR_MK_EXEC_NO_AGENT';
 
 /** A domain error with a stable `code` and a message that says what to do. */
 export class MultikernelError extends Error {

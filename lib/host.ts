@@ -13,7 +13,8 @@ import { Pool, type PoolHost } from './pool';
 import { pciIds } from './readback';
 import { candidateOf, selectCpus, checkCpuRequest, type CpuCandidate, type CpuRequest } from './select';
 import { probeMultikernelSupport } from './support';
-import type { System } from './system/system';
+import type { System, VsockServer } from './system/system';
+import { listenChannel } from './channels';
 import { readTopology, type HostTopology } from './topology';
 import { applyOverlay, withWriterLocks, type TxResult } from './transaction';
 import { VMADDR_PORT_ANY, isValidMkId } from './uapi';
@@ -173,6 +174,14 @@ export class Host {
     const newest = txs.at(-1);
     const txReason = newest === undefined ? undefined : (await system.readdir(txDir(newest)).catch(() => [] as string[])).includes('reason');
     return { console, kimage, vsock, ...(txReason === undefined ? {} : { txReason }), poolFormat: pool.format, llcWayMask, missing };
+  }
+
+  /**
+   * Listens for connections from instances on `port` (the host is CID 0 on the multikernel vsock
+   * transport): an async iterable of Duplex streams; close() stops it.
+   */
+  listen(port: number, options: { backlog?: number } = {}): Promise<VsockServer> {
+    return listenChannel(this.system, port, options);
   }
 
   /** The host's CPUs, cores and NUMA nodes, read now (a CPU in the pool departs from the host's lists). */

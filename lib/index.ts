@@ -22,7 +22,11 @@ export {
   type StopOptions,
   type StopResult,
   type WaitOptions,
+  type ExecFileOptions,
+  type ExecFileResult,
 } from './instance';
+export { ConsoleStream } from './console';
+export type { ConnectOptions, Liveness, ProbeOptions } from './channels';
 export type { CpuRequest } from './select';
 export type { HostTopology, HostCpu, HostNumaNode } from './topology';
 export { applyOverlay, applyOverlayBlob, type ApplyOverlayOptions, type TxResult, type TxStatus } from './transaction';

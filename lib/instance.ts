@@ -6,14 +6,19 @@
  */
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
+import type { Readable } from 'node:stream';
+import { connectChannel, probeLiveness, type ConnectOptions, type Liveness, type ProbeOptions } from './channels';
+import { openConsole, type ConsoleStream } from './console';
 import { MultikernelError, isSystemError } from './errors';
+import { ExecRemoteError, execOverStream, type ExecResult } from './exec/client';
+import { AGENT_PORT } from './exec/protocol';
 import { prepareKernelImage } from './image';
 import { MK_INSTANCES, PROC_KIMAGE, instanceDir, parseKimage, type KimageRow } from './kernfs';
 import { parseInstance, type InstanceTree, type OverlayOp, type TreeDevice } from './model';
 import { allInstanceRegions, pciIds } from './readback';
 import { selectCpus, wholePieces, type CpuCandidate } from './select';
 import { explainNoSupport } from './support';
-import type { System } from './system/system';
+import type { System, VsockStream } from './system/system';
 import type { HostArch } from './topology';
 import type { TxResult } from './transaction';
 import {
@@ -30,6 +35,30 @@ import { formatBytes, parseBytes } from './units';
 
 /** What `instances/<name>/status` reads. `empty` and `failed` exist in the kernel headers but no newest code path sets them. */
 export type InstanceStatus = 'ready' | 'loaded' | 'active' | 'empty' | 'failed';
+
+export interface ExecFileOptions {
+  /** merged over `{ PATH, HOME: '/root' }` (kerf's defaults) */
+  env?: Record<string, string>;
+  cwd?: string;
+  uid?: number;
+  gid?: number;
+  /** run on a pty of this size (stdout and stderr arrive merged as stdout) */
+  tty?: { rows: number; cols: number };
+  stdin?: Readable | Uint8Array;
+  /** aborting sends SIGTERM to the command, then closes the connection */
+  signal?: AbortSignal;
+}
+
+export interface ExecFileResult {
+  stdout: Buffer;
+  stderr: Buffer;
+  /** the shell's status: exit code, 127 not found, 126 not executable, 128 + n for signal n */
+  code: number;
+  /** the signal number when the command was killed by one, else undefined */
+  signal: number | undefined;
+  /** the command's pid in the instance; 0 when it could not be started */
+  pid: number;
+}
 
 export interface InstanceInfo {
   name: string;
@@ -103,7 +132,10 @@ export interface InstanceHost {
 /** x86 memory_block_size: memory added to or removed from a running instance must be aligned to it. */
 export const ACTIVE_MEMORY_ALIGN = 128n * 1024n * 1024n;
 
-type Verb = 'load' | 'start' | 'stop' | 'unload' | 'delete' | 'update';
+type Verb = 'load' | 'start' | 'stop' | 'unload' | 'delete' | 'update' | 'connect to' | 'exec in';
+
+/** verbs that need a running instance: refused with ERR_MK_INSTANCE_NOT_ACTIVE otherwise */
+const NEED_ACTIVE: readonly Verb[] = ['stop', 'connect to', 'exec in'];
 
 const ADVICE: Record<Verb, Partial<Record<InstanceStatus, string>>> = {
   load: { active: 'it runs: stop() and unload() it first', loaded: 'a kernel is loaded already: unload() it first' },
@@ -112,11 +144,13 @@ const ADVICE: Record<Verb, Partial<Record<InstanceStatus, string>>> = {
   unload: { active: 'it runs: stop() it first', ready: 'no kernel is loaded' },
   delete: { active: 'it runs: stop() and unload() it first, or delete({ force: true })', loaded: 'a kernel is loaded: unload() it first, or delete({ force: true })' },
   update: {},
+  'connect to': { loaded: 'it is not running: start() it first', ready: 'it is not running: load() and start() it first' },
+  'exec in': { loaded: 'it is not running: start() it first', ready: 'it is not running: load() and start() it first' },
 };
 
 function stateError(name: string, status: InstanceStatus, verb: Verb): MultikernelError {
   const code =
-    verb === 'stop'
+    NEED_ACTIVE.includes(verb)
       ? 'ERR_MK_INSTANCE_NOT_ACTIVE'
       : status === 'active'
         ? 'ERR_MK_INSTANCE_ACTIVE'
@@ -291,12 +325,110 @@ export class Instance {
     await this.#confirm('load', 'loaded');
   }
 
-  /** Boots the loaded kernel (loaded → active). The call returns once the boot is kicked off. */
-  async start(options: { signal?: AbortSignal } = {}): Promise<void> {
+  /**
+   * Boots the loaded kernel (loaded → active). The call returns once the boot is kicked off.
+   * With `console: true` the console is opened and selected first and returned, so that it holds
+   * the whole boot log from the first line.
+   */
+  async start(options: { console: true; signal?: AbortSignal }): Promise<ConsoleStream>;
+  async start(options?: { console?: false; signal?: AbortSignal }): Promise<void>;
+  async start(options: { console?: boolean; signal?: AbortSignal } = {}): Promise<ConsoleStream | void> {
     options.signal?.throwIfAborted();
     await this.#expect('start', 'loaded');
-    await this.#system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL, this.id);
-    await this.#confirm('start', 'active');
+    const tty = options.console === true ? await openConsole(this.#system, this.id) : undefined;
+    try {
+      await this.#system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL, this.id);
+      await this.#confirm('start', 'active');
+    } catch (err) {
+      tty?.destroy();
+      throw err;
+    }
+    return tty;
+  }
+
+  /**
+   * The instance's console, selected for it. The kernel sends the output to the newest opened
+   * console of an instance: opening a second one silences the first (see lib/console.ts).
+   */
+  async console(): Promise<ConsoleStream> {
+    await this.status();
+    return openConsole(this.#system, this.id);
+  }
+
+  /**
+   * Whether the instance's kernel runs: `alive` (a connect to a port nobody uses is answered with
+   * a reset), `hung` (no answer within attempts x attemptMs, 5 x 100 ms by default), `stopped`
+   * (its status is not `active`: halted, crashed back to the pool, or never started).
+   */
+  async probe(options: ProbeOptions = {}): Promise<Liveness> {
+    if ((await this.status()) !== 'active') return 'stopped';
+    return probeLiveness(this.#system, this.id, options);
+  }
+
+  /** A byte stream to `port` in the instance (the multikernel vsock transport; the CID is the id). */
+  async connect(port: number, options: ConnectOptions = {}): Promise<VsockStream> {
+    options.signal?.throwIfAborted();
+    await this.#expect('connect to', 'active');
+    return connectChannel(this.#system, this.id, this.name, port, options);
+  }
+
+  /**
+   * Runs a command through the instance's kerf-init agent (vsock port 1023) and resolves with its
+   * output and exit code (127 not found, 126 not executable, 128 + n killed by signal n), like
+   * `child_process.execFile`. kerf-init takes connections only from reserved source ports, which
+   * only root can bind: the local port is the first free one from 1023 down to 512, as kerf's client.
+   */
+  async execFile(argv: string[], options: ExecFileOptions = {}): Promise<ExecFileResult> {
+    if (!Array.isArray(argv) || argv.length === 0 || argv.some((a) => typeof a !== 'string')) {
+      throw new MultikernelError('ERR_MK_INVALID_SPEC', 'argv must be a non-empty array of strings');
+    }
+    options.signal?.throwIfAborted();
+    await this.#expect('exec in', 'active');
+    const stream = await this.#connectAgent(options.signal);
+    let r: ExecResult;
+    try {
+      r = await execOverStream(stream, {
+        argv,
+        ...(options.env ? { env: options.env } : {}),
+        ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+        ...(options.uid !== undefined ? { uid: options.uid } : {}),
+        ...(options.gid !== undefined ? { gid: options.gid } : {}),
+        ...(options.tty ? { tty: options.tty } : {}),
+        ...(options.stdin !== undefined ? { stdin: options.stdin } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    } catch (err) {
+      stream.destroy();
+      // The agent could not start it: the status a shell would give (kerf's too), 127 not found, 126 otherwise.
+      if (err instanceof ExecRemoteError) return { stdout: Buffer.alloc(0), stderr: Buffer.from(`${err.message}\n`), code: err.exitCode, signal: undefined, pid: 0 };
+      throw err;
+    }
+    stream.destroy();
+    return { stdout: r.stdout, stderr: r.stderr, code: r.exitCode, signal: r.signal, pid: r.pid };
+  }
+
+  async #connectAgent(signal: AbortSignal | undefined): Promise<VsockStream> {
+    for (let localPort = 1023; localPort >= 512; localPort--) {
+      try {
+        return await connectChannel(this.#system, this.id, this.name, AGENT_PORT, { localPort, ...(signal ? { signal } : {}) });
+      } catch (err) {
+        if (isSystemError(err, 'EADDRINUSE')) continue;
+        if (isSystemError(err, 'EACCES')) {
+          throw new MultikernelError('ERR_MK_PERMISSION', 'exec needs root: kerf-init takes connections only from reserved vsock ports (512..1023), which only root can bind', {
+            cause: err,
+          });
+        }
+        if (err instanceof MultikernelError && err.code === 'ERR_MK_CHANNEL_REFUSED') {
+          throw new MultikernelError(
+            'ERR_MK_EXEC_NO_AGENT',
+            `no kerf-init agent listens on vsock port ${AGENT_PORT} in instance "${this.name}" (kerf 0.1's kerf-init has none): boot it with a newer kerf-init as /init, or use its console`,
+            { cause: err, details: { name: this.name, id: this.id } },
+          );
+        }
+        throw err;
+      }
+    }
+    throw new MultikernelError('ERR_MK_RESOURCES', `no free local vsock port in 512..1023 to reach the kerf-init agent of "${this.name}"`);
   }
 
   /**

@@ -7,14 +7,14 @@
  * On the simulated kernel this is the package's demonstration (`mkctl selftest --simulated`);
  * on a real multikernel host it is a smoke test (`mkctl selftest --kernel vmlinux`).
  */
-import { MultikernelError, isSystemError } from './errors';
-import { execOverStream } from './exec/client';
-import { AGENT_PORT } from './exec/protocol';
+import type { Readable } from 'node:stream';
+import type { ConsoleStream } from './console';
+import { MultikernelError } from './errors';
 import { Host } from './host';
 import type { Instance } from './instance';
 import { DEFAULT_LOCK_PATH, MK_CONSOLE_DEVICE } from './kernfs';
 import { probeMultikernelSupport } from './support';
-import type { DeviceHandle, System } from './system/system';
+import type { System } from './system/system';
 import { formatBytes } from './units';
 
 const MIB = 1024n * 1024n;
@@ -64,39 +64,30 @@ function usage(message: string): never {
   throw new MultikernelError('ERR_MK_INVALID_SPEC', message);
 }
 
-/** Reads the console until `idleMs` passes without output, or `timeoutMs` with none at all. */
-async function drainConsole(tty: DeviceHandle, timeoutMs: number, idleMs: number): Promise<string> {
-  let out = '';
-  let wait = timeoutMs;
-  for (;;) {
-    let chunk: Buffer;
-    // A ref'd timer (AbortSignal.timeout's is not): waiting on the console must keep the process alive.
-    const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(), wait);
-    try {
-      chunk = await tty.read({ signal: timeout.signal });
-    } catch (err) {
-      if (timeout.signal.aborted) return out;
-      throw err;
-    } finally {
+/** Reads the console until `idleMs` passes without output, or `timeoutMs` with none at all; then pauses it. */
+function drainConsole(tty: Readable, timeoutMs: number, idleMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let timer = setTimeout(done, timeoutMs);
+    function done(): void {
       clearTimeout(timer);
+      tty.off('data', onData).off('end', done).off('error', onError);
+      tty.pause();
+      resolve(out);
     }
-    if (chunk.length === 0) return out;
-    out += chunk.toString('utf8');
-    wait = idleMs;
-  }
-}
-
-async function connectAgent(system: System, id: number, signal?: AbortSignal) {
-  // kerf-init trusts only reserved source ports: take the first free one from 1023 down.
-  for (let port = 1023; port >= 512; port--) {
-    try {
-      return await system.vsockConnect({ cid: id, port: AGENT_PORT, localPort: port, signal });
-    } catch (err) {
-      if (!isSystemError(err, 'EADDRINUSE')) throw err;
+    function onData(chunk: Buffer): void {
+      out += chunk.toString('utf8');
+      clearTimeout(timer);
+      timer = setTimeout(done, idleMs);
     }
-  }
-  return usage('no free local vsock port in 512..1023 to reach the kerf-init agent');
+    function onError(err: Error): void {
+      clearTimeout(timer);
+      tty.off('data', onData).off('end', done);
+      reject(err);
+    }
+    tty.on('data', onData).once('end', done).once('error', onError);
+    tty.resume();
+  });
 }
 
 /** What a run put into the pool, so that exactly that goes back. */
@@ -137,7 +128,7 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
   let host: Host | undefined;
   let added: PoolAddition | undefined;
   let instance: Instance | undefined;
-  let tty: DeviceHandle | undefined;
+  let tty: ConsoleStream | undefined;
   let consoleText = '';
   let result: SelftestResult;
 
@@ -207,16 +198,7 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
 
     tty = await step(
       'console',
-      async () => {
-        const handle = await system.openDevice(MK_CONSOLE_DEVICE);
-        try {
-          await handle.write(Buffer.from(`${created.id}\n`));
-        } catch (err) {
-          await handle.close();
-          throw err;
-        }
-        return handle;
-      },
+      () => created.console(),
       () => `${MK_CONSOLE_DEVICE} selected instance ${created.id} (before start, so the boot log is kept)`,
     );
 
@@ -236,13 +218,8 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
       execResult = await step(
         'exec',
         async () => {
-          const stream = await connectAgent(system, created.id, signal);
-          try {
-            const r = await execOverStream(stream, { argv, signal });
-            return { exitCode: r.exitCode, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8') };
-          } finally {
-            stream.destroy();
-          }
+          const r = await created.execFile(argv, { signal });
+          return { exitCode: r.code, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8') };
         },
         (r) => `${argv.join(' ')} -> exit ${r.exitCode}: ${r.stdout.trim().split('\n')[0]}`,
       );
@@ -255,7 +232,7 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
       (r) => `${r.how === 'graceful' ? 'graceful halt' : 'graceful halt timed out; forced halt'}: loaded`,
     );
     consoleText += await drainConsole(tty, 200, 200);
-    await tty.close();
+    tty.destroy();
     tty = undefined;
 
     await step('unload', () => created.unload({ signal }), () => 'ready');
@@ -287,7 +264,7 @@ export async function runSelftest(system: System, options: SelftestOptions = {})
     if (host && added) await giveBack(host, added).catch(ignore);
     throw err;
   } finally {
-    await tty?.close();
+    tty?.destroy();
   }
   return result;
 }

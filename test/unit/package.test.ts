@@ -11,6 +11,7 @@ const node = process.execPath;
 // The package root is the lifecycle API and little else; tooling lives behind subpath exports.
 // A change to this list is a change to the public API: make it on purpose.
 const ROOT_EXPORTS = [
+  'ConsoleStream',
   'Host',
   'Instance',
   'MultikernelError',

@@ -178,7 +178,7 @@ t.test('the agent is reached from the first free reserved port', async (t) => {
   await t.rejects(runSelftest(busy, { image: placeholderImage(), lockPath: LOCK, exec: ['true'] }), { message: /no free local vsock port in 512..1023/ });
   const refused = await sim(t);
   refused.faults.add({ op: 'vsock.connect', action: { errno: 'ECONNREFUSED' } });
-  await t.rejects(runSelftest(refused, { image: placeholderImage(), lockPath: LOCK, exec: ['true'] }), { code: 'ECONNREFUSED' });
+  await t.rejects(runSelftest(refused, { image: placeholderImage(), lockPath: LOCK, exec: ['true'] }), { code: 'ERR_MK_EXEC_NO_AGENT' });
   t.same(await leftovers(refused), { instances: [], pooledCpus: 0, poolMemory: 0 });
 });
 
