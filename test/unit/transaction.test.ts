@@ -534,6 +534,13 @@ t.test('transactionTag: printable ASCII, at most 255 characters', async (t) => {
   t.equal(r.resources.length, 255, 'encodable: the model accepts it');
 });
 
+t.test('a raw blob that fails and is rolled back: the kernel\'s undo is all there is, and the error says its limits', async (t) => {
+  const sim = await host(t);
+  const err = await rejection(applyOverlayBlob(sim, encodeOverlay(failing), { lockPath: LOCK }));
+  t.match(err.message, /It was rolled back \(rmdir \S+tx_2\); the kernel's undo has limits .*re-read the pool and instances$/);
+  t.match(err.details, { rolledBack: true, inEffect: false });
+});
+
 t.test('a raw blob has no view from before: a rollback that fails leaves the state unknown, and the error says re-read', async (t) => {
   const sim = await host(t);
   sim.faults.add({ op: 'overlay.rollback', action: { errno: 'EBUSY' }, times: 1 });
