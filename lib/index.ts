@@ -26,6 +26,7 @@ export {
   type ExecFileResult,
 } from './instance';
 export { ConsoleStream } from './console';
+export { ExecProcess, type ExecOptions, type ExecExit } from './exec-process';
 export type { ConnectOptions, Liveness, ProbeOptions } from './channels';
 export type { CpuRequest } from './select';
 export type { HostTopology, HostCpu, HostNumaNode } from './topology';

@@ -9,6 +9,7 @@ import * as nodePath from 'node:path';
 import type { Readable } from 'node:stream';
 import { connectChannel, probeLiveness, type ConnectOptions, type Liveness, type ProbeOptions } from './channels';
 import { openConsole, type ConsoleStream } from './console';
+import { ExecProcess, type ExecOptions } from './exec-process';
 import { MultikernelError, isSystemError } from './errors';
 import { ExecRemoteError, execOverStream, type ExecResult } from './exec/client';
 import { AGENT_PORT } from './exec/protocol';
@@ -159,6 +160,12 @@ function stateError(name: string, status: InstanceStatus, verb: Verb): Multikern
           : 'ERR_MK_INSTANCE_NOT_LOADED';
   const advice = ADVICE[verb][status] ?? `the kernel reports the status "${status}"`;
   return new MultikernelError(code, `cannot ${verb} instance "${name}" (status ${status}): ${advice}`, { details: { name, status, verb } });
+}
+
+function checkArgv(argv: unknown): void {
+  if (!Array.isArray(argv) || argv.length === 0 || argv.some((a) => typeof a !== 'string')) {
+    throw new MultikernelError('ERR_MK_INVALID_SPEC', 'argv must be a non-empty array of strings');
+  }
 }
 
 export function notFound(name: string, why = 'no such instance'): MultikernelError {
@@ -373,15 +380,25 @@ export class Instance {
   }
 
   /**
+   * Starts a command through the instance's kerf-init agent and resolves, once connected, with a
+   * ChildProcess-like ExecProcess: stdin/stdout/stderr streams, `spawn`, `exit` and `close` events,
+   * `exited`, `kill(signal)`, `resize(cols, rows)`. Needs root, as execFile.
+   */
+  async exec(argv: string[], options: ExecOptions = {}): Promise<ExecProcess> {
+    checkArgv(argv);
+    options.signal?.throwIfAborted();
+    await this.#expect('exec in', 'active');
+    return new ExecProcess(await this.#connectAgent(options.signal), argv, options);
+  }
+
+  /**
    * Runs a command through the instance's kerf-init agent (vsock port 1023) and resolves with its
    * output and exit code (127 not found, 126 not executable, 128 + n killed by signal n), like
    * `child_process.execFile`. kerf-init takes connections only from reserved source ports, which
    * only root can bind: the local port is the first free one from 1023 down to 512, as kerf's client.
    */
   async execFile(argv: string[], options: ExecFileOptions = {}): Promise<ExecFileResult> {
-    if (!Array.isArray(argv) || argv.length === 0 || argv.some((a) => typeof a !== 'string')) {
-      throw new MultikernelError('ERR_MK_INVALID_SPEC', 'argv must be a non-empty array of strings');
-    }
+    checkArgv(argv);
     options.signal?.throwIfAborted();
     await this.#expect('exec in', 'active');
     const stream = await this.#connectAgent(options.signal);

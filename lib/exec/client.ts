@@ -20,6 +20,7 @@ import {
   decodeStdinAck,
   encodeFrame,
   encodeOpen,
+  encodeResize,
   encodeSignal,
   errnoName,
   errorExitCode,
@@ -50,10 +51,26 @@ export interface ExecRequest {
   signal?: AbortSignal;
   /** called with the remote pid when STARTED arrives */
   onStarted?: (pid: number) => void;
-  /** stream stdout to this callback instead of collecting it */
-  onStdout?: (chunk: Buffer) => void;
-  /** stream stderr to this callback instead of collecting it */
-  onStderr?: (chunk: Buffer) => void;
+  /**
+   * stream stdout to this callback instead of collecting it; returning false pauses reading from
+   * the connection (and so, through the transport, the command's output) until
+   * `control.resumeOutput()`
+   */
+  onStdout?: (chunk: Buffer) => boolean | void;
+  /** stream stderr to this callback instead of collecting it; false pauses as for stdout */
+  onStderr?: (chunk: Buffer) => boolean | void;
+  /** called once, before OPEN is sent, with the session's controls */
+  onControl?: (control: ExecControl) => void;
+}
+
+/** What a caller can do to a running session. */
+export interface ExecControl {
+  /** SIGNAL frame to the command (ignored before STARTED and after the end) */
+  signal(signo: number): void;
+  /** RESIZE frame: the pty's new size (meaningful with `tty`) */
+  resize(size: { rows: number; cols: number }): void;
+  /** reading from the connection resumes after an onStdout/onStderr returned false */
+  resumeOutput(): void;
 }
 
 export interface ExecResult {
@@ -202,12 +219,12 @@ export function execOverStream(stream: Duplex, request: ExecRequest): Promise<Ex
           if (request.stdin !== undefined) forwardStdin(request.stdin).catch((e: unknown) => finish(e));
           break;
         case FrameType.STDOUT:
-          if (request.onStdout) request.onStdout(payload);
-          else stdout.push(payload);
+          if (!request.onStdout) stdout.push(payload);
+          else if (request.onStdout(payload) === false) stream.pause();
           break;
         case FrameType.STDERR:
-          if (request.onStderr) request.onStderr(payload);
-          else stderr.push(payload);
+          if (!request.onStderr) stderr.push(payload);
+          else if (request.onStderr(payload) === false) stream.pause();
           break;
         case FrameType.STDIN_ACK:
           credit += decodeStdinAck(payload);
@@ -259,6 +276,17 @@ export function execOverStream(stream: Duplex, request: ExecRequest): Promise<Ex
       return;
     }
     signal?.addEventListener('abort', onAbort, { once: true });
+    request.onControl?.({
+      signal: (signo) => {
+        if (pid >= 0 && !done) send(FrameType.SIGNAL, encodeSignal(signo));
+      },
+      resize: (size) => {
+        if (!done) send(FrameType.RESIZE, encodeResize(size));
+      },
+      resumeOutput: () => {
+        if (!done) stream.resume();
+      },
+    });
     stream.on('data', onData);
     stream.on('end', onEnd);
     stream.on('close', onEnd);

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { Duplex, Readable } from 'node:stream';
 import { ABORT_SIGNAL, ExecLostConnectionError, ExecRemoteError, execOverStream } from '../../lib/exec/client';
-import type { ExecRequest } from '../../lib/exec/client';
+import type { ExecControl, ExecRequest } from '../../lib/exec/client';
 import { FrameDecoder, FrameType, STDIN_WINDOW, decodeError, decodeExit, decodeStdinAck, encodeFrame, encodeOpen, encodeResize, encodeSignal } from '../../lib/exec/protocol';
 import type { Frame } from '../../lib/exec/protocol';
 import { isSystemError } from '../../lib/errors';
@@ -320,8 +320,29 @@ t.test('commands and what they report', async (t) => {
   t.same(await out({ argv: ['sh'], stdin: Buffer.from('echo a; echo b\n\nexit 4\necho never\n') }), [4, 'a\nb\n', '']);
   const chunks: string[] = [];
   const errs: string[] = [];
-  const streamed = await run(core, { argv: ['sh', '-c', 'echo out; cat /missing'], onStdout: (c) => chunks.push(c.toString()), onStderr: (c) => errs.push(c.toString()) });
+  const streamed = await run(core, { argv: ['sh', '-c', 'echo out; cat /missing'], onStdout: (c) => void chunks.push(c.toString()), onStderr: (c) => void errs.push(c.toString()) });
   t.same([streamed.stdout.length, streamed.stderr.length, chunks, errs], [0, 0, ['out\n'], ['cat: /missing: No such file or directory\n']]);
+  // a consumer that says "not now": reading pauses until resumeOutput
+  let control: ExecControl | undefined;
+  const paused: string[] = [];
+  const slow = await run(core, {
+    argv: ['sh', '-c', 'cat /missing; echo after'],
+    onControl: (c) => (control = c),
+    onStderr: (c) => {
+      paused.push(c.toString());
+      setTimeout(() => control!.resumeOutput(), 20);
+      return false;
+    },
+    onStdout: (c) => {
+      paused.push(c.toString());
+      return true;
+    },
+  });
+  t.same([slow.exitCode, paused], [0, ['cat: /missing: No such file or directory\n', 'after\n']]);
+  control!.resumeOutput();
+  control!.resize({ rows: 1, cols: 1 });
+  control!.signal(9);
+  t.pass('controls after the end do nothing');
 });
 
 t.test('agent protocol rules (session.c)', async (t) => {

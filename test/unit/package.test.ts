@@ -12,6 +12,7 @@ const node = process.execPath;
 // A change to this list is a change to the public API: make it on purpose.
 const ROOT_EXPORTS = [
   'ConsoleStream',
+  'ExecProcess',
   'Host',
   'Instance',
   'MultikernelError',

@@ -1,0 +1,135 @@
+// instance.exec(): a ChildProcess-like command in an instance, through the kerf-init agent of
+// the simulated kernel: streams both ways with back-pressure, signals, a tty resize, failures.
+import t, { type Test } from 'tap';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Host, ExecProcess } from '../../lib';
+import { placeholderImage, SimulatedSystem } from '../../lib/simulated';
+
+const lockPath = path.join(os.tmpdir(), `mk-exec-test-${process.pid}.lock`);
+t.setTimeout(300_000);
+
+async function running(t: Test) {
+  const system = new SimulatedSystem();
+  t.teardown(() => system.dispose());
+  const host = await Host.open({ system, lockPath });
+  await host.pool.init({ cpus: 2, memory: '1G' });
+  const a = await host.createInstance({ name: 'a', cpus: 1, memory: '256M' });
+  await a.load(placeholderImage());
+  await a.start();
+  return { system, a };
+}
+
+async function text(stream: NodeJS.ReadableStream): Promise<string> {
+  let out = '';
+  for await (const chunk of stream) out += (chunk as Buffer).toString('utf8');
+  return out;
+}
+
+t.test('a command: spawn, output, exit and close, like a ChildProcess', async (t) => {
+  const { a } = await running(t);
+  const proc = await a.exec(['uname', '-a'], { stdin: 'ignore' });
+  t.type(proc, ExecProcess);
+  t.equal(proc.stdin, null, 'no stdin with ignore');
+  const events: string[] = [];
+  proc.on('spawn', () => events.push(`spawn ${proc.pid! > 0}`));
+  proc.on('exit', (code, signal) => events.push(`exit ${code} ${signal}`));
+  const closed = once(proc, 'close');
+  const [out, err] = await Promise.all([text(proc.stdout), text(proc.stderr)]);
+  t.match(out, /^Linux a /);
+  t.equal(err, '');
+  t.same(await proc.exited, { code: 0, signal: undefined });
+  await closed;
+  t.same(events, ['spawn true', 'exit 0 null']);
+  t.same([proc.exitCode, proc.signalCode], [0, null]);
+  t.equal(proc.kill(), false, 'nothing to kill after the end');
+});
+
+t.test('64 MiB through stdin and back through stdout, with a slow reader', async (t) => {
+  const { a } = await running(t);
+  const proc = await a.exec(['cat']);
+  const data = randomBytes(64 * 1024 * 1024);
+  const sent = createHash('sha256').update(data).digest('hex');
+  const hash = createHash('sha256');
+  let bytes = 0;
+  let paused = false;
+  const reading = (async () => {
+    for await (const chunk of proc.stdout) {
+      hash.update(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+      if (!paused && bytes > 1024 * 1024) {
+        // a reader that stops for a while: output waits in the transport, not in this process
+        paused = true;
+        await new Promise((r) => setTimeout(r, 200));
+        t.ok(proc.stdout.readableLength <= 2 * 65536 + proc.stdout.readableHighWaterMark, `buffered: ${proc.stdout.readableLength} bytes`);
+      }
+    }
+  })();
+  for (let i = 0; i < data.length; i += 1024 * 1024) {
+    if (!proc.stdin!.write(data.subarray(i, i + 1024 * 1024))) await once(proc.stdin!, 'drain');
+  }
+  proc.stdin!.end();
+  await reading;
+  t.same(await proc.exited, { code: 0, signal: undefined });
+  t.equal(bytes, data.length);
+  t.equal(hash.digest('hex'), sent, 'the same bytes came back');
+});
+
+t.test('stdin as bytes or a stream; kill and resize', async (t) => {
+  const { a } = await running(t);
+  const bytes = await a.exec(['cat'], { stdin: Buffer.from('given bytes') });
+  t.equal(await text(bytes.stdout), 'given bytes');
+  const sleeper = await a.exec(['sleep', '10'], { stdin: 'ignore' });
+  t.equal(sleeper.kill(), false, 'not started yet');
+  await once(sleeper, 'spawn');
+  t.throws(() => sleeper.kill('SIGNOPE' as NodeJS.Signals), { code: 'ERR_MK_INVALID_SPEC' });
+  t.throws(() => sleeper.kill(0), { code: 'ERR_MK_INVALID_SPEC' });
+  t.equal(sleeper.kill('SIGKILL'), true);
+  t.same(await sleeper.exited, { code: 137, signal: 9 }, '128 + 9');
+  t.same([sleeper.exitCode, sleeper.signalCode], [137, 'SIGKILL']);
+  const term = await a.exec(['sleep', '10'], { stdin: 'ignore' });
+  await once(term, 'spawn');
+  term.kill(15);
+  t.same(await term.exited, { code: 143, signal: 15 });
+  const realtime = await a.exec(['sleep', '10'], { stdin: 'ignore' });
+  await once(realtime, 'spawn');
+  realtime.kill(40);
+  t.same(await realtime.exited, { code: 168, signal: 40 });
+  t.equal(realtime.signalCode, null, 'a real-time signal has no name in os.constants.signals');
+
+  const shell = await a.exec(['sh'], { tty: { rows: 24, cols: 80 }, env: { X: '1' }, cwd: '/', uid: 0, gid: 0 });
+  await once(shell, 'spawn');
+  shell.resize(100, 30);
+  t.throws(() => shell.resize(0, 30), { code: 'ERR_MK_INVALID_SPEC' });
+  t.throws(() => shell.resize(100, 70000), { code: 'ERR_MK_INVALID_SPEC' });
+  shell.stdin!.end('stty size\nexit 3\n');
+  t.match(await text(shell.stdout), /30 100/, 'the new size');
+  t.same(await shell.exited, { code: 3, signal: undefined });
+});
+
+t.test('failures: not found, an abort, refusals before anything is sent', async (t) => {
+  const { a } = await running(t);
+  const missing = await a.exec(['no-such-command'], { stdin: 'ignore' });
+  const errors: unknown[] = [];
+  missing.on('error', (e) => errors.push(e));
+  await t.rejects(missing.exited, { code: 'ERR_MK_EXEC_REMOTE', exitCode: 127 });
+  t.equal(missing.exitCode, 127);
+  t.equal(errors.length, 1, 'an error event for a listener');
+  const quiet = await a.exec(['no-such-command'], { stdin: 'ignore' });
+  // (events.once would listen for 'error' itself)
+  await new Promise((resolve) => quiet.on('close', resolve));
+  t.equal(quiet.exitCode, 127, 'no listener: no unhandled error, the status is there');
+
+  const controller = new AbortController();
+  const slow = await a.exec(['sleep', '10'], { stdin: 'ignore', signal: controller.signal });
+  await once(slow, 'spawn');
+  controller.abort(new Error('enough'));
+  await t.rejects(slow.exited, { message: 'enough' });
+
+  await t.rejects(a.exec([]), { code: 'ERR_MK_INVALID_SPEC' });
+  await t.rejects(a.exec(['true'], { signal: AbortSignal.abort(new Error('no')) }), { message: 'no' });
+  await a.stop({ force: true, timeoutMs: 0 });
+  await t.rejects(a.exec(['true']), { code: 'ERR_MK_INSTANCE_NOT_ACTIVE' });
+});
