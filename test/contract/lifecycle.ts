@@ -47,6 +47,31 @@ export async function runLifecycleContract(t: Test, system: System, env: Contrac
     await t.rejects(a.delete(), { code: 'ERR_MK_INSTANCE_LOADED' });
     await a.start();
     t.equal(await a.status(), 'active');
+    await t.test('a running instance through the API: probe, channels, console, exec', async (t) => {
+      // the spawn needs a moment to bring its vsock transport up: probe until it answers
+      const until = Date.now() + (env.bootTimeoutMs ?? 60_000);
+      let liveness = await a.probe();
+      while (liveness !== 'alive' && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 200));
+        liveness = await a.probe();
+      }
+      t.equal(liveness, 'alive', 'a reset for a port nobody uses');
+      await t.rejects(a.connect(49_999, { timeoutMs: 5000 }), { code: 'ERR_MK_CHANNEL_REFUSED' });
+      if (host.features.console) {
+        const tty = await a.console();
+        tty.destroy();
+        t.pass('the console opens and selects the instance');
+      }
+      const echo = await a.execFile(['echo', 'contract']).catch((e: unknown) => e);
+      if ((echo as { code?: string }).code === 'ERR_MK_EXEC_NO_AGENT') {
+        t.comment('no kerf-init agent in this instance: exec checks skipped (load an initramfs with kerf-init as /init)');
+        return;
+      }
+      t.match(echo, { code: 0, stdout: Buffer.from('contract\n') }, 'execFile');
+      t.equal((await a.execFile(['/nonexistent-mkc-command'])).code, 127, 'not found: 127');
+      const proc = await a.exec(['sh', '-c', 'exit 3'], { stdin: 'ignore' });
+      t.same(await proc.exited, { code: 3, signal: undefined }, 'exec: the exit code');
+    });
     await t.rejects(a.unload(), { code: 'ERR_MK_INSTANCE_ACTIVE' }, 'the library refuses what the kernel would allow');
     const stopped = await a.stop({ force: true });
     t.ok(['graceful', 'forced'].includes(stopped.how), `stopped: ${stopped.how}`);

@@ -133,3 +133,17 @@ t.test('failures: not found, an abort, refusals before anything is sent', async 
   await a.stop({ force: true, timeoutMs: 0 });
   await t.rejects(a.exec(['true']), { code: 'ERR_MK_INSTANCE_NOT_ACTIVE' });
 });
+
+t.test('100 commands at once, each from its own reserved port', async (t) => {
+  const { a } = await running(t);
+  const results = await Promise.all(Array.from({ length: 100 }, (_, i) => a.execFile(['echo', `n${i}`])));
+  t.same(
+    results.map((r) => r.stdout.toString()),
+    Array.from({ length: 100 }, (_, i) => `n${i}\n`),
+    'every command ran and answered on its own connection',
+  );
+  t.ok(results.every((r) => r.code === 0));
+  const channels = await Promise.all(Array.from({ length: 100 }, () => a.connect(1023)));
+  t.equal(new Set(channels.map((c) => c.localPort)).size, 100, '100 channels, 100 local ports');
+  for (const c of channels) c.destroy();
+});
