@@ -15,6 +15,7 @@ import { candidateOf, selectCpus, checkCpuRequest, type CpuCandidate, type CpuRe
 import { probeMultikernelSupport } from './support';
 import type { System, VsockServer } from './system/system';
 import { listenChannel } from './channels';
+import { HostWatcher, RequestLog, type WatchOptions } from './watch';
 import { readTopology, type HostTopology } from './topology';
 import { applyOverlay, withWriterLocks, type TxResult } from './transaction';
 import { VMADDR_PORT_ANY, isValidMkId } from './uapi';
@@ -97,6 +98,7 @@ export class Host {
   readonly #context: InstanceHost & PoolHost;
   readonly #opened: HostTopology;
   readonly #txOptions: { lockPath: string; kerfLock?: false };
+  readonly #requests = new RequestLog();
 
   private constructor(system: System, features: HostFeatures, topology: HostTopology, options: HostOpenOptions) {
     this.system = system;
@@ -112,6 +114,7 @@ export class Host {
       freePoolCpus: () => this.#freePoolCpus(),
       writeBaseline: (blob, signal) => this.#writeBaseline(blob, signal),
       applyOverlay: (ops, description, signal) => this.#apply(ops, description, signal),
+      requested: (id, to) => this.#requests.note(id, to),
     };
     this.pool = new Pool(this.#context);
   }
@@ -182,6 +185,15 @@ export class Host {
    */
   listen(port: number, options: { backlog?: number } = {}): Promise<VsockServer> {
     return listenChannel(this.system, port, options);
+  }
+
+  /**
+   * Watches the host: instances added and removed, status changes with their cause (`requested`
+   * through this Host, `crashed` for active -> loaded otherwise, `external`), pool changes and
+   * transactions, as `event` events and an async iterator. Stops on close() or the signal.
+   */
+  watch(options: WatchOptions = {}): HostWatcher {
+    return new HostWatcher(this.system, this.#requests, options);
   }
 
   /** The host's CPUs, cores and NUMA nodes, read now (a CPU in the pool departs from the host's lists). */

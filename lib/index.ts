@@ -28,6 +28,7 @@ export {
 export { ConsoleStream } from './console';
 export { ExecProcess, type ExecOptions, type ExecExit } from './exec-process';
 export type { ConnectOptions, Liveness, ProbeOptions } from './channels';
+export { HostWatcher, type WatchEvent, type WatchOptions, type StatusCause } from './watch';
 export type { CpuRequest } from './select';
 export type { HostTopology, HostCpu, HostNumaNode } from './topology';
 export { applyOverlay, applyOverlayBlob, type ApplyOverlayOptions, type TxResult, type TxStatus } from './transaction';

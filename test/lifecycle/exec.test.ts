@@ -81,6 +81,9 @@ t.test('stdin as bytes or a stream; kill and resize', async (t) => {
   const { a } = await running(t);
   const bytes = await a.exec(['cat'], { stdin: Buffer.from('given bytes') });
   t.equal(await text(bytes.stdout), 'given bytes');
+  const errs = await a.exec(['cat', '/missing'], { stdin: 'ignore' });
+  t.equal(await text(errs.stderr), 'cat: /missing: No such file or directory\n', 'stderr');
+  t.same(await errs.exited, { code: 1, signal: undefined });
   const sleeper = await a.exec(['sleep', '10'], { stdin: 'ignore' });
   t.equal(sleeper.kill(), false, 'not started yet');
   await once(sleeper, 'spawn');

@@ -14,6 +14,7 @@ const ROOT_EXPORTS = [
   'ConsoleStream',
   'ExecProcess',
   'Host',
+  'HostWatcher',
   'Instance',
   'MultikernelError',
   'OldKerfFormatError',
