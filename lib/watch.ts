@@ -8,6 +8,8 @@
  * waking on new kernel log lines (`/dev/kmsg` is pollable and the kernel logs each transition)
  * to meet a 50 ms detection delay at 1% of a core is the next step (issue 10).
  *
+ * The watcher keeps the process alive until close() (as fs.watch does).
+ *
  * Causes: `requested` when this process asked for that very transition through its Host,
  * `crashed` for `active` -> `loaded` without such a request (a panic halts back to the pool,
  * spawn.c; so does a poweroff from inside), `external` for any other change (another tool).
@@ -100,17 +102,20 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
     return this.#seen !== undefined || this.#closed ? Promise.resolve() : new Promise((resolve) => this.once('ready', resolve));
   }
 
+  /** What the files show now; a listing that cannot be read keeps what was seen (a read error is no change). */
   async #read(): Promise<Seen> {
-    const instances = new Map<string, { id: number; status: InstanceStatus }>();
-    for (const name of await this.#system.readdir(MK_INSTANCES).catch(() => [] as string[])) {
+    const names = await this.#system.readdir(MK_INSTANCES).catch(() => undefined);
+    const instances = names === undefined ? new Map(this.#seen?.instances) : new Map<string, { id: number; status: InstanceStatus }>();
+    for (const name of names ?? []) {
       const id = await text(this.#system, `${instanceDir(name)}/id`);
       const status = await text(this.#system, `${instanceDir(name)}/status`);
-      // gone between the listing and the reads: it is not there
+      // gone between the listing and the reads: it is not there (an unreadable one shows up once readable)
       if (id !== undefined && status !== undefined) instances.set(name, { id: Number(id), status: status as InstanceStatus });
     }
-    const pool = await this.#system.readFile(MK_DEVICE_TREE).catch(() => undefined);
-    const txs = new Map<number, { status: string; resources?: string }>();
-    for (const id of txIds(await this.#system.readdir(MK_OVERLAYS).catch(() => [] as string[]))) {
+    const pool = (await this.#system.readFile(MK_DEVICE_TREE).catch(() => undefined)) ?? this.#seen?.pool;
+    const listed = await this.#system.readdir(MK_OVERLAYS).catch(() => undefined);
+    const txs = listed === undefined ? new Map(this.#seen?.txs) : new Map<number, { status: string; resources?: string }>();
+    for (const id of txIds(listed ?? [])) {
       const known = this.#seen?.txs.get(id);
       // a final status does not change again (until an rmdir removes it): read only new and pending ones
       if (known?.resources !== undefined) {
