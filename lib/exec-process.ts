@@ -12,11 +12,11 @@ import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
 import { PassThrough, Readable, type Duplex, type Writable } from 'node:stream';
 import { MultikernelError } from './errors';
-import { ExecRemoteError, execOverStream, type ExecControl, type ExecResult } from './exec/client';
+import { ExecRemoteError, execOverStream, type ExecControl, type ExecEnv, type ExecResult } from './exec/client';
 
 export interface ExecOptions {
-  /** merged over `{ PATH, HOME: '/root' }` (kerf's defaults) */
-  env?: Record<string, string>;
+  /** merged over PATH, HOME and (with a tty) TERM, as kerf does; pairs keep their order */
+  env?: ExecEnv;
   cwd?: string;
   uid?: number;
   gid?: number;

@@ -11,7 +11,7 @@ import { connectChannel, probeLiveness, type ConnectOptions, type Liveness, type
 import { openConsole, type ConsoleStream } from './console';
 import { ExecProcess, type ExecOptions } from './exec-process';
 import { MultikernelError, isSystemError } from './errors';
-import { ExecRemoteError, execOverStream, type ExecResult } from './exec/client';
+import { ExecRemoteError, execOverStream, type ExecEnv, type ExecResult } from './exec/client';
 import { AGENT_PORT } from './exec/protocol';
 import { prepareKernelImage } from './image';
 import { MK_INSTANCES, PROC_KIMAGE, instanceDir, parseKimage, type KimageRow } from './kernfs';
@@ -38,8 +38,8 @@ import { formatBytes, parseBytes } from './units';
 export type InstanceStatus = 'ready' | 'loaded' | 'active' | 'empty' | 'failed';
 
 export interface ExecFileOptions {
-  /** merged over `{ PATH, HOME: '/root' }` (kerf's defaults) */
-  env?: Record<string, string>;
+  /** merged over PATH, HOME and (with a tty) TERM, as kerf does; pairs keep their order */
+  env?: ExecEnv;
   cwd?: string;
   uid?: number;
   gid?: number;

@@ -6,6 +6,7 @@
  */
 import type { Duplex, Readable } from 'node:stream';
 import { constants as osConstants } from 'node:os';
+import { MultikernelError } from '../errors';
 import {
   FrameDecoder,
   FrameType,
@@ -35,8 +36,13 @@ export const ABORT_SIGNAL = osConstants.signals.SIGTERM;
 
 export interface ExecRequest {
   argv: string[];
-  /** merged over `{ PATH: DEFAULT_PATH, HOME: '/root' }`, like kerf's build_env */
-  env?: Record<string, string>;
+  /**
+   * Merged over PATH, HOME and (with a tty) TERM, in that order, like kerf's build_env
+   * (`src/kerf/exec/client.py`): a key given again keeps its place. Pairs keep the caller's order;
+   * a plain object lists integer-like keys first (JavaScript's property order). A key that is
+   * empty or holds `=` or NUL is refused before anything is sent.
+   */
+  env?: ExecEnv;
   /** default '/' */
   cwd?: string;
   /** giving uid or gid sets the USER flag; the missing one of the two defaults to 0 */
@@ -71,6 +77,30 @@ export interface ExecControl {
   resize(size: { rows: number; cols: number }): void;
   /** reading from the connection resumes after an onStdout/onStderr returned false */
   resumeOutput(): void;
+}
+
+/** Environment entries: an object, or pairs in the order they are to be sent. */
+export type ExecEnv = Record<string, string> | ReadonlyArray<readonly [string, string]>;
+
+/**
+ * The environment OPEN carries, as kerf's client builds it: PATH, HOME (/root for root, else /,
+ * kerf's fallback when the instance's passwd is not at hand), TERM with a tty (the caller's own
+ * $TERM, else xterm), then the caller's entries.
+ */
+export function buildEnv(request: Pick<ExecRequest, 'env' | 'uid' | 'tty'>): string[] {
+  const env = new Map<string, string>([
+    ['PATH', DEFAULT_PATH],
+    ['HOME', request.uid === undefined || request.uid === 0 ? '/root' : '/'],
+  ]);
+  if (request.tty) env.set('TERM', process.env.TERM || 'xterm');
+  const given = request.env === undefined ? [] : Array.isArray(request.env) ? request.env : Object.entries(request.env);
+  for (const [key, value] of given as Iterable<readonly [string, string]>) {
+    if (typeof key !== 'string' || key === '' || key.includes('=') || key.includes('\0') || typeof value !== 'string') {
+      throw new MultikernelError('ERR_MK_INVALID_SPEC', `invalid environment entry ${JSON.stringify(key)}: a key is a non-empty string without "=" and the value a string`);
+    }
+    env.set(key, value);
+  }
+  return [...env].map(([k, v]) => `${k}=${v}`);
 }
 
 export interface ExecResult {
@@ -119,7 +149,6 @@ export class ExecLostConnectionError extends Error {
 }
 
 function buildOpen(request: ExecRequest): Buffer {
-  const env = { PATH: DEFAULT_PATH, HOME: '/root', ...request.env };
   const user = request.uid !== undefined || request.gid !== undefined;
   return encodeFrame(
     FrameType.OPEN,
@@ -132,7 +161,7 @@ function buildOpen(request: ExecRequest): Buffer {
       cols: request.tty?.cols ?? 0,
       cwd: request.cwd ?? '/',
       argv: request.argv,
-      env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      env: buildEnv(request),
     }),
   );
 }

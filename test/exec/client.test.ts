@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import { Duplex, Readable } from 'node:stream';
-import { ABORT_SIGNAL, ExecLostConnectionError, ExecRemoteError, execOverStream } from '../../lib/exec/client';
+import { ABORT_SIGNAL, DEFAULT_PATH, ExecLostConnectionError, ExecRemoteError, execOverStream } from '../../lib/exec/client';
 import type { ExecControl, ExecRequest } from '../../lib/exec/client';
 import { FrameDecoder, FrameType, STDIN_WINDOW, decodeError, decodeExit, decodeStdinAck, encodeFrame, encodeOpen, encodeResize, encodeSignal } from '../../lib/exec/protocol';
 import type { Frame } from '../../lib/exec/protocol';
@@ -322,6 +322,22 @@ t.test('commands and what they report', async (t) => {
   const errs: string[] = [];
   const streamed = await run(core, { argv: ['sh', '-c', 'echo out; cat /missing'], onStdout: (c) => void chunks.push(c.toString()), onStderr: (c) => void errs.push(c.toString()) });
   t.same([streamed.stdout.length, streamed.stderr.length, chunks, errs], [0, 0, ['out\n'], ['cat: /missing: No such file or directory\n']]);
+  // the environment, as kerf's build_env makes it
+  const envOf = async (request: Omit<ExecRequest, 'argv'>) => String((await out({ argv: ['env'], ...request }))[1]).replaceAll('\r\n', '\n');
+  t.equal(await envOf({ env: [['B', '1'], ['10', 'x'], ['A', '2']] }), `PATH=${DEFAULT_PATH}\nHOME=/root\nB=1\n10=x\nA=2\n`, 'pairs keep their order');
+  t.equal(await envOf({ env: { B: '1', 10: 'x' } }), `PATH=${DEFAULT_PATH}\nHOME=/root\n10=x\nB=1\n`, 'an object lists integer-like keys first');
+  t.equal(await envOf({ env: [['HOME', '/h'], ['PATH', '/bin:/usr/bin']] }), 'PATH=/bin:/usr/bin\nHOME=/h\n', 'a key given again keeps its place');
+  t.equal(await envOf({ uid: 1000 }), `PATH=${DEFAULT_PATH}\nHOME=/\n`, 'HOME follows the user: / without its passwd entry');
+  const term = process.env.TERM;
+  delete process.env.TERM;
+  t.match(await envOf({ tty: { rows: 1, cols: 80 } }), /^TERM=xterm$/m, 'a tty gets TERM: xterm by default');
+  process.env.TERM = 'vt100';
+  t.match(await envOf({ tty: { rows: 1, cols: 80 } }), /^TERM=vt100$/m, 'or the caller\'s own');
+  if (term === undefined) delete process.env.TERM;
+  else process.env.TERM = term;
+  for (const bad of [[['', 'x']], [['A=B', 'x']], [['A\0', 'x']], [['A', 1]], { '': 'x' }]) {
+    await t.rejects(run(core, { argv: ['env'], env: bad as never }), { code: 'ERR_MK_INVALID_SPEC' }, JSON.stringify(bad));
+  }
   // a consumer that says "not now": reading pauses until resumeOutput
   let control: ExecControl | undefined;
   const paused: string[] = [];
