@@ -204,3 +204,16 @@ t.test('kerf\'s lock file that cannot be removed after a baseline: ERR_MK_LOCKED
   await t.rejects(host.pool.init({ cpus: 1, memory: '1G' }), { code: 'ERR_MK_LOCKED', message: /^the baseline was written, but kerf's lock \/var\/run\/kerf.lock could not be removed afterwards \(EIO\)/ });
   t.equal((await host.pool.snapshot()).exists, true, 'the pool is there');
 });
+
+t.test('a /proc/iomem with its addresses hidden (a reader without CAP_SYS_ADMIN) gives no regions', async (t) => {
+  const { system, host } = await withPool();
+  t.teardown(() => system.dispose());
+  const a = await host.createInstance({ name: 'a', cpus: 1, memory: '128M' });
+  const hidden = wrap(system, {
+    readFile: async (p: string) =>
+      p === '/proc/iomem' ? Buffer.from((await system.readFile(p)).toString().replace(/[0-9a-f]+-[0-9a-f]+ :/g, '00000000-00000000 :')) : system.readFile(p),
+  });
+  const b = await (await Host.open({ system: hidden, lockPath })).instance('a');
+  t.same((await b.info()).memory, [], 'no made-up regions at address 0');
+  t.equal((await a.info()).memory.length, 1, 'root sees the region');
+});
