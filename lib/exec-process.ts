@@ -12,9 +12,10 @@ import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
 import { PassThrough, Readable, type Duplex, type Writable } from 'node:stream';
 import { MultikernelError } from './errors';
-import { ExecRemoteError, execOverStream, type ExecControl, type ExecEnv, type ExecResult } from './exec/client';
+import { ExecRemoteError, execOverStream, type ExecControl, type ExecEnv, type ExecRequest, type ExecResult } from './exec/client';
 
-export interface ExecOptions {
+/** The settings of a command that `exec()` and `execFile()` share. */
+export interface ExecSettings {
   /** merged over PATH, HOME and (with a tty) TERM, as kerf does; pairs keep their order */
   env?: ExecEnv;
   cwd?: string;
@@ -22,10 +23,18 @@ export interface ExecOptions {
   gid?: number;
   /** run on a pty of this size (stdout and stderr arrive merged as stdout) */
   tty?: { rows: number; cols: number };
+  /** aborting sends SIGTERM to the command and ends the session */
+  signal?: AbortSignal;
+}
+
+export interface ExecOptions extends ExecSettings {
   /** 'pipe' (default): `proc.stdin` is writable; 'ignore': /dev/null; or a stream or bytes to send */
   stdin?: 'pipe' | 'ignore' | Readable | Uint8Array;
-  /** aborting sends SIGTERM to the command and ends the session (`exited` rejects with the reason) */
-  signal?: AbortSignal;
+}
+
+/** The request of one session: the command, its settings, and what its stdin is (none: /dev/null). */
+export function sessionRequest(argv: string[], settings: ExecSettings, stdin: Readable | Uint8Array | undefined): ExecRequest {
+  return { argv, env: settings.env, cwd: settings.cwd, uid: settings.uid, gid: settings.gid, tty: settings.tty, stdin, signal: settings.signal };
 }
 
 export interface ExecExit {
@@ -74,14 +83,7 @@ export class ExecProcess extends EventEmitter {
     this.stdin = pipe ?? null;
     const stdin = pipe ?? (options.stdin === 'ignore' ? undefined : (options.stdin as Readable | Uint8Array));
     this.exited = execOverStream(stream, {
-      argv,
-      ...(options.env ? { env: options.env } : {}),
-      ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
-      ...(options.uid !== undefined ? { uid: options.uid } : {}),
-      ...(options.gid !== undefined ? { gid: options.gid } : {}),
-      ...(options.tty ? { tty: options.tty } : {}),
-      ...(stdin !== undefined ? { stdin } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
+      ...sessionRequest(argv, options, stdin),
       onControl: (control) => (this.#control = control),
       onStarted: (pid) => {
         this.pid = pid;

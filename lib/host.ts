@@ -266,9 +266,11 @@ export class Host {
         details: { wanted: memoryBytes, free: pool.freeMemoryBytes },
       });
     }
-    const free = await this.#freePoolCpus();
+    // one reading of the topology serves both the free CPUs and the logical-number lookup
+    const known = await this.#knownCpus();
+    const free = await this.#freePoolCpus(known);
     const preferred = spec.numaNode === undefined ? free : [...free.filter((c) => c.node === spec.numaNode), ...free.filter((c) => c.node !== spec.numaNode)];
-    const cpus = selectCpus('cpus', spec.cpus, preferred, await this.#knownCpus());
+    const cpus = selectCpus('cpus', spec.cpus, preferred, known);
     const freeDevices = pciIds(pool.devices);
     const absent = devices.filter((d) => !freeDevices.includes(d));
     if (absent.length > 0) {
@@ -366,9 +368,9 @@ export class Host {
     return [...seen.values()];
   }
 
-  async #freePoolCpus(): Promise<CpuCandidate[]> {
+  async #freePoolCpus(known?: CpuCandidate[]): Promise<CpuCandidate[]> {
     const tree = parsePool(await this.system.readFile(MK_DEVICE_TREE));
-    const known = await this.#knownCpus();
+    known ??= await this.#knownCpus();
     // without a pool the kernel shows no cpus-available: none are free
     return tree.cpusAvailable.map((id) => known.find((k) => k.physicalId === id) ?? { physicalId: id });
   }

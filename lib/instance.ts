@@ -9,9 +9,9 @@ import * as nodePath from 'node:path';
 import type { Readable } from 'node:stream';
 import { connectChannel, probeLiveness, type ConnectOptions, type Liveness, type ProbeOptions } from './channels';
 import { openConsole, type ConsoleStream } from './console';
-import { ExecProcess, type ExecOptions } from './exec-process';
+import { ExecProcess, sessionRequest, type ExecOptions, type ExecSettings } from './exec-process';
 import { MultikernelError, isSystemError } from './errors';
-import { ExecRemoteError, execOverStream, type ExecEnv, type ExecResult } from './exec/client';
+import { ExecRemoteError, execOverStream, type ExecResult } from './exec/client';
 import { AGENT_PORT } from './exec/protocol';
 import { prepareKernelImage } from './image';
 import { MK_INSTANCES, PROC_KIMAGE, instanceDir, parseKimage, type KimageRow } from './kernfs';
@@ -37,17 +37,9 @@ import { formatBytes, parseBytes } from './units';
 /** What `instances/<name>/status` reads. `empty` and `failed` exist in the kernel headers but no newest code path sets them. */
 export type InstanceStatus = 'ready' | 'loaded' | 'active' | 'empty' | 'failed';
 
-export interface ExecFileOptions {
-  /** merged over PATH, HOME and (with a tty) TERM, as kerf does; pairs keep their order */
-  env?: ExecEnv;
-  cwd?: string;
-  uid?: number;
-  gid?: number;
-  /** run on a pty of this size (stdout and stderr arrive merged as stdout) */
-  tty?: { rows: number; cols: number };
+export interface ExecFileOptions extends ExecSettings {
+  /** bytes or a stream for the command's stdin (none: /dev/null) */
   stdin?: Readable | Uint8Array;
-  /** aborting sends SIGTERM to the command, then closes the connection */
-  signal?: AbortSignal;
 }
 
 export interface ExecFileResult {
@@ -408,16 +400,7 @@ export class Instance {
     const stream = await this.#connectAgent(options.signal);
     let r: ExecResult;
     try {
-      r = await execOverStream(stream, {
-        argv,
-        ...(options.env ? { env: options.env } : {}),
-        ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
-        ...(options.uid !== undefined ? { uid: options.uid } : {}),
-        ...(options.gid !== undefined ? { gid: options.gid } : {}),
-        ...(options.tty ? { tty: options.tty } : {}),
-        ...(options.stdin !== undefined ? { stdin: options.stdin } : {}),
-        ...(options.signal ? { signal: options.signal } : {}),
-      });
+      r = await execOverStream(stream, sessionRequest(argv, options, options.stdin));
     } catch (err) {
       stream.destroy();
       // The agent could not start it: the status a shell would give (kerf's too), 127 not found, 126 otherwise.

@@ -9,21 +9,14 @@ import { Host, Instance, type InstanceStatus } from '../../lib';
 import { systemError } from '../../lib/errors';
 import { candidateOf } from '../../lib/select';
 import { placeholderImage, SimulatedSystem } from '../../lib/simulated';
-import type { System, VsockStream } from '../../lib/system/system';
+import { wrap } from './helpers';
+import type { VsockStream } from '../../lib/system/system';
 import { pciIds } from '../../lib/readback';
 import { encodeBaseline } from '../../lib/model';
 
 const kernel = placeholderImage('x86_64');
 const lockPath = path.join(os.tmpdir(), `mk-edges-test-${process.pid}.lock`);
 
-function wrap(system: SimulatedSystem, overrides: Partial<System>): System {
-  const out: Record<string, unknown> = { kind: system.kind };
-  for (const k of Object.getOwnPropertyNames(SimulatedSystem.prototype)) {
-    const v = (system as unknown as Record<string, unknown>)[k];
-    if (k !== 'constructor' && typeof v === 'function') out[k] = v.bind(system);
-  }
-  return Object.assign(out, overrides) as unknown as System;
-}
 
 async function withPool(options: ConstructorParameters<typeof SimulatedSystem>[0] = {}) {
   const system = new SimulatedSystem({ haltTimeoutMs: 200, resourceAckTimeoutMs: 200, ...options });

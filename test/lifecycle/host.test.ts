@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { Host, Instance, MultikernelError } from '../../lib';
 import { systemError } from '../../lib/errors';
 import { placeholderImage } from '../../lib/simulated';
+import { wrap } from './helpers';
 import { encodeOverlay } from '../../lib/model';
 import { SimulatedSystem } from '../../lib/system/simulated';
 import type { System } from '../../lib/system/system';
@@ -36,16 +37,6 @@ async function txLeft(system: System): Promise<string[]> {
   return out;
 }
 
-/** A System that delegates to `system` except for `overrides` (a SimulatedSystem keeps private state: no Object.create). */
-function wrap(system: SimulatedSystem, overrides: Partial<System>): System {
-  const methods = Object.getOwnPropertyNames(SimulatedSystem.prototype).filter((k) => k !== 'constructor');
-  const out: Record<string, unknown> = { kind: system.kind };
-  for (const k of methods) {
-    const v = (system as unknown as Record<string, unknown>)[k];
-    if (typeof v === 'function') out[k] = v.bind(system);
-  }
-  return Object.assign(out, overrides) as unknown as System;
-}
 
 t.test('the whole lifecycle, and nothing left behind', async (t) => {
   const fds = openFds();

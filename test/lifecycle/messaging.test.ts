@@ -9,16 +9,9 @@ import { PassThrough, Readable } from 'node:stream';
 import { Host, type Instance } from '../../lib';
 import { ConsoleStream } from '../../lib/console';
 import { placeholderImage, SimulatedSystem } from '../../lib/simulated';
-import type { System, VsockStream } from '../../lib/system/system';
+import { wrap } from './helpers';
+import type { VsockStream } from '../../lib/system/system';
 
-function wrap(system: SimulatedSystem, overrides: Partial<System>): System {
-  const out: Record<string, unknown> = { kind: system.kind };
-  for (const k of Object.getOwnPropertyNames(SimulatedSystem.prototype)) {
-    const v = (system as unknown as Record<string, unknown>)[k];
-    if (k !== 'constructor' && typeof v === 'function') out[k] = v.bind(system);
-  }
-  return Object.assign(out, overrides) as unknown as System;
-}
 
 const lockPath = path.join(os.tmpdir(), `mk-messaging-test-${process.pid}.lock`);
 
