@@ -131,6 +131,8 @@ export interface NativeBinding {
 
   /** A handle on a duplicate of `fd` (F_DUPFD_CLOEXEC); the caller still owns and closes `fd`. */
   dupFd(fd: number): FdHandle;
+  /** lseek(fd, 0, SEEK_END): the new offset. On /dev/kmsg it skips every record logged so far. */
+  seekEnd(fd: number): number;
 
   /** sd_notify(state) to $NOTIFY_SOCKET; false when the variable is unset. */
   sdNotify(state: string): boolean;

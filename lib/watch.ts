@@ -1,12 +1,17 @@
 /**
  * Watching a host: instances added and removed, status changes with their cause, pool changes,
- * transactions applied and failed, as an EventEmitter and an async iterator.
+ * transactions applied and failed, and (on request) instances that stop answering, as an
+ * EventEmitter and an async iterator.
  *
- * The kernel sends no notification on these files (core.c: "TODO: Notify status file"), so the
- * watcher reads them every `intervalMs` and reports differences: two small reads per instance,
- * one of the pool tree (compared as bytes), one listing of overlays/. This first version polls;
- * waking on new kernel log lines (`/dev/kmsg` is pollable and the kernel logs each transition)
- * to meet a 50 ms detection delay at 1% of a core is the next step (issue 10).
+ * The kernel sends no notification on its files (core.c: "TODO: Notify status file"), so the
+ * watcher reads them and reports differences: the instance listing with each `id` and `status`,
+ * the pool tree (compared as bytes), and `overlays/` (a transaction's status and tag until final).
+ * When it can read the kernel log (`/dev/kmsg`, which wakes a reader on every new record) it reads
+ * the files when a kernel record about instances, overlays, the pool or kexec arrives, once more
+ * `SETTLE_MS` later (for a record logged just before its change shows), and every
+ * `safetyIntervalMs` for what the kernel does not log (a kexec load logs nothing without
+ * KEXEC_FILE_DEBUG). Without the log (EPERM under dmesg_restrict, or `wake: 'poll'`) it reads them
+ * every `intervalMs`. `mode` says which.
  *
  * The watcher keeps the process alive until close() (as fs.watch does).
  *
@@ -15,9 +20,11 @@
  * spawn.c; so does a poweroff from inside), `external` for any other change (another tool).
  */
 import { EventEmitter } from 'node:events';
+import { probeLiveness } from './channels';
+import { isSystemError } from './errors';
 import type { InstanceStatus } from './instance';
 import { MK_DEVICE_TREE, MK_INSTANCES, MK_OVERLAYS, instanceDir, txDir, txIds } from './kernfs';
-import type { System } from './system/system';
+import type { DeviceHandle, System } from './system/system';
 
 export type StatusCause = 'requested' | 'crashed' | 'external';
 
@@ -26,12 +33,52 @@ export type WatchEvent =
   | { type: 'instance-removed'; name: string; id: number }
   | { type: 'status'; name: string; id: number; from: InstanceStatus; to: InstanceStatus; cause: StatusCause }
   | { type: 'pool-changed' }
-  | { type: 'transaction'; id: number; status: 'applied' | 'failed'; resources: string };
+  | { type: 'transaction'; id: number; status: 'applied' | 'failed'; resources: string }
+  /** an `active` instance stopped answering the liveness probe (its kernel hangs); with `liveness` */
+  | { type: 'hung'; name: string; id: number }
+  /** an instance reported `hung` answers again; with `liveness` */
+  | { type: 'responsive'; name: string; id: number };
+
+export interface LivenessWatchOptions {
+  /** how often every `active` instance is probed, ms (default 1000) */
+  intervalMs?: number;
+  /** connects per probe before an instance counts as hung (default 5) */
+  attempts?: number;
+  /** how long each connect waits, ms (default 100) */
+  attemptMs?: number;
+}
 
 export interface WatchOptions {
-  /** how often the kernel's files are read, ms (default 250) */
+  /**
+   * How the watcher learns that something may have changed: `'kmsg'` (default) wakes on new
+   * kernel log records when `/dev/kmsg` can be read and polls otherwise; `'poll'` never reads the log.
+   */
+  wake?: 'kmsg' | 'poll';
+  /** polling: how often the kernel's files are read, ms (default 250) */
   intervalMs?: number;
+  /** following the kernel log: how often the files are read anyway, ms (default 2000) */
+  safetyIntervalMs?: number;
+  /** probe `active` instances and report `hung` and `responsive` events (default off; `true` for the defaults) */
+  liveness?: boolean | LivenessWatchOptions;
   signal?: AbortSignal;
+}
+
+/** After a log record woke a reading, the files are read once more this much later, ms. */
+export const SETTLE_MS = 25;
+
+/**
+ * Kernel records that can come with a change the watcher reports: multikernel's own lines (core.c,
+ * overlay.c, baseline.c, hotplug.c, mem.c, kexec_core.c: "Multikernel instance 3 is now active",
+ * "Overlay transaction 7 applied successfully", "Freed multikernel ID 3", ...). Only records of the
+ * kernel facility count: user space writes to /dev/kmsg with facility user (1) or above.
+ */
+const RELEVANT = /multikernel|instance|overlay|pool|baseline|kexec|hotplug|halt/i;
+
+/** Whether a /dev/kmsg record (`"<prio>,<seq>,<usec>,<flags>;<text>"`) may announce a change. */
+export function relevantRecord(record: string): boolean {
+  const semi = record.indexOf(';');
+  const prio = Number(record.slice(0, record.indexOf(',')));
+  return semi > 0 && Number.isInteger(prio) && prio >> 3 === 0 && RELEVANT.test(record.slice(semi + 1).split('\n', 1)[0]!);
 }
 
 /**
@@ -63,6 +110,11 @@ interface Seen {
   txs: Map<number, { status: string; resources?: string }>;
 }
 
+function positive(what: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${what} must be a positive integer, got ${value}`);
+  return value;
+}
+
 async function text(system: System, path: string): Promise<string | undefined> {
   return system.readFile(path).then(
     (b) => b.toString('utf8').trim(),
@@ -74,32 +126,149 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
   readonly #system: System;
   readonly #requests: RequestLog;
   readonly #intervalMs: number;
+  readonly #safetyIntervalMs: number;
+  readonly #liveness: Required<LivenessWatchOptions> | undefined;
+  #mode: 'kmsg' | 'poll';
   #seen: Seen | undefined;
   #timer: NodeJS.Timeout | undefined;
+  #settle: NodeJS.Timeout | undefined;
+  #livenessTimer: NodeJS.Timeout | undefined;
+  #scanning = false;
+  #again = false;
   #closed = false;
+  #log: DeviceHandle | undefined;
+  readonly #stop = new AbortController();
   readonly #queue: WatchEvent[] = [];
   #wake: (() => void) | undefined;
   readonly #onAbort = () => this.close();
   readonly #signal: AbortSignal | undefined;
   /** per instance id, the newest request this watcher attributed a change to */
   readonly #attributed = new Map<number, number>();
+  /** ids of active instances reported hung */
+  readonly #hung = new Set<number>();
 
   /** Made by `host.watch()`. */
   constructor(system: System, requests: RequestLog, options: WatchOptions = {}) {
     super();
     this.#system = system;
     this.#requests = requests;
-    this.#intervalMs = options.intervalMs ?? 250;
+    this.#intervalMs = positive('intervalMs', options.intervalMs ?? 250);
+    this.#safetyIntervalMs = positive('safetyIntervalMs', options.safetyIntervalMs ?? 2000);
+    const wake = options.wake ?? 'kmsg';
+    if (wake !== 'kmsg' && wake !== 'poll') throw new RangeError(`wake must be 'kmsg' or 'poll', got ${String(wake)}`);
+    this.#mode = wake;
+    const live = options.liveness === true ? {} : options.liveness === false ? undefined : options.liveness;
+    this.#liveness = live && {
+      intervalMs: positive('liveness.intervalMs', live.intervalMs ?? 1000),
+      attempts: positive('liveness.attempts', live.attempts ?? 5),
+      attemptMs: positive('liveness.attemptMs', live.attemptMs ?? 100),
+    };
     this.#signal = options.signal;
-    if (!Number.isInteger(this.#intervalMs) || this.#intervalMs < 1) throw new RangeError(`intervalMs must be a positive integer, got ${this.#intervalMs}`);
     this.#signal?.addEventListener('abort', this.#onAbort, { once: true });
     if (this.#signal?.aborted) this.close();
-    else void this.#tick();
+    else void this.#start();
   }
 
   /** Resolves once the first reading is taken: changes after it are reported. */
   get ready(): Promise<void> {
     return this.#seen !== undefined || this.#closed ? Promise.resolve() : new Promise((resolve) => this.once('ready', resolve));
+  }
+
+  /** `'kmsg'` while new kernel log records wake the watcher, `'poll'` while it reads on a timer. */
+  get mode(): 'kmsg' | 'poll' {
+    return this.#mode;
+  }
+
+  async #start(): Promise<void> {
+    if (this.#mode === 'kmsg') {
+      // opened before the first reading, so that nothing logged after it is missed
+      this.#log = await this.#system.openKernelLog().catch(() => undefined);
+      if (this.#log === undefined) this.#mode = 'poll';
+      else if (this.#closed) void this.#log.close();
+      else void this.#follow(this.#log);
+    }
+    await this.#scan();
+    if (this.#liveness !== undefined && !this.#closed) this.#livenessTimer = setTimeout(() => void this.#probe(), this.#liveness.intervalMs);
+  }
+
+  /** Reads kernel log records until closed; a relevant one wakes a reading. */
+  async #follow(log: DeviceHandle): Promise<void> {
+    for (;;) {
+      let record: Buffer;
+      try {
+        record = await log.read({ signal: this.#stop.signal });
+      } catch (err) {
+        if (this.#closed) return;
+        // records were overwritten before we read them: one of them may have mattered
+        if (isSystemError(err, 'EPIPE')) {
+          this.#scanSoon();
+          continue;
+        }
+        // the log cannot be followed any more: fall back to polling
+        this.#mode = 'poll';
+        void log.close();
+        this.#log = undefined;
+        if (!this.#scanning) this.#arm();
+        return;
+      }
+      if (relevantRecord(record.toString('utf8'))) this.#scanSoon();
+    }
+  }
+
+  /** A reading now, or right after the one running (the first one included). */
+  #scanSoon(): void {
+    clearTimeout(this.#settle);
+    this.#settle = setTimeout(() => this.#scanNow(), SETTLE_MS);
+    this.#scanNow();
+  }
+
+  #scanNow(): void {
+    if (this.#scanning) {
+      this.#again = true;
+      return;
+    }
+    clearTimeout(this.#timer);
+    void this.#scan();
+  }
+
+  /** Reads the files and reports differences, again while asked to meanwhile; then arms the timer. */
+  async #scan(): Promise<void> {
+    this.#scanning = true;
+    do {
+      this.#again = false;
+      const now = await this.#read();
+      if (this.#closed) return;
+      const was = this.#seen;
+      this.#seen = now;
+      if (was === undefined) this.emit('ready');
+      else this.#diff(was, now);
+    } while (this.#again);
+    this.#scanning = false;
+    this.#arm();
+  }
+
+  #arm(): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => void this.#scan(), this.#mode === 'kmsg' ? this.#safetyIntervalMs : this.#intervalMs);
+  }
+
+  /** Probes every active instance; reports the ones that stop or start answering again. */
+  async #probe(): Promise<void> {
+    const live = this.#liveness!;
+    const active = [...this.#seen!.instances].filter(([, i]) => i.status === 'active');
+    await Promise.all(
+      active.map(async ([name, { id }]) => {
+        const answer = await probeLiveness(this.#system, id, { attempts: live.attempts, attemptMs: live.attemptMs, signal: this.#stop.signal }).catch(() => undefined);
+        if (this.#closed || answer === undefined) return;
+        if (answer === 'hung' && !this.#hung.has(id)) {
+          this.#hung.add(id);
+          this.#push({ type: 'hung', name, id });
+        } else if (answer === 'alive' && this.#hung.delete(id)) {
+          this.#push({ type: 'responsive', name, id });
+        }
+      }),
+    );
+    if (!this.#closed) this.#livenessTimer = setTimeout(() => void this.#probe(), live.intervalMs);
   }
 
   /** What the files show now; a listing that cannot be read keeps what was seen (a read error is no change). */
@@ -129,16 +298,6 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
     return { instances, pool, txs };
   }
 
-  async #tick(): Promise<void> {
-    const now = await this.#read();
-    if (this.#closed) return;
-    const was = this.#seen;
-    this.#seen = now;
-    if (was === undefined) this.emit('ready');
-    else this.#diff(was, now);
-    this.#timer = setTimeout(() => void this.#tick(), this.#intervalMs);
-  }
-
   #diff(was: Seen, now: Seen): void {
     for (const [name, i] of now.instances) {
       const before = was.instances.get(name);
@@ -148,6 +307,8 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
         continue;
       }
       if (before.status === i.status) continue;
+      // a hang ends with the halt that stops it (the status event reports that)
+      if (before.status === 'active') this.#hung.delete(i.id);
       const seq = this.#requests.asked(i.id, i.status, this.#attributed.get(i.id));
       if (seq !== undefined) this.#attributed.set(i.id, seq);
       const cause: StatusCause = seq !== undefined ? 'requested' : before.status === 'active' && i.status === 'loaded' ? 'crashed' : 'external';
@@ -172,6 +333,10 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#timer);
+    clearTimeout(this.#settle);
+    clearTimeout(this.#livenessTimer);
+    this.#stop.abort();
+    void this.#log?.close();
     this.#signal?.removeEventListener('abort', this.#onAbort);
     this.emit('ready');
     this.#wake?.();

@@ -63,6 +63,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : registry(env) {
                            InstanceMethod("vsockLocalAddress", &Addon::VsockLocalAddress, napi_enumerable),
                            InstanceMethod("vsockRemoteAddress", &Addon::VsockRemoteAddress, napi_enumerable),
                            InstanceMethod("dupFd", &Addon::DupFd, napi_enumerable),
+                           InstanceMethod("seekEnd", &Addon::SeekEnd, napi_enumerable),
                            InstanceMethod("sdNotify", &Addon::SdNotify, napi_enumerable),
                            InstanceMethod("memfdCreate", &Addon::MemfdCreate, napi_enumerable),
                            InstanceMethod("setErrnoErrorFactory", &Addon::SetErrnoErrorFactory, napi_enumerable),

@@ -47,6 +47,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value VsockRemoteAddress(const Napi::CallbackInfo& info);
   // fd_handle.cc
   Napi::Value DupFd(const Napi::CallbackInfo& info);
+  Napi::Value SeekEnd(const Napi::CallbackInfo& info);
   // notify.cc
   Napi::Value SdNotify(const Napi::CallbackInfo& info);
   // memfd.cc

@@ -248,4 +248,14 @@ Napi::Value Addon::DupFd(const Napi::CallbackInfo& info) {
   return FdHandle::Create(info.Env(), *this, dup);
 }
 
+// lseek(fd, 0, SEEK_END). On /dev/kmsg this moves the reader past every record logged so far
+// (Documentation/ABI/testing/dev-kmsg: "SEEK_END ... skips all records"), so that it reads only
+// what is logged from now on; node:fs has no lseek.
+Napi::Value Addon::SeekEnd(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info[0], "fd");
+  off_t offset = lseek(fd, 0, SEEK_END);
+  if (offset < 0) throw ErrnoError(info.Env(), errno, "lseek");
+  return Napi::Number::New(info.Env(), static_cast<double>(offset));
+}
+
 }  // namespace mk

@@ -122,6 +122,16 @@ export interface System {
   unlink(path: string): Promise<void>;
   /** open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC) of a character device. */
   openDevice(path: string): Promise<DeviceHandle>;
+  /**
+   * The kernel log as a reader of new records: open("/dev/kmsg", O_RDONLY | O_NONBLOCK |
+   * O_CLOEXEC), then lseek(SEEK_END) past every record already logged. Each `read()` waits for and
+   * returns one record, `"<prio>,<seq>,<usec>,<flags>;<text>\n"` (continuation lines " KEY=value"
+   * may follow), as Documentation/ABI/testing/dev-kmsg describes; a read rejects `EPIPE` once when
+   * records were overwritten before this reader got them (the next read goes on with the oldest
+   * one left). `write()` fails `EBADF`. Rejects `EPERM` (or `EACCES`) when the caller may not read
+   * the log (dmesg_restrict without CAP_SYSLOG).
+   */
+  openKernelLog(): Promise<DeviceHandle>;
 
   /** open(path, O_RDONLY | O_CLOEXEC) of a kernel or initramfs image; returns the fd. */
   openImage(path: string): Promise<number>;

@@ -34,6 +34,7 @@ const KEYS: Record<keyof NativeBinding, true> = {
   vsockLocalAddress: true,
   vsockRemoteAddress: true,
   dupFd: true,
+  seekEnd: true,
   sdNotify: true,
   memfdCreate: true,
   setErrnoErrorFactory: true,
@@ -216,6 +217,20 @@ t.test('dupFd: a close-on-exec duplicate; the caller keeps its own fd', async (t
   const file = binding.dupFd(fs.openSync(__filename, 'r'));
   t.throws(() => file.watch(binding.constants.UV_READABLE, () => {}), { code: 'EPERM', syscall: 'uv_poll_init' }, 'regular files cannot be polled');
   file.close();
+});
+
+t.test('seekEnd: lseek(fd, 0, SEEK_END)', async (t) => {
+  const fd = fs.openSync(__filename, 'r');
+  t.teardown(() => fs.closeSync(fd));
+  const size = fs.fstatSync(fd).size;
+  t.equal(binding.seekEnd(fd), size, 'the new offset: the size of a regular file');
+  t.equal(fs.readSync(fd, Buffer.alloc(4), 0, 4, null), 0, 'reads continue from the end');
+  const [a, b] = handlePair();
+  t.throws(() => binding.seekEnd(a.fd), { code: 'ESPIPE', syscall: 'lseek' }, 'a socket has no offset');
+  a.close();
+  b.close();
+  t.throws(() => binding.seekEnd(-1), RangeError);
+  t.throws(() => binding.seekEnd('3' as never), TypeError);
 });
 
 t.test('only the addon makes FdHandles', async (t) => {

@@ -534,3 +534,37 @@ t.test('device: a read error from the kernel rejects with that errno', async (t)
   t.teardown(() => dev.close());
   await t.rejects(dev.read(), { code: 'ENOTCONN', syscall: 'read' });
 });
+
+t.test('openKernelLog: /dev/kmsg read-only, moved past the records logged so far, held by the addon', async (t) => {
+  const { binding, calls } = fakeBinding({
+    seekEnd: (fd: number) => {
+      calls.push(['seekEnd', fd]);
+      return 0;
+    },
+  });
+  const before = openFds();
+  const log = await new LinuxSystem({ binding }).openKernelLog().catch((err: NodeJS.ErrnoException) => err);
+  if (log instanceof Error) {
+    // a container without /dev/kmsg, or a user without the right to read it
+    t.match(log, { code: /^(ENOENT|EACCES|EPERM)$/, syscall: 'open', path: '/dev/kmsg' });
+    t.same(calls, [], 'nothing else was tried');
+    return;
+  }
+  const [seek, dup] = calls;
+  t.equal(seek?.[0], 'seekEnd');
+  t.same(dup, ['dupFd', seek?.[1]], 'the duplicate is made of the moved fd');
+  t.equal(openFds(), before, "node:fs closed its own fd: the log lives in the addon's handle");
+  await log.close();
+});
+
+t.test('openKernelLog: a seek that fails leaves no fd behind', async (t) => {
+  const { binding } = fakeBinding({
+    seekEnd: () => {
+      throw systemError('ESPIPE', 'lseek');
+    },
+  });
+  const before = openFds();
+  const err = await new LinuxSystem({ binding }).openKernelLog().catch((e: NodeJS.ErrnoException) => e);
+  t.match(err, { code: /^(ESPIPE|ENOENT|EACCES|EPERM)$/ });
+  t.equal(openFds(), before);
+});

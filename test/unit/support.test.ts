@@ -35,6 +35,7 @@ function fakeSystem(files: Record<string, string | null>, dirs: string[] = []): 
     createExclusive: unused,
     unlink: unused,
     openDevice: unused,
+    openKernelLog: unused,
     openImage: unused,
     openImageBytes: unused,
     closeImage: unused,

@@ -67,6 +67,7 @@ function fakeSystem(files: Record<string, Content>): System {
     rmdir: unused,
     stat: unused,
     openDevice: unused,
+    openKernelLog: unused,
     openImage: unused,
     openImageBytes: unused,
     closeImage: unused,

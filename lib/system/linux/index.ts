@@ -40,6 +40,8 @@ import type {
 } from '../system';
 
 const openFd = promisify(fs.open);
+/** the kernel log device (Documentation/ABI/testing/dev-kmsg) */
+const KMSG = '/dev/kmsg';
 const closeFd = promisify(fs.close);
 const writeFd = promisify(fs.write);
 
@@ -304,6 +306,18 @@ export class LinuxSystem implements System {
     // ends; node:fs keeps (and closes) only its own fd.
     try {
       return new LinuxDevice(binding, binding.dupFd(fd), path);
+    } finally {
+      await closeFd(fd);
+    }
+  }
+
+  async openKernelLog(): Promise<DeviceHandle> {
+    const binding = this.binding;
+    const fd = await openFd(KMSG, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    try {
+      // the duplicate shares the open file and so the reader's position (its record sequence)
+      binding.seekEnd(fd);
+      return new LinuxDevice(binding, binding.dupFd(fd), KMSG);
     } finally {
       await closeFd(fd);
     }

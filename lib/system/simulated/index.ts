@@ -31,6 +31,7 @@ import { type Locks, MemoryLocks } from './lockfile';
 import * as render from './render';
 import { DEFAULT_TOPOLOGY, HOST_DIRS, initialState, type SimState, type SimTopology } from './state';
 import { StateDir } from './state-dir';
+import { SimKernelLog } from './kmsg';
 import { sysfsLookup } from './sysfs';
 
 export type { SimCpu, SimTopology } from './state';
@@ -81,6 +82,11 @@ type Node =
   | { kind: 'file'; mode: number; size?: number; mtimeMs?: number; read?: () => Buffer; write?: (data: Uint8Array) => Promise<number> }
   | { kind: 'char'; mode: number };
 
+/** the sequence number the next kernel log record gets */
+function logEnd(s: SimState): number {
+  return (s.dmesgDropped ?? 0) + s.dmesg.length;
+}
+
 /** The host directory holding `p`, when `p` is a file name directly in one. */
 function hostDirOf(p: string): string | undefined {
   const dir = path.posix.dirname(p);
@@ -102,6 +108,10 @@ export class SimulatedSystem implements System {
   #nextFd = 3;
   #queue: Promise<unknown> = Promise.resolve();
   readonly #channels: SimChannels;
+  /** kernel log readers waiting for a record */
+  readonly #logWaiters = new Set<() => void>();
+  /** with a state directory: wakes the waiting readers when another process saves the state */
+  #logWatch: fs.FSWatcher | undefined;
 
   constructor(options: SimulatedSystemOptions = {}) {
     this.#opts = {
@@ -158,11 +168,13 @@ export class SimulatedSystem implements System {
             stopped: (id, how) => this.#channels.instanceStopped(id, how),
           },
         });
+        const logged = logEnd(s);
         // A refused call may still have changed the state (a kernel does not roll back either).
         const outcome = await Promise.resolve()
           .then(() => fn(k))
           .then((value) => ({ value }), (error: unknown) => ({ error }));
         if (write) dir?.save(s);
+        if (logEnd(s) !== logged) this.#wakeLogReaders();
         if ('error' in outcome) throw outcome.error instanceof KErr ? systemError(outcome.error.code, syscall, errPath) : outcome.error;
         return outcome.value;
       } finally {
@@ -374,6 +386,46 @@ export class SimulatedSystem implements System {
       if (n?.kind !== 'char') throw new KErr(n ? 'ENXIO' : 'ENOENT');
     });
     return this.#channels.openMktty();
+  }
+
+  async openKernelLog(): Promise<DeviceHandle> {
+    await this.faults.hit('open.kmsg', { path: '/dev/kmsg', syscall: 'open' });
+    const end = await this.#withState(false, (k) => logEnd(k.s));
+    return new SimKernelLog(
+      {
+        record: (seq) =>
+          this.#withState(false, (k) => {
+            const first = k.s.dmesgDropped ?? 0;
+            return { first, text: k.s.dmesg[seq - first] };
+          }),
+        subscribe: (wake) => this.#subscribeLog(wake),
+      },
+      end,
+    );
+  }
+
+  #subscribeLog(wake: () => void): () => void {
+    this.#logWaiters.add(wake);
+    if (this.#stateDir !== undefined && this.#logWatch === undefined) {
+      // another process's log lines arrive with its save (a rename in the directory)
+      this.#logWatch = fs.watch(this.#stateDir.dir, () => this.#wakeLogReaders());
+      /* c8 ignore next 4 -- inotify failing on a watched directory (it was removed): drop the watch, the readers look again and subscribe anew */
+      this.#logWatch.on('error', () => {
+        this.#logWatch = undefined;
+        this.#wakeLogReaders();
+      });
+    }
+    return () => {
+      this.#logWaiters.delete(wake);
+      if (this.#logWaiters.size === 0) {
+        this.#logWatch?.close();
+        this.#logWatch = undefined;
+      }
+    };
+  }
+
+  #wakeLogReaders(): void {
+    for (const wake of [...this.#logWaiters]) wake();
   }
 
   // ------------------------------------------------------------------ System: kexec and reboot

@@ -17,6 +17,9 @@ import type { SimInstance, SimState, SimTx } from './state';
 
 export { KErr, PAGE_SIZE } from './props';
 
+/** the kernel log keeps the newest lines only, as the printk ring buffer does */
+export const DMESG_LINES = 2000;
+
 export interface KernelEnv {
   faults: FaultInjector;
   arch: 'x86_64' | 'arm64';
@@ -48,7 +51,11 @@ export class Kernel {
 
   log(line: string): void {
     this.s.dmesg.push(line);
-    if (this.s.dmesg.length > 2000) this.s.dmesg.splice(0, this.s.dmesg.length - 2000);
+    const over = this.s.dmesg.length - DMESG_LINES;
+    if (over > 0) {
+      this.s.dmesg.splice(0, over);
+      this.s.dmesgDropped = (this.s.dmesgDropped ?? 0) + over;
+    }
   }
 
   // ---------------------------------------------------------------- topology helpers

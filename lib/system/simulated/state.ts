@@ -138,6 +138,12 @@ export interface SimState {
   /** last transaction id handed out; the kernel's counter starts at 1, so the first tx is 2 */
   txCounter: number;
   dmesg: string[];
+  /**
+   * How many lines were dropped from the front of `dmesg` (the ring keeps the newest 2000): the
+   * sequence number of `dmesg[0]`, as /dev/kmsg numbers records. Absent in states saved before
+   * the log was readable as records: 0.
+   */
+  dmesgDropped?: number;
   /** states passed to notify() */
   notified: string[];
   /**
