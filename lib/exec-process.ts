@@ -11,8 +11,11 @@
 import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
 import { PassThrough, Readable, type Duplex, type Writable } from 'node:stream';
-import { MultikernelError } from './errors';
+import { connectChannel } from './channels';
+import { MultikernelError, isSystemError } from './errors';
 import { ExecRemoteError, execOverStream, type ExecControl, type ExecEnv, type ExecRequest, type ExecResult } from './exec/client';
+import { AGENT_PORT } from './exec/protocol';
+import type { System, VsockStream } from './system/system';
 
 /** The settings of a command that `exec()` and `execFile()` share. */
 export interface ExecSettings {
@@ -35,6 +38,69 @@ export interface ExecOptions extends ExecSettings {
 /** The request of one session: the command, its settings, and what its stdin is (none: /dev/null). */
 export function sessionRequest(argv: string[], settings: ExecSettings, stdin: Readable | Uint8Array | undefined): ExecRequest {
   return { argv, env: settings.env, cwd: settings.cwd, uid: settings.uid, gid: settings.gid, tty: settings.tty, stdin, signal: settings.signal };
+}
+
+export interface ExecFileOptions extends ExecSettings {
+  /** bytes or a stream for the command's stdin (none: /dev/null) */
+  stdin?: Readable | Uint8Array;
+}
+
+export interface ExecFileResult {
+  stdout: Buffer;
+  stderr: Buffer;
+  /** the shell's status: exit code, 127 not found, 126 not executable, 128 + n for signal n */
+  code: number;
+  /** the signal number when the command was killed by one, else undefined */
+  signal: number | undefined;
+  /** the command's pid in the instance; 0 when it could not be started */
+  pid: number;
+}
+
+/**
+ * A connection to the kerf-init agent (vsock port 1023) of instance `id` (`name` for messages).
+ * kerf-init takes connections only from reserved source ports, which only root can bind: the
+ * local port is the first free one from 1023 down to 512, as kerf's client.
+ */
+export async function connectAgent(system: System, id: number, name: string, signal?: AbortSignal): Promise<VsockStream> {
+  for (let localPort = 1023; localPort >= 512; localPort--) {
+    try {
+      return await connectChannel(system, id, name, AGENT_PORT, { localPort, ...(signal ? { signal } : {}) });
+    } catch (err) {
+      if (isSystemError(err, 'EADDRINUSE')) continue;
+      if (isSystemError(err, 'EACCES')) {
+        throw new MultikernelError('ERR_MK_PERMISSION', 'exec needs root: kerf-init takes connections only from reserved vsock ports (512..1023), which only root can bind', {
+          cause: err,
+        });
+      }
+      if (err instanceof MultikernelError && err.code === 'ERR_MK_CHANNEL_REFUSED') {
+        throw new MultikernelError(
+          'ERR_MK_EXEC_NO_AGENT',
+          `no kerf-init agent listens on vsock port ${AGENT_PORT} in instance "${name}" (kerf 0.1's kerf-init has none): boot it with a newer kerf-init as /init, or use its console`,
+          { cause: err, details: { name, id } },
+        );
+      }
+      throw err;
+    }
+  }
+  throw new MultikernelError('ERR_MK_RESOURCES', `no free local vsock port in 512..1023 to reach the kerf-init agent of "${name}"`);
+}
+
+/**
+ * One command over a connection to the agent, which it then owns (it is destroyed at the end),
+ * resolved like `child_process.execFile`: a command the agent could not start resolves with the
+ * status a shell (and kerf) gives, 127 not found, 126 otherwise, and the reason on stderr.
+ */
+export async function execFileOverStream(stream: Duplex, argv: string[], options: ExecFileOptions = {}): Promise<ExecFileResult> {
+  let r: ExecResult;
+  try {
+    r = await execOverStream(stream, sessionRequest(argv, options, options.stdin));
+  } catch (err) {
+    stream.destroy();
+    if (err instanceof ExecRemoteError) return { stdout: Buffer.alloc(0), stderr: Buffer.from(`${err.message}\n`), code: err.exitCode, signal: undefined, pid: 0 };
+    throw err;
+  }
+  stream.destroy();
+  return { stdout: r.stdout, stderr: r.stderr, code: r.exitCode, signal: r.signal, pid: r.pid };
 }
 
 export interface ExecExit {

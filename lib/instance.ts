@@ -6,13 +6,10 @@
  */
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import type { Readable } from 'node:stream';
 import { connectChannel, probeLiveness, type ConnectOptions, type Liveness, type ProbeOptions } from './channels';
 import { openConsole, type ConsoleStream } from './console';
-import { ExecProcess, sessionRequest, type ExecOptions, type ExecSettings } from './exec-process';
+import { ExecProcess, connectAgent, execFileOverStream, type ExecFileOptions, type ExecFileResult, type ExecOptions } from './exec-process';
 import { MultikernelError, isSystemError } from './errors';
-import { ExecRemoteError, execOverStream, type ExecResult } from './exec/client';
-import { AGENT_PORT } from './exec/protocol';
 import { prepareKernelImage } from './image';
 import { MK_INSTANCES, PROC_KIMAGE, instanceDir, parseKimage, type KimageRow } from './kernfs';
 import { parseInstance, type InstanceTree, type OverlayOp, type TreeDevice } from './model';
@@ -37,21 +34,7 @@ import { formatBytes, parseBytes } from './units';
 /** What `instances/<name>/status` reads. `empty` and `failed` exist in the kernel headers but no newest code path sets them. */
 export type InstanceStatus = 'ready' | 'loaded' | 'active' | 'empty' | 'failed';
 
-export interface ExecFileOptions extends ExecSettings {
-  /** bytes or a stream for the command's stdin (none: /dev/null) */
-  stdin?: Readable | Uint8Array;
-}
-
-export interface ExecFileResult {
-  stdout: Buffer;
-  stderr: Buffer;
-  /** the shell's status: exit code, 127 not found, 126 not executable, 128 + n for signal n */
-  code: number;
-  /** the signal number when the command was killed by one, else undefined */
-  signal: number | undefined;
-  /** the command's pid in the instance; 0 when it could not be started */
-  pid: number;
-}
+export type { ExecFileOptions, ExecFileResult } from './exec-process';
 
 export interface InstanceInfo {
   name: string;
@@ -384,7 +367,7 @@ export class Instance {
     checkArgv(argv);
     options.signal?.throwIfAborted();
     await this.#expect('exec in', 'active');
-    return new ExecProcess(await this.#connectAgent(options.signal), argv, options);
+    return new ExecProcess(await connectAgent(this.#system, this.id, this.name, options.signal), argv, options);
   }
 
   /**
@@ -397,42 +380,7 @@ export class Instance {
     checkArgv(argv);
     options.signal?.throwIfAborted();
     await this.#expect('exec in', 'active');
-    const stream = await this.#connectAgent(options.signal);
-    let r: ExecResult;
-    try {
-      r = await execOverStream(stream, sessionRequest(argv, options, options.stdin));
-    } catch (err) {
-      stream.destroy();
-      // The agent could not start it: the status a shell would give (kerf's too), 127 not found, 126 otherwise.
-      if (err instanceof ExecRemoteError) return { stdout: Buffer.alloc(0), stderr: Buffer.from(`${err.message}\n`), code: err.exitCode, signal: undefined, pid: 0 };
-      throw err;
-    }
-    stream.destroy();
-    return { stdout: r.stdout, stderr: r.stderr, code: r.exitCode, signal: r.signal, pid: r.pid };
-  }
-
-  async #connectAgent(signal: AbortSignal | undefined): Promise<VsockStream> {
-    for (let localPort = 1023; localPort >= 512; localPort--) {
-      try {
-        return await connectChannel(this.#system, this.id, this.name, AGENT_PORT, { localPort, ...(signal ? { signal } : {}) });
-      } catch (err) {
-        if (isSystemError(err, 'EADDRINUSE')) continue;
-        if (isSystemError(err, 'EACCES')) {
-          throw new MultikernelError('ERR_MK_PERMISSION', 'exec needs root: kerf-init takes connections only from reserved vsock ports (512..1023), which only root can bind', {
-            cause: err,
-          });
-        }
-        if (err instanceof MultikernelError && err.code === 'ERR_MK_CHANNEL_REFUSED') {
-          throw new MultikernelError(
-            'ERR_MK_EXEC_NO_AGENT',
-            `no kerf-init agent listens on vsock port ${AGENT_PORT} in instance "${this.name}" (kerf 0.1's kerf-init has none): boot it with a newer kerf-init as /init, or use its console`,
-            { cause: err, details: { name: this.name, id: this.id } },
-          );
-        }
-        throw err;
-      }
-    }
-    throw new MultikernelError('ERR_MK_RESOURCES', `no free local vsock port in 512..1023 to reach the kerf-init agent of "${this.name}"`);
+    return execFileOverStream(await connectAgent(this.#system, this.id, this.name, options.signal), argv, options);
   }
 
   /**

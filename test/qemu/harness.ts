@@ -46,6 +46,31 @@ export const VSOCK_CHECKS = [
   'vsock-connect-refused',
   'vsock-script-complete',
 ] as const;
+/**
+ * Checks of guest/messaging.mjs: the library's channel and exec code (lib/channels.ts,
+ * lib/exec/client.ts, lib/exec-process.ts) on the same loopback transport, exec against the
+ * simulated kerf-init agent served on a real listener.
+ */
+export const MESSAGING_CHECKS = [
+  'channel-refused',
+  'channel-probe-alive',
+  'channel-round-trip',
+  'channel-100-concurrent',
+  'exec-64MiB-stdin-stdout',
+  'exec-kill',
+  'exec-tty-resize',
+  'exec-exit-127-126',
+  'exec-lost-connection',
+  'exec-unreserved-port-refused',
+  'exec-100-concurrent',
+  'messaging-script-complete',
+] as const;
+/** The guest command of the stock guests: the three scripts in turn, each run whatever the one before did. */
+export const STOCK_GUEST_COMMAND = [
+  'sh',
+  '-c',
+  'node test/qemu/guest/stock.mjs; a=$?; node test/qemu/guest/vsock.mjs; b=$?; node test/qemu/guest/messaging.mjs; c=$?; [ $a = 0 ] && [ $b = 0 ] && [ $c = 0 ]',
+];
 
 export interface GuestCheck {
   name: string;

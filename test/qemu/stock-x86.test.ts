@@ -1,8 +1,9 @@
 // The stock Debian 6.12 kernel (no multikernel support) under QEMU/TCG on x86_64: one boot runs
 // test/qemu/guest/stock.mjs (kexec, reboot, kernfs, mount, EPERM, CPUs, flock, sd_notify) and
-// test/qemu/guest/vsock.mjs (AF_VSOCK loopback streams) against the compiled library over 9p.
+// test/qemu/guest/vsock.mjs (AF_VSOCK loopback streams) and test/qemu/guest/messaging.mjs (the
+// library's channel and exec code on those streams) against the compiled library over 9p.
 import t from 'tap';
-import { addonFor, assertChecks, boot, buildHelper, COMMON_STOCK_CHECKS, fetchKernel, KEXEC_CHECKS, missingPrerequisite, ROOT, VSOCK_CHECKS } from './harness';
+import { addonFor, assertChecks, boot, buildHelper, COMMON_STOCK_CHECKS, fetchKernel, KEXEC_CHECKS, MESSAGING_CHECKS, missingPrerequisite, ROOT, STOCK_GUEST_COMMAND, VSOCK_CHECKS } from './harness';
 
 const CPUS = 4;
 
@@ -34,11 +35,11 @@ t.test('stock Debian kernel, x86_64', async (t) => {
       { source: kernel.kernel, target: '/boot/vmlinuz' },
       { source: helper, target: '/usr/local/bin/mkhelper', mode: 0o755 },
     ],
-    env: { MKQEMU_ROOT: '/share', MKQEMU_CPUS: String(CPUS), MKQEMU_KERNEL_IMAGE: '/boot/vmlinuz', MKQEMU_ONLY: [...STOCK_CHECKS, ...VSOCK_CHECKS].join(',') },
-    command: ['sh', '-c', 'node test/qemu/guest/stock.mjs; a=$?; node test/qemu/guest/vsock.mjs; b=$?; [ $a = 0 ] && [ $b = 0 ]'],
-    timeoutMs: 300_000,
+    env: { MKQEMU_ROOT: '/share', MKQEMU_CPUS: String(CPUS), MKQEMU_KERNEL_IMAGE: '/boot/vmlinuz', MKQEMU_ONLY: [...STOCK_CHECKS, ...VSOCK_CHECKS, ...MESSAGING_CHECKS].join(',') },
+    command: STOCK_GUEST_COMMAND,
+    timeoutMs: 420_000,
   });
   t.comment(`boot + tests: ${(b.result.durationMs / 1000).toFixed(1)} s; phases ${b.result.phases.map((p) => `${p.phase}@${(p.atMs / 1000).toFixed(1)}s`).join(' ')}`);
-  assertChecks(t, b, [...STOCK_CHECKS, ...VSOCK_CHECKS]);
-  t.equal(b.result.exitCode, 0, 'both guest scripts exit 0');
+  assertChecks(t, b, [...STOCK_CHECKS, ...VSOCK_CHECKS, ...MESSAGING_CHECKS]);
+  t.equal(b.result.exitCode, 0, 'the three guest scripts exit 0');
 });

@@ -79,3 +79,19 @@ export function spawnUntil(file, args, re, options = {}) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** All of a stream's bytes, once it ends. */
+export async function collect(stream) {
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+/** `p`, or a rejection after `ms`; the timer is cleared: a pending one would keep node alive after the last check. */
+export function withTimeout(p, ms, what) {
+  let timer;
+  const expired = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, expired]).finally(() => clearTimeout(timer));
+}

@@ -2,25 +2,11 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { once } from 'node:events';
-import { assert, check, emit, finish, lib, sleep } from './lib.mjs';
+import { assert, check, collect, emit, finish, lib, sleep, withTimeout } from './lib.mjs';
 
 const { LinuxSystem } = lib('system/linux/index');
 const sys = new LinuxSystem();
 const LOCAL = { cid: 1, multikernel: false };
-
-const collect = async (stream) => {
-  const chunks = [];
-  for await (const c of stream) chunks.push(c);
-  return Buffer.concat(chunks);
-};
-// the timer is cleared: a pending one would keep node alive after the last check
-const withTimeout = (p, ms, what) => {
-  let timer;
-  const expired = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, expired]).finally(() => clearTimeout(timer));
-};
 
 await check('vsock-loopback-available', async () => {
   assert(existsSync('/sys/module/vsock_loopback') || existsSync('/sys/module/vsock'), 'vsock_loopback module not loaded');
