@@ -377,3 +377,53 @@ t.test('constructor validation', async (t) => {
   a.close();
   b.close();
 });
+
+t.test('paced (no flow control): writes of at most maxWrite, a full ring waited out, not an error', async (t) => {
+  const [a, b] = handlePair(binding);
+  const sizes: number[] = [];
+  let full = 3; // the next three writes find the ring full
+  const nospc = (code: string) => Object.assign(new Error(`${code}: no room`), { code });
+  const codes = ['ENOSPC', 'ENOBUFS', 'ENOMEM'];
+  const stream = new FdDuplex(
+    binding,
+    patched(a, {
+      write: (buffer: Uint8Array, offset: number, length: number) => {
+        if (full > 0) throw nospc(codes[--full]!);
+        sizes.push(length);
+        return a.write(buffer, offset, length);
+      },
+    }),
+    { paced: { maxWrite: 1000 } },
+  );
+  const peer = new FdDuplex(binding, b);
+  const received: Buffer[] = [];
+  peer.on('data', (c: Buffer) => received.push(c));
+  const data = Buffer.alloc(4500, 7);
+  const t0 = Date.now();
+  await new Promise<void>((resolve, reject) => stream.write(data, (e) => (e ? reject(e) : resolve())));
+  t.ok(Date.now() - t0 >= 1 + 2 + 4 - 1, 'paused 1, 2 and 4 ms');
+  t.same(sizes, [1000, 1000, 1000, 1000, 500], 'at most maxWrite per write(2)');
+  stream.end();
+  await once(peer, 'end');
+  t.equal(Buffer.concat(received).length, 4500, 'everything arrived, in one piece');
+  stream.destroy();
+  peer.destroy();
+
+  // destroyed while waiting for room: the write fails, the timer is gone
+  const [c, d] = handlePair(binding);
+  const stuck = new FdDuplex(binding, patched(c, { write: () => { throw nospc('ENOSPC'); } }), { paced: { maxWrite: 4096 } });
+  const failed = new Promise<Error | null | undefined>((resolve) => stuck.write(Buffer.alloc(10), resolve));
+  stuck.on('error', () => undefined);
+  await new Promise((r) => setTimeout(r, 20));
+  stuck.destroy();
+  t.match(await failed, { code: 'ERR_STREAM_DESTROYED' });
+  d.close();
+
+  // unpaced: ENOSPC is an error like any other
+  const [e, f] = handlePair(binding);
+  const plain = new FdDuplex(binding, patched(e, { write: () => { throw nospc('ENOSPC'); } }));
+  plain.write(Buffer.alloc(10));
+  t.match(((await once(plain, 'error')) as [Error])[0], { code: 'ENOSPC' });
+  f.close();
+  t.throws(() => new FdDuplex(binding, f, { paced: { maxWrite: 0 } }), RangeError);
+});

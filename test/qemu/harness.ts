@@ -63,6 +63,7 @@ export const MESSAGING_CHECKS = [
   'exec-lost-connection',
   'exec-unreserved-port-refused',
   'exec-100-concurrent',
+  'kmsg-follow',
   'messaging-script-complete',
 ] as const;
 /** The guest command of the stock guests: the three scripts in turn, each run whatever the one before did. */

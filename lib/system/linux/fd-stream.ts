@@ -4,7 +4,11 @@
  *
  * - Reads happen only while the consumer wants data: when `push()` returns false the watcher
  *   stops asking for READABLE until `_read` is called again (back-pressure reaches the peer).
- * - Writes go straight to write(2); on EAGAIN the rest of the chunk waits for WRITABLE.
+ * - Writes go straight to write(2); on EAGAIN the rest of the chunk waits for WRITABLE. A paced
+ *   stream (a transport without flow control) writes at most `maxWrite` bytes per write(2) and
+ *   waits out a full ring (ENOSPC, ENOBUFS, ENOMEM) on a timer, so its writer sees back-pressure
+ *   (write() returns false past the high-water mark) instead of an error, and its memory stays
+ *   bounded by that mark.
  * - `end()` half-closes (shutdown(SHUT_WR)); end of file from the peer pushes null; with the
  *   default `allowHalfOpen` the other direction keeps working.
  * - `destroy()` closes the handle (the addon stops the watch, closes the uv handle, then the fd,
@@ -20,7 +24,19 @@ export interface FdDuplexOptions {
   readSize?: number;
   /** writable high-water mark in bytes (default 64 KiB) */
   writableHighWaterMark?: number;
+  /**
+   * For a transport without flow control (the multikernel vsock transport: always writable, every
+   * write goes into the instance's IPI ring): at most this many bytes per write(2), and a write
+   * the kernel refuses for lack of room (`ENOSPC` from a full ring, `ENOBUFS`, `ENOMEM`) is tried
+   * again after a pause (1 ms, doubling up to 64 ms) instead of failing the stream. Default: off.
+   */
+  paced?: { maxWrite: number };
 }
+
+/** errnos that mean "no room now" on a transport without flow control */
+const NO_ROOM = new Set(['ENOSPC', 'ENOBUFS', 'ENOMEM']);
+const FIRST_PAUSE_MS = 1;
+const LONGEST_PAUSE_MS = 64;
 
 const DEFAULT_CHUNK = 64 * 1024;
 
@@ -46,6 +62,10 @@ export class FdDuplex extends Duplex {
   #pendingWrite: PendingWrite | null = null;
   #events = 0;
   #readBuffer: Buffer | undefined;
+  readonly #maxWrite: number;
+  readonly #paced: boolean;
+  #pauseMs = FIRST_PAUSE_MS;
+  #retry: NodeJS.Timeout | undefined;
 
   constructor(binding: NativeBinding, handle: FdHandle, options: FdDuplexOptions = {}) {
     const readSize = options.readSize ?? DEFAULT_CHUNK;
@@ -62,6 +82,9 @@ export class FdDuplex extends Duplex {
     this.#binding = binding;
     this.#handle = handle;
     this.#readSize = readSize;
+    this.#paced = options.paced !== undefined;
+    this.#maxWrite = options.paced?.maxWrite ?? Number.MAX_SAFE_INTEGER;
+    if (!Number.isInteger(this.#maxWrite) || this.#maxWrite < 1) throw new RangeError(`paced.maxWrite must be an integer >= 1, got ${String(this.#maxWrite)}`);
   }
 
   #onPoll(status: number, events: number): void {
@@ -142,14 +165,24 @@ export class FdDuplex extends Duplex {
     const pending = this.#pendingWrite as PendingWrite;
     try {
       while (pending.offset < pending.chunk.length) {
-        const n = this.#handle.write(pending.chunk, pending.offset, pending.chunk.length - pending.offset);
+        const n = this.#handle.write(pending.chunk, pending.offset, Math.min(pending.chunk.length - pending.offset, this.#maxWrite));
         if (n < 0) {
           this.#watch(); // EAGAIN: wait for WRITABLE
           return;
         }
         pending.offset += n;
+        this.#pauseMs = FIRST_PAUSE_MS;
       }
     } catch (error) {
+      if (this.#paced && NO_ROOM.has(String((error as NodeJS.ErrnoException).code))) {
+        // the ring is full: no readiness event will say when it drains, so look again later
+        this.#retry = setTimeout(() => {
+          this.#retry = undefined;
+          this.#flush();
+        }, this.#pauseMs);
+        this.#pauseMs = Math.min(this.#pauseMs * 2, LONGEST_PAUSE_MS);
+        return;
+      }
       this.#pendingWrite = null;
       this.#watch();
       pending.callback(error as Error);
@@ -172,6 +205,7 @@ export class FdDuplex extends Duplex {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#wantRead = false;
+    clearTimeout(this.#retry);
     const pending = this.#pendingWrite;
     this.#pendingWrite = null;
     let closeError: Error | null = null;

@@ -31,14 +31,24 @@ function checkSignal(value: unknown): AbortSignal | undefined {
   throw new TypeError('signal must be an AbortSignal');
 }
 
+/**
+ * Bytes per write(2) on the multikernel transport. It has no flow control (mk_transport.c@a92c0e12:
+ * stream_has_space is a constant 64 KiB, notify_poll_out always says writable, and the receiving
+ * kernel queues every packet whatever its reader does); each write(2) becomes packets of at most
+ * one IPI slot (4 KiB less headers) in the instance's 64-slot ring, which `ENOSPC` reports full.
+ * 16 KiB per write keeps one write to a handful of slots, so console and control messages still
+ * find room, and a full ring is waited out (FdDuplexOptions.paced) instead of failing the stream.
+ */
+export const MULTIKERNEL_MAX_WRITE = 16 * 1024;
+
 /** A connected vsock socket. */
 class VsockSocket extends FdDuplex implements VsockStream {
   readonly localCid: number;
   readonly localPort: number;
   readonly remoteCid: number;
   readonly remotePort: number;
-  constructor(binding: NativeBinding, socket: FdHandle, local: VsockAddress, remote: VsockAddress) {
-    super(binding, socket);
+  constructor(binding: NativeBinding, socket: FdHandle, local: VsockAddress, remote: VsockAddress, multikernel: boolean) {
+    super(binding, socket, multikernel ? { paced: { maxWrite: MULTIKERNEL_MAX_WRITE } } : {});
     this.localCid = local.cid;
     this.localPort = local.port;
     this.remoteCid = remote.cid;
@@ -87,7 +97,7 @@ export async function vsockConnect(binding: NativeBinding, options: VsockConnect
     const err = socket.socketError();
     if (err !== 0) throw errnoError(err, 'connect');
     if (status < 0) throw errnoError(-status, 'connect');
-    return new VsockSocket(binding, socket, binding.vsockLocalAddress(socket), binding.vsockRemoteAddress(socket));
+    return new VsockSocket(binding, socket, binding.vsockLocalAddress(socket), binding.vsockRemoteAddress(socket), multikernel);
   } catch (error) {
     socket.close();
     throw error;
@@ -109,11 +119,14 @@ class NativeVsockServer implements VsockServer {
   readonly #waiters: Waiter[] = [];
   #watching = false;
   #closed: Promise<void> | undefined;
+  /** on the multikernel transport: accepted connections are paced */
+  readonly #multikernel: boolean;
 
-  constructor(binding: NativeBinding, socket: FdHandle, port: number) {
+  constructor(binding: NativeBinding, socket: FdHandle, port: number, multikernel: boolean) {
     this.port = port;
     this.#binding = binding;
     this.#socket = socket;
+    this.#multikernel = multikernel;
   }
 
   accept(options: { signal?: AbortSignal } = {}): Promise<VsockStream> {
@@ -165,7 +178,7 @@ class NativeVsockServer implements VsockServer {
         conn = this.#binding.vsockAccept(this.#socket);
         if (conn === null) break;
         try {
-          stream = new VsockSocket(this.#binding, conn.socket, this.#binding.vsockLocalAddress(conn.socket), conn);
+          stream = new VsockSocket(this.#binding, conn.socket, this.#binding.vsockLocalAddress(conn.socket), conn, this.#multikernel);
         } catch (error) {
           conn.socket.close();
           throw error;
@@ -231,7 +244,7 @@ export async function vsockListen(binding: NativeBinding, options: VsockListenOp
   try {
     binding.vsockBind(socket, cid, port);
     binding.vsockListen(socket, backlog);
-    return new NativeVsockServer(binding, socket, binding.vsockLocalAddress(socket).port);
+    return new NativeVsockServer(binding, socket, binding.vsockLocalAddress(socket).port, multikernel);
   } catch (error) {
     socket.close();
     throw error;

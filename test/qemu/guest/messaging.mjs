@@ -5,6 +5,7 @@
 // as root, so the client binds a reserved local port (1023 down to 512) as instance.exec() does.
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
 import { assert, check, collect, emit, finish, lib, rejects, sleep, withTimeout } from './lib.mjs';
 
 const { LinuxSystem } = lib('system/linux/index');
@@ -13,6 +14,7 @@ const { ExecProcess, connectAgent, execFileOverStream } = lib('exec-process');
 const { AGENT_PORT } = lib('exec/protocol');
 const { serveExecSession } = lib('system/simulated/agent');
 const { FaultInjector } = lib('system/simulated/faults');
+const { relevantRecord } = lib('watch');
 
 // A stock guest kernel has no multikernel vsock transport: the library addresses instance `id` as
 // CID `id` on it (multikernel: true). This System sends every connect to the loopback transport's
@@ -280,6 +282,26 @@ await check('exec-100-concurrent', async () => {
   const wrong = results.filter((r, i) => r.code !== 0 || r.stdout.toString() !== `n${i}\n`);
   assert(wrong.length === 0, `${wrong.length} commands answered wrong`);
   return { commands: N, ms: Date.now() - t0 };
+});
+
+await check('kmsg-follow', async () => {
+  // host.watch() wakes on /dev/kmsg: the reader starts past the boot messages (lseek SEEK_END),
+  // one record per read; a record written from user space has facility user, which wakes nothing
+  const log = await linux.openKernelLog();
+  try {
+    const text = `multikernel-qemu-lane ${process.pid}`;
+    writeFileSync('/dev/kmsg', `<6>${text}\n`);
+    const record = (await withTimeout(log.read(), 10000, 'the record')).toString();
+    const m = /^(\d+),(\d+),(\d+),[^;]*;(.*)\n/.exec(record);
+    assert(m !== null && m[4] === text, `first record after the open: ${JSON.stringify(record)}`);
+    assert(Number(m[1]) === (1 << 3) + 6, `prio ${m[1]}: the kernel gives user-space records facility user`);
+    assert(!relevantRecord(record), 'a user-space record wakes no watcher');
+    const writeErr = await rejects(log.write(Buffer.from('x')), 'a write on the read-only log');
+    assert(writeErr.code === 'EBADF', `write: ${writeErr.code}`);
+    return { record: record.trim(), seq: Number(m[2]) };
+  } finally {
+    await log.close();
+  }
 });
 
 await agent.close();
