@@ -1,8 +1,14 @@
 /** Runs every benchmark: `npm run bench`. */
 import { run as fdt } from './fdt';
+import { run as watch } from './watch';
 
-const benches: [string, () => void][] = [['fdt', fdt]];
-for (const [name, run] of benches) {
-  console.log(`== ${name}`);
-  run();
-}
+const benches: [string, () => void | Promise<void>][] = [
+  ['fdt', fdt],
+  ['watch', watch],
+];
+void (async () => {
+  for (const [name, run] of benches) {
+    console.log(`== ${name}`);
+    await run();
+  }
+})();
