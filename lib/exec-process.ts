@@ -103,6 +103,30 @@ export async function execFileOverStream(stream: Duplex, argv: string[], options
   return { stdout: r.stdout, stderr: r.stderr, code: r.exitCode, signal: r.signal, pid: r.pid };
 }
 
+/** How often a running session checks that its instance is still `active`, ms. */
+export const SESSION_CHECK_MS = 1000;
+
+/**
+ * A halted or crashed instance sends nothing to its peers (core.c: a halt parks the spawn's CPUs
+ * without releasing a socket), so a session to it would wait forever. While `stream` is open, the
+ * instance's status is read every `intervalMs`; once it is not `active` (or the instance is gone)
+ * the stream is destroyed with an error saying so, and the session fails with
+ * ERR_MK_EXEC_LOST_CONNECTION. A status that cannot be read for another reason is tried again.
+ */
+export function guardSession(stream: Duplex, what: string, status: () => Promise<string>, intervalMs = SESSION_CHECK_MS): void {
+  const timer = setInterval(() => {
+    status().then(
+      (now) => {
+        if (now !== 'active') stream.destroy(new Error(`${what} is ${now} now: it was halted, or its kernel crashed`));
+      },
+      (err: unknown) => {
+        if (err instanceof MultikernelError && err.code === 'ERR_MK_INSTANCE_NOT_FOUND') stream.destroy(new Error(`${what} is gone (${err.message})`));
+      },
+    );
+  }, intervalMs);
+  stream.once('close', () => clearInterval(timer));
+}
+
 export interface ExecExit {
   /** the shell's status: exit code, 127 not found, 126 not executable, 128 + n for signal n */
   code: number;

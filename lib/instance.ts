@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { connectChannel, probeLiveness, type ConnectOptions, type Liveness, type ProbeOptions } from './channels';
 import { openConsole, type ConsoleStream } from './console';
-import { ExecProcess, connectAgent, execFileOverStream, type ExecFileOptions, type ExecFileResult, type ExecOptions } from './exec-process';
+import { ExecProcess, connectAgent, execFileOverStream, guardSession, type ExecFileOptions, type ExecFileResult, type ExecOptions } from './exec-process';
 import { MultikernelError, isSystemError } from './errors';
 import { prepareKernelImage } from './image';
 import { MK_INSTANCES, PROC_KIMAGE, instanceDir, parseKimage, type KimageRow } from './kernfs';
@@ -367,7 +367,7 @@ export class Instance {
     checkArgv(argv);
     options.signal?.throwIfAborted();
     await this.#expect('exec in', 'active');
-    return new ExecProcess(await connectAgent(this.#system, this.id, this.name, options.signal), argv, options);
+    return new ExecProcess(await this.#session(options.signal), argv, options);
   }
 
   /**
@@ -380,7 +380,14 @@ export class Instance {
     checkArgv(argv);
     options.signal?.throwIfAborted();
     await this.#expect('exec in', 'active');
-    return execFileOverStream(await connectAgent(this.#system, this.id, this.name, options.signal), argv, options);
+    return execFileOverStream(await this.#session(options.signal), argv, options);
+  }
+
+  /** A connection to the agent that ends when the instance stops (its kernel would not say). */
+  async #session(signal: AbortSignal | undefined): Promise<VsockStream> {
+    const stream = await connectAgent(this.#system, this.id, this.name, signal);
+    guardSession(stream, `instance "${this.name}"`, () => this.status());
+    return stream;
   }
 
   /**

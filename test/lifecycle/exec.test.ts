@@ -5,7 +5,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Host, ExecProcess } from '../../lib';
+import { PassThrough } from 'node:stream';
+import { Host, ExecProcess, MultikernelError } from '../../lib';
+import { guardSession } from '../../lib/exec-process';
+import { LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE } from '../../lib/uapi';
 import { placeholderImage, SimulatedSystem } from '../../lib/simulated';
 
 const lockPath = path.join(os.tmpdir(), `mk-exec-test-${process.pid}.lock`);
@@ -135,6 +138,52 @@ t.test('failures: not found, an abort, refusals before anything is sent', async 
   await t.rejects(a.exec(['true'], { signal: AbortSignal.abort(new Error('no')) }), { message: 'no' });
   await a.stop({ force: true, timeoutMs: 0 });
   await t.rejects(a.exec(['true']), { code: 'ERR_MK_INSTANCE_NOT_ACTIVE' });
+});
+
+t.test('a lost connection: the instance panics or is halted by another tool while a command runs', async (t) => {
+  const { system, a } = await running(t);
+  // a panic halts the spawn back to the pool and says nothing to its vsock peers (core.c)
+  const proc = await a.exec(['sleep', '1000'], { stdin: 'pipe' });
+  await once(proc, 'spawn');
+  const errors: Error[] = [];
+  proc.on('error', (e: Error) => errors.push(e));
+  const t0 = Date.now();
+  await system.panic(a.id);
+  await t.rejects(proc.exited, { code: 'ERR_MK_EXEC_LOST_CONNECTION', message: /instance "a" is loaded now: it was halted, or its kernel crashed/ });
+  t.ok(Date.now() - t0 < 5000, 'noticed within the status check interval');
+  t.equal(errors.length, 1, 'one error event');
+  t.ok(proc.stdin!.destroyed, 'stdin is closed');
+
+  // execFile rejects the same way (it resolves only for a command that ran or could not start)
+  await a.start();
+  const file = a.execFile(['sleep', '1000']);
+  await new Promise((r) => setTimeout(r, 100));
+  await system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE, a.id); // another tool's forced halt
+  await t.rejects(file, { code: 'ERR_MK_EXEC_LOST_CONNECTION' });
+
+  // a status that cannot be read for a moment is no reason to end a session
+  await a.start();
+  const running2 = a.execFile(['sleep', '2']);
+  await new Promise((r) => setTimeout(r, 200)); // the session is open: its own checks come next
+  system.faults.add({ op: 'read', path: '/sys/fs/multikernel/instances/a/status', times: 2, action: { errno: 'EIO' } });
+  const short = await running2;
+  t.equal(short.code, 0, 'the session outlived two unreadable status reads');
+});
+
+t.test('guardSession: an instance that is gone ends the session', async (t) => {
+  const stream = new PassThrough();
+  let calls = 0;
+  guardSession(stream, 'instance "g"', async () => {
+    calls++;
+    throw new MultikernelError('ERR_MK_INSTANCE_NOT_FOUND', 'instance "g": it no longer exists');
+  }, 5);
+  const closed = new Promise((resolve) => stream.on('close', resolve)); // (events.once would reject on 'error')
+  const [err] = (await once(stream, 'error')) as [Error];
+  t.match(err.message, /instance "g" is gone \(instance "g": it no longer exists\)/);
+  await closed;
+  const after = calls;
+  await new Promise((r) => setTimeout(r, 30));
+  t.equal(calls, after, 'no more checks once the stream closed');
 });
 
 t.test('100 commands at once, each from its own reserved port', async (t) => {
