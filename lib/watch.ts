@@ -34,7 +34,7 @@ export type WatchEvent =
   | { type: 'status'; name: string; id: number; from: InstanceStatus; to: InstanceStatus; cause: StatusCause }
   | { type: 'pool-changed' }
   | { type: 'transaction'; id: number; status: 'applied' | 'failed'; resources: string }
-  /** an `active` instance stopped answering the liveness probe (its kernel hangs); with `liveness` */
+  /** an `active` instance that answered the liveness probe stopped answering (its kernel hangs); with `liveness` */
   | { type: 'hung'; name: string; id: number }
   /** an instance reported `hung` answers again; with `liveness` */
   | { type: 'responsive'; name: string; id: number };
@@ -63,6 +63,9 @@ export interface WatchOptions {
   signal?: AbortSignal;
 }
 
+/** How long a host halt seen in the log may explain a status change, ms. */
+const HALT_MEMORY_MS = 10_000;
+
 /** After a log record woke a reading, the files are read once more this much later, ms. */
 export const SETTLE_MS = 25;
 
@@ -74,11 +77,30 @@ export const SETTLE_MS = 25;
  */
 const RELEVANT = /multikernel|instance|overlay|pool|baseline|kexec|hotplug|halt/i;
 
-/** Whether a /dev/kmsg record (`"<prio>,<seq>,<usec>,<flags>;<text>"`) may announce a change. */
-export function relevantRecord(record: string): boolean {
+/**
+ * The host's own halts, as core.c logs them: "Multikernel instance %d halted (graceful)" and
+ * "Force halting multikernel instance %d via NMI". A spawn that halts by itself (a panic, a
+ * poweroff inside) is logged only as "Instance %d (%s) halted, CPUs parking in pool".
+ */
+const HOST_HALT = /^(?:Multikernel instance (\d+) halted \(graceful\)|Force halting multikernel instance (\d+) via NMI)/;
+
+/** The text of a /dev/kmsg record of the kernel facility (`"<prio>,<seq>,<usec>,<flags>;<text>"`), else undefined. */
+function kernelText(record: string): string | undefined {
   const semi = record.indexOf(';');
   const prio = Number(record.slice(0, record.indexOf(',')));
-  return semi > 0 && Number.isInteger(prio) && prio >> 3 === 0 && RELEVANT.test(record.slice(semi + 1).split('\n', 1)[0]!);
+  return semi > 0 && Number.isInteger(prio) && prio >> 3 === 0 ? record.slice(semi + 1).split('\n', 1)[0]! : undefined;
+}
+
+/** Whether a /dev/kmsg record may announce a change. */
+export function relevantRecord(record: string): boolean {
+  const text = kernelText(record);
+  return text !== undefined && RELEVANT.test(text);
+}
+
+/** The instance id of a host halt the record logs (a halt some tool asked for), else undefined. */
+export function hostHaltOf(record: string): number | undefined {
+  const m = HOST_HALT.exec(kernelText(record) ?? '');
+  return m ? Number(m[1] ?? m[2]) : undefined;
 }
 
 /**
@@ -86,20 +108,27 @@ export function relevantRecord(record: string): boolean {
  * (memory is bounded by the number of instances; any number of watchers may ask).
  */
 export class RequestLog {
-  readonly #latest = new Map<number, { to: InstanceStatus; at: number; seq: number }>();
+  readonly #latest = new Map<number, { from: InstanceStatus; to: InstanceStatus; at: number; seq: number }>();
   #seq = 0;
 
-  note(id: number, to: InstanceStatus): void {
-    this.#latest.set(id, { to, at: Date.now(), seq: ++this.#seq });
+  /** This process is about to ask instance `id` to go from `from` to `to`. */
+  note(id: number, from: InstanceStatus, to: InstanceStatus): void {
+    this.#latest.set(id, { from, to, at: Date.now(), seq: ++this.#seq });
+  }
+
+  /** The sequence number of the newest request (0 before any): requests up to it are older than a reading taken now. */
+  get seq(): number {
+    return this.#seq;
   }
 
   /**
-   * The sequence number of the newest request for `id` if it was for `to`, made within the last
-   * minute and newer than `after` (what this watcher already attributed); else undefined.
+   * The sequence number of the newest request for `id` if it was for the transition `from` ->
+   * `to`, made within the last minute and newer than `after` (what this watcher already
+   * attributed, or its first reading); else undefined.
    */
-  asked(id: number, to: InstanceStatus, after = 0): number | undefined {
+  asked(id: number, from: InstanceStatus, to: InstanceStatus, after = 0): number | undefined {
     const r = this.#latest.get(id);
-    return r !== undefined && r.to === to && r.seq > after && Date.now() - r.at < 60_000 ? r.seq : undefined;
+    return r !== undefined && r.from === from && r.to === to && r.seq > after && Date.now() - r.at < 60_000 ? r.seq : undefined;
   }
 }
 
@@ -144,8 +173,14 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
   readonly #signal: AbortSignal | undefined;
   /** per instance id, the newest request this watcher attributed a change to */
   readonly #attributed = new Map<number, number>();
+  /** the newest request when the first reading was taken: what it shows is no change, so those requests explain nothing */
+  #since = 0;
   /** ids of active instances reported hung */
   readonly #hung = new Set<number>();
+  /** ids of active instances that answered a probe since they became active (a booting kernel answers nothing yet) */
+  readonly #answered = new Set<number>();
+  /** instance id -> when the kernel log showed a host halt for it (graceful or forced), not yet matched to a status change */
+  readonly #hostHalts = new Map<number, number>();
 
   /** Made by `host.watch()`. */
   constructor(system: System, requests: RequestLog, options: WatchOptions = {}) {
@@ -211,7 +246,10 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
         if (!this.#scanning) this.#arm();
         return;
       }
-      if (relevantRecord(record.toString('utf8'))) this.#scanSoon();
+      const text = record.toString('utf8');
+      const halted = hostHaltOf(text);
+      if (halted !== undefined) this.#hostHalts.set(halted, Date.now());
+      if (relevantRecord(text)) this.#scanSoon();
     }
   }
 
@@ -236,11 +274,21 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
     this.#scanning = true;
     do {
       this.#again = false;
+      const since = this.#requests.seq;
       const now = await this.#read();
       if (this.#closed) return;
       const was = this.#seen;
+      // A halt nobody here asked for: the log says whether a tool halted it or it crashed, and its
+      // record may still be on the way to this reader (a reading woken otherwise): wait a moment.
+      if (was !== undefined && this.#log !== undefined && this.#unexplainedHalt(was, now)) {
+        await new Promise((r) => setTimeout(r, SETTLE_MS));
+        if (this.#closed) return;
+      }
       this.#seen = now;
-      if (was === undefined) this.emit('ready');
+      if (was === undefined) {
+        this.#since = since;
+        this.emit('ready');
+      }
       else this.#diff(was, now);
     } while (this.#again);
     this.#scanning = false;
@@ -260,11 +308,13 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
       active.map(async ([name, { id }]) => {
         const answer = await probeLiveness(this.#system, id, { attempts: live.attempts, attemptMs: live.attemptMs, signal: this.#stop.signal }).catch(() => undefined);
         if (this.#closed || answer === undefined) return;
-        if (answer === 'hung' && !this.#hung.has(id)) {
+        if (answer === 'alive') {
+          this.#answered.add(id);
+          if (this.#hung.delete(id)) this.#push({ type: 'responsive', name, id });
+        } else if (this.#answered.has(id) && !this.#hung.has(id)) {
+          // only a kernel that answered once is hung when silent: one still booting is not
           this.#hung.add(id);
           this.#push({ type: 'hung', name, id });
-        } else if (answer === 'alive' && this.#hung.delete(id)) {
-          this.#push({ type: 'responsive', name, id });
         }
       }),
     );
@@ -298,6 +348,26 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
     return { instances, pool, txs };
   }
 
+  /** A request of this process for that transition, not yet attributed and made after the first reading. */
+  #asked(id: number, from: InstanceStatus, to: InstanceStatus): number | undefined {
+    return this.#requests.asked(id, from, to, Math.max(this.#attributed.get(id) ?? 0, this.#since));
+  }
+
+  /** A host halt logged for `id` in the last `HALT_MEMORY_MS` (a halt of a loaded instance changes no status: it is forgotten). */
+  #haltedByHost(id: number): boolean {
+    const at = this.#hostHalts.get(id);
+    return at !== undefined && Date.now() - at < HALT_MEMORY_MS;
+  }
+
+  /** Whether `now` shows an instance gone from active to loaded with no request here and no host halt logged. */
+  #unexplainedHalt(was: Seen, now: Seen): boolean {
+    for (const [name, i] of now.instances) {
+      const before = was.instances.get(name);
+      if (before?.id === i.id && before.status === 'active' && i.status === 'loaded' && !this.#haltedByHost(i.id) && this.#asked(i.id, 'active', 'loaded') === undefined) return true;
+    }
+    return false;
+  }
+
   #diff(was: Seen, now: Seen): void {
     for (const [name, i] of now.instances) {
       const before = was.instances.get(name);
@@ -308,10 +378,16 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
       }
       if (before.status === i.status) continue;
       // a hang ends with the halt that stops it (the status event reports that)
-      if (before.status === 'active') this.#hung.delete(i.id);
-      const seq = this.#requests.asked(i.id, i.status, this.#attributed.get(i.id));
+      if (before.status === 'active') {
+        this.#hung.delete(i.id);
+        this.#answered.delete(i.id);
+      }
+      const seq = this.#asked(i.id, before.status, i.status);
       if (seq !== undefined) this.#attributed.set(i.id, seq);
-      const cause: StatusCause = seq !== undefined ? 'requested' : before.status === 'active' && i.status === 'loaded' ? 'crashed' : 'external';
+      // a host halt logged for it: a tool halted it (ours included); without one, it halted by itself
+      const haltedByHost = this.#haltedByHost(i.id);
+      this.#hostHalts.delete(i.id);
+      const cause: StatusCause = seq !== undefined ? 'requested' : before.status === 'active' && i.status === 'loaded' && !haltedByHost ? 'crashed' : 'external';
       this.#push({ type: 'status', name, id: i.id, from: before.status, to: i.status, cause });
     }
     for (const [name, i] of was.instances) if (!now.instances.has(name)) this.#push({ type: 'instance-removed', name, id: i.id });

@@ -11,7 +11,7 @@ import { systemError } from '../../lib/errors';
 import type { DeviceHandle } from '../../lib/system/system';
 import { HostWatcher, RequestLog, relevantRecord } from '../../lib/watch';
 import { wrap } from './helpers';
-import { KEXEC_MULTIKERNEL, LINUX_REBOOT_CMD_MULTIKERNEL, kexecMkId } from '../../lib/uapi';
+import { KEXEC_MULTIKERNEL, LINUX_REBOOT_CMD_MULTIKERNEL, LINUX_REBOOT_CMD_MULTIKERNEL_HALT, LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE, kexecMkId } from '../../lib/uapi';
 
 const lockPath = path.join(os.tmpdir(), `mk-watch-test-${process.pid}.lock`);
 
@@ -150,8 +150,13 @@ t.test('what cannot be read is left out, not reported', async (t) => {
   watcher.close();
   watcher.close();
   const log = new RequestLog();
-  log.note(1, 'active');
-  t.same([log.asked(1, 'active'), log.asked(1, 'loaded'), log.asked(2, 'active'), log.asked(1, 'active', 1)], [1, undefined, undefined, undefined]);
+  t.equal(log.seq, 0);
+  log.note(1, 'loaded', 'active');
+  t.same(
+    [log.asked(1, 'loaded', 'active'), log.asked(1, 'ready', 'active'), log.asked(1, 'loaded', 'loaded'), log.asked(2, 'loaded', 'active'), log.asked(1, 'loaded', 'active', 1)],
+    [1, undefined, undefined, undefined, undefined],
+  );
+  t.equal(log.seq, 1);
   t.equal(KEXEC_MULTIKERNEL | kexecMkId(1), 0x30);
 });
 
@@ -328,7 +333,7 @@ t.test('liveness: hung and responsive events', async (t) => {
   t.notOk(quiet.some((e) => e.type === 'responsive'));
 
   // a kernel that stalls and comes back (a System whose connects time out for a while)
-  let stalled = true;
+  let stalled = false;
   const sys2 = wrap(system, {
     vsockConnect: async (o) => {
       if (stalled) {
@@ -340,12 +345,24 @@ t.test('liveness: hung and responsive events', async (t) => {
   const host2 = await Host.open({ system: sys2, lockPath: `${lockPath}.2` });
   const w2 = host2.watch({ liveness: { intervalMs: 20, attempts: 1, attemptMs: 20 } });
   t.teardown(() => w2.close());
+  await w2.ready;
+  await new Promise((r) => setTimeout(r, 100)); // it answers a few probes
   seen = collect(w2, (es) => es.some((e) => e.type === 'hung'));
+  stalled = true;
   t.match((await seen).find((e) => e.type === 'hung'), { name: 'a' });
   seen = collect(w2, (es) => es.some((e) => e.type === 'responsive'));
   stalled = false;
   t.match((await seen).find((e) => e.type === 'responsive'), { name: 'a', id: a.id });
   w2.close();
+  // a kernel that never answered (still booting) is not reported hung
+  const sys5 = wrap(system, { vsockConnect: (o) => new Promise((_, reject) => o.signal?.addEventListener('abort', () => reject(o.signal!.reason), { once: true })) });
+  const w5 = (await Host.open({ system: sys5, lockPath: `${lockPath}.5` })).watch({ liveness: { intervalMs: 10, attempts: 1, attemptMs: 10 } });
+  const booting: WatchEvent[] = [];
+  w5.on('event', (e: WatchEvent) => booting.push(e));
+  await w5.ready;
+  await new Promise((r) => setTimeout(r, 100));
+  w5.close();
+  t.same(booting, [], 'silent since it became active: booting, not hung');
   // a probe that cannot be made (the transport fails otherwise): no event either way
   const sys3 = wrap(system, { vsockConnect: async () => Promise.reject(systemError('EIO', 'connect')) });
   const host3 = await Host.open({ system: sys3, lockPath: `${lockPath}.3` });
@@ -408,3 +425,79 @@ t.test('one reading that finds the same name under another id: removed, then add
     [{ type: 'instance-removed', name: 'a', id: a.id }, { type: 'instance-added', name: 'a', id: 99 }],
   );
 });
+
+/** A small seeded generator (mulberry32), so a failing sequence can be replayed. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(a ^ (a >>> 15), 1 | a);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+for (const seed of [1, 2, 3]) {
+  t.test(`random changes (seed ${seed}): each seen once, with its cause`, async (t) => {
+    const system = new SimulatedSystem();
+    t.teardown(() => system.dispose());
+    const host = await Host.open({ system, lockPath });
+    await host.pool.init({ cpus: 3, memory: '1G' });
+    const names = ['a', 'b', 'c'];
+    const inst = new Map<string, Awaited<ReturnType<Host['createInstance']>>>();
+    const state = new Map<string, 'loaded' | 'active' | 'hung'>();
+    for (const name of names) {
+      const i = await host.createInstance({ name, cpus: 1, memory: '128M' });
+      await i.load(placeholderImage());
+      inst.set(name, i);
+      state.set(name, 'loaded');
+    }
+    const watcher = host.watch({ liveness: { intervalMs: 20, attempts: 2, attemptMs: 20 } });
+    t.teardown(() => watcher.close());
+    await watcher.ready;
+    t.equal(watcher.mode, 'kmsg');
+    const got: string[] = [];
+    watcher.on('event', (e: WatchEvent) => {
+      if (e.type === 'status') got.push(`${e.name} ${e.from}->${e.to} ${e.cause}`);
+      if (e.type === 'hung' || e.type === 'responsive') got.push(`${e.name} ${e.type}`);
+    });
+    const expected: string[] = [];
+    const rnd = random(seed);
+    const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+    type Op = [string, () => Promise<unknown>, string, 'loaded' | 'active' | 'hung'];
+    for (let step = 0; step < 30; step++) {
+      const name = pick(names);
+      const i = inst.get(name)!;
+      const id = i.id;
+      const ops: Op[] =
+        state.get(name) === 'loaded'
+          ? [
+              ['start here', () => i.start(), `${name} loaded->active requested`, 'active'],
+              ['start by another tool', () => system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL, id), `${name} loaded->active external`, 'active'],
+            ]
+          : state.get(name) === 'active'
+            ? [
+                ['stop here', () => i.stop(), `${name} active->loaded requested`, 'loaded'],
+                ['stop by another tool', () => system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT, id), `${name} active->loaded external`, 'loaded'],
+                ['forced stop by another tool', () => system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE, id), `${name} active->loaded external`, 'loaded'],
+                ['panic', () => system.panic(id), `${name} active->loaded crashed`, 'loaded'],
+                ['poweroff inside', () => system.poweroffFromInside(id), `${name} active->loaded crashed`, 'loaded'],
+                // (after a few probes: only a kernel that answered once counts as hung when silent)
+                ['hang', async () => (await new Promise((r) => setTimeout(r, 150)), system.hang(id)), `${name} hung`, 'hung'],
+              ]
+            : [
+                ['forced stop here', () => i.stop({ force: true, timeoutMs: 0 }), `${name} active->loaded requested`, 'loaded'],
+                ['forced stop by another tool', () => system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE, id), `${name} active->loaded external`, 'loaded'],
+              ];
+      const [what, run, event, next] = pick(ops);
+      const count = got.length;
+      await run();
+      state.set(name, next);
+      expected.push(event);
+      for (const deadline = Date.now() + 5000; got.length === count && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 5));
+      t.same(got.slice(count), [event], `step ${step}: ${what} ${name}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    t.same(got, expected, 'nothing more: each change seen once');
+  });
+}
