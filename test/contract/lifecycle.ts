@@ -4,6 +4,7 @@
 // it that way.
 import type { Test } from 'tap';
 import { Host } from '../../lib/host';
+import type { WatchEvent } from '../../lib/watch';
 import type { System } from '../../lib/system/system';
 import type { ContractEnv } from './suite';
 
@@ -45,8 +46,28 @@ export async function runLifecycleContract(t: Test, system: System, env: Contrac
     const info = await a.info();
     t.equal(info.cpus.length, 1);
     await t.rejects(a.delete(), { code: 'ERR_MK_INSTANCE_LOADED' });
+    const watcher = host.watch();
+    t.teardown(() => watcher.close());
+    await watcher.ready;
+    const saw = (want: string): Promise<string[]> =>
+      new Promise((resolve) => {
+        const got: string[] = [];
+        const timer = setTimeout(() => done(), 10_000);
+        const on = (e: WatchEvent) => {
+          if (e.type === 'status' && e.name === a.name) got.push(`${e.from}->${e.to} ${e.cause}`);
+          if (got.includes(want)) done();
+        };
+        function done() {
+          clearTimeout(timer);
+          watcher.off('event', on);
+          resolve(got);
+        }
+        watcher.on('event', on);
+      });
+    const started = saw('loaded->active requested');
     await a.start();
     t.equal(await a.status(), 'active');
+    t.same(await started, ['loaded->active requested'], `the watcher (${watcher.mode}) saw the start, ours`);
     await t.test('a running instance through the API: probe, channels, console, exec', async (t) => {
       // the spawn needs a moment to bring its vsock transport up: probe until it answers
       const until = Date.now() + (env.bootTimeoutMs ?? 60_000);
@@ -57,24 +78,26 @@ export async function runLifecycleContract(t: Test, system: System, env: Contrac
       }
       t.equal(liveness, 'alive', 'a reset for a port nobody uses');
       await t.rejects(a.connect(49_999, { timeoutMs: 5000 }), { code: 'ERR_MK_CHANNEL_REFUSED' });
-      if (host.features.console) {
+      await t.test('the console', { skip: host.features.console ? false : 'this kernel has no /dev/mktty (CONFIG_MKTTY)' }, async (t) => {
         const tty = await a.console();
+        t.equal(tty.destroyed, false, 'opened and bound to the instance');
         tty.destroy();
-        t.pass('the console opens and selects the instance');
-      }
+      });
       const echo = await a.execFile(['echo', 'contract']).catch((e: unknown) => e);
-      if ((echo as { code?: string }).code === 'ERR_MK_EXEC_NO_AGENT') {
-        t.comment('no kerf-init agent in this instance: exec checks skipped (load an initramfs with kerf-init as /init)');
-        return;
-      }
-      t.match(echo, { code: 0, stdout: Buffer.from('contract\n') }, 'execFile');
-      t.equal((await a.execFile(['/nonexistent-mkc-command'])).code, 127, 'not found: 127');
-      const proc = await a.exec(['sh', '-c', 'exit 3'], { stdin: 'ignore' });
-      t.same(await proc.exited, { code: 3, signal: undefined }, 'exec: the exit code');
+      const noAgent = (echo as { code?: string }).code === 'ERR_MK_EXEC_NO_AGENT' ? 'no kerf-init agent in this instance: load an initramfs with kerf-init as /init' : false;
+      await t.test('exec through the kerf-init agent', { skip: noAgent }, async (t) => {
+        t.match(echo, { code: 0, stdout: Buffer.from('contract\n') }, 'execFile');
+        t.equal((await a.execFile(['/nonexistent-mkc-command'])).code, 127, 'not found: 127');
+        const proc = await a.exec(['sh', '-c', 'exit 3'], { stdin: 'ignore' });
+        t.same(await proc.exited, { code: 3, signal: undefined }, 'exec: the exit code');
+      });
     });
     await t.rejects(a.unload(), { code: 'ERR_MK_INSTANCE_ACTIVE' }, 'the library refuses what the kernel would allow');
+    const halted = saw('active->loaded requested');
     const stopped = await a.stop({ force: true });
     t.ok(['graceful', 'forced'].includes(stopped.how), `stopped: ${stopped.how}`);
+    t.same(await halted, ['active->loaded requested'], 'the watcher saw the halt, ours');
+    watcher.close();
     t.equal(await a.status(), 'loaded');
     await a.start();
     await a.stop({ force: true, timeoutMs: 0 });
