@@ -3,6 +3,8 @@
  * kernel/multikernel/ipi.c), through the SimChannels seam with a fake core.
  */
 import t from 'tap';
+import type { Duplex } from 'node:stream';
+import { MK_PACKET_PAYLOAD, MK_RING_SLOTS, SimVsock } from '../../lib/system/simulated/vsock';
 import { once } from 'node:events';
 import type { VsockStream } from '../../lib/system/system';
 import { VMADDR_PORT_ANY } from '../../lib/uapi';
@@ -180,10 +182,10 @@ t.test('hang: connect hangs until timeout, streams fall silent without closing',
   stream.on('close', () => (closed = true));
   stream.on('data', (chunk: Buffer) => (data += chunk.length));
   let written = false;
-  stream.write(Buffer.alloc(100 * 1024), () => (written = true)); // more than the window: the write waits for room
+  stream.write(Buffer.alloc(100 * 1024), () => (written = true)); // no flow control: taken at once
   core.hang(1);
   await tick(50);
-  t.ok(written, 'a write that waited for room completes: the bytes vanish');
+  t.ok(written, 'the write completed: its bytes are lost with the kernel');
   stream.write(Buffer.alloc(100));
   await tick(50);
   t.equal(data, 0, 'nothing comes back');
@@ -236,4 +238,59 @@ t.test('fault hook vsock.connect', async (t) => {
   await core.channels.close();
   t.match((await reset)[0], { code: 'ECONNRESET' });
   t.ok(ok.destroyed, 'close() resets instance connections');
+});
+
+t.test('multikernel transport: no flow control; a silent kernel\'s ring fills, then writes wait', async (t) => {
+  const core = new FakeCore();
+  core.create(1, 'one', 'loaded');
+  core.start(1);
+  const guests: Duplex[] = [];
+  const vsock = new SimVsock(core, { privileged: true, connectTimeoutMs: 200, instanceListener: () => (guest) => void guests.push(guest) });
+  t.teardown(() => vsock.close());
+  const host = await vsock.connect({ cid: 1, port: 5000 });
+  // the spawn's socket never reads: every write still completes, its queue grows (mk_vsock_rx_pkt)
+  const chunk = Buffer.alloc(64 * 1024, 1);
+  const done: number[] = [];
+  for (let i = 0; i < 16; i++) host.write(chunk, () => done.push(i));
+  await tick(20);
+  t.equal(done.length, 16, 'all 1 MiB written although nobody reads');
+  t.equal(guests[0]!.readableLength, 16 * 64 * 1024, "queued at the receiver, whatever its high-water mark");
+  // and the other way
+  let back = 0;
+  guests[0]!.write(Buffer.alloc(256 * 1024), () => back++);
+  await tick(20);
+  t.equal(back, 1, 'the spawn side too');
+
+  // hung: the ring takes 64 packets of 4028 bytes, shared by the instance's connections
+  const second = await vsock.connect({ cid: 1, port: 5001 });
+  vsock.instanceHung(1);
+  let first = false;
+  host.write(Buffer.alloc(60 * MK_PACKET_PAYLOAD), () => (first = true));
+  let other = false;
+  second.write(Buffer.alloc(4 * MK_PACKET_PAYLOAD), () => (other = true));
+  let stuck: Error | null | undefined | 'waiting' = 'waiting';
+  host.write(Buffer.alloc(1), (e) => (stuck = e));
+  await tick(20);
+  t.ok(first && other, `${MK_RING_SLOTS} slots taken by two connections`);
+  t.equal(stuck, 'waiting', 'the next write waits for room that never comes');
+  host.destroy();
+  await tick(5);
+  t.match(stuck, { code: 'ERR_STREAM_DESTROYED' }, 'destroying the stream fails the waiting write');
+  second.destroy();
+
+  // stopped: the same, with a fresh ring
+  core.stop(1);
+  const fresh = await (async () => {
+    core.start(1);
+    const c = await vsock.connect({ cid: 1, port: 5002 });
+    vsock.instanceStopped(1);
+    return c;
+  })();
+  let fits = false;
+  fresh.write(Buffer.alloc(MK_RING_SLOTS * MK_PACKET_PAYLOAD), () => (fits = true));
+  let waits = true;
+  fresh.write(Buffer.alloc(1), () => (waits = false));
+  await tick(20);
+  t.ok(fits && waits, 'a stopped kernel: the ring fills, then writes wait');
+  fresh.destroy();
 });

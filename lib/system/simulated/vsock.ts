@@ -2,8 +2,14 @@
  * AF_VSOCK in the simulated kernel: the multikernel transport (CID = instance id, host = CID 0)
  * and the loopback transport (CID 1), following net/vmw_vsock/mk_transport.c,
  * net/vmw_vsock/af_vsock.c and kernel/multikernel/ipi.c (docs/kernel-interface.md, "Console, vsock and the exec agent").
- * Connected sockets are in-memory Duplex pairs with a 64 KiB buffer per direction (the
- * transport's buf_alloc) and back-pressure: a write completes once the peer has room for it.
+ * Connected sockets are in-memory Duplex pairs. On the multikernel transport there is no flow
+ * control (mk_transport.c@a92c0e12: stream_has_space is a constant, notify_poll_out always says
+ * writable, mk_vsock_rx_pkt queues every packet on the receiving socket whatever its reader does):
+ * a write completes at once and the peer's queue grows. A kernel that no longer runs (stopped or
+ * hung) drains nothing: its IPI ring (MK_IPI_RING_SIZE slots of one packet each) takes what fits
+ * and a write that does not fit waits for room, as the real adapter waits out ENOSPC. The loopback
+ * transport (virtio-vsock's credit scheme) has a 64 KiB window per direction and back-pressure: a
+ * write completes once the peer has room for it.
  */
 import { Duplex } from 'node:stream';
 import { systemError } from '../../errors';
@@ -13,8 +19,21 @@ import type { SimChannelHost, SimInstanceInfo } from './channels';
 
 /** The host's CID on the multikernel transport (the host is instance 0). */
 export const HOST_CID = 0;
-/** Per-direction buffer, mk_transport's buf_alloc. */
+/** Per-direction window of the loopback transport. */
 export const VSOCK_BUFFER_BYTES = 64 * 1024;
+/**
+ * Bytes of one multikernel vsock packet: MK_MAX_DATA_SIZE (4096, include/linux/multikernel.h)
+ * less struct mk_message (24) less struct virtio_vsock_hdr (44); MK_VSOCK_MAX_PKT_SIZE in
+ * mk_transport.c is the first difference, stream_enqueue sends at most it less the header.
+ */
+export const MK_PACKET_PAYLOAD = 4096 - 24 - 44;
+/** MK_IPI_RING_SIZE: the slots of an instance's IPI ring (include/linux/multikernel.h). */
+export const MK_RING_SLOTS = 64;
+
+/** The free slots of a silent kernel's IPI ring, shared by its connections. */
+export interface SimRing {
+  free: number;
+}
 /** af_vsock's VSOCK_DEFAULT_CONNECT_TIMEOUT (2 * HZ). */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
 /** Ports up to this one need CAP_NET_BIND_SERVICE (af_vsock LAST_RESERVED_PORT). */
@@ -35,33 +54,46 @@ export class SimVsockStream extends Duplex implements VsockStream {
   peer!: SimVsockStream;
   /** set by freeze(): nothing moves any more, nothing is sent to the peer */
   frozen = false;
+  /** the silent kernel's ring this end writes into, once frozen */
+  #ring: SimRing | undefined;
+  /** a write that found the silent kernel's ring full: it waits until this end is destroyed */
+  #stuckWrite: ((error?: Error | null) => void) | undefined;
   #blockedWrite: (() => void) | undefined;
   readonly #onClose: () => void;
+  readonly #flowControl: boolean;
 
-  constructor(local: VsockEndpoint, remote: VsockEndpoint, onClose: () => void) {
+  /** `flowControl`: the loopback transport's window; false on the multikernel transport. */
+  constructor(local: VsockEndpoint, remote: VsockEndpoint, onClose: () => void, flowControl: boolean) {
     super({ highWaterMark: VSOCK_BUFFER_BYTES, allowHalfOpen: true });
     this.localCid = local.cid;
     this.localPort = local.port;
     this.remoteCid = remote.cid;
     this.remotePort = remote.port;
     this.#onClose = onClose;
+    this.#flowControl = flowControl;
   }
 
   /**
-   * The kernel at the other end stopped answering: from now on nothing moves, and a write that
-   * waits for room completes (its bytes vanish).
+   * The kernel at the other end stopped running: from now on nothing moves; what is written goes
+   * into its IPI ring (`ring`, shared by its connections) until the ring is full.
    */
-  freeze(): void {
+  freeze(ring: SimRing): void {
     this.frozen = true;
-    const blocked = this.#blockedWrite;
-    this.#blockedWrite = undefined;
-    blocked?.();
+    this.#ring = ring;
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     if (this.frozen) {
-      // A hung or stopped kernel never drains its queue: the bytes vanish, the writer is not told.
-      callback();
+      // A hung or stopped kernel never drains its ring: what fits vanishes there, the rest waits.
+      const ring = this.#ring!;
+      const packets = Math.ceil(chunk.length / MK_PACKET_PAYLOAD);
+      if (packets <= ring.free) {
+        ring.free -= packets;
+        callback();
+      } else {
+        ring.free = 0;
+        this.#stuckWrite = callback;
+      }
       return;
     }
     const peer = this.peer;
@@ -69,7 +101,8 @@ export class SimVsockStream extends Duplex implements VsockStream {
       callback(systemError('EPIPE', 'write'));
       return;
     }
-    if (peer.push(chunk)) callback();
+    // multikernel: always writable, the receiving socket queues everything
+    if (peer.push(chunk) || !this.#flowControl) callback();
     else this.#blockedWrite = () => callback();
   }
 
@@ -87,6 +120,9 @@ export class SimVsockStream extends Duplex implements VsockStream {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#onClose();
+    const stuck = this.#stuckWrite;
+    this.#stuckWrite = undefined;
+    stuck?.(error ?? Object.assign(new Error('Cannot call write after a stream was destroyed'), { code: 'ERR_STREAM_DESTROYED' }));
     const peer = this.peer;
     if (!this.frozen && !peer.destroyed) {
       // release() sends OP_SHUTDOWN: the peer reads end of file, its writes fail.
@@ -244,16 +280,21 @@ export class SimVsock {
     }
   }
 
-  #pair(local: VsockEndpoint, remote: VsockEndpoint, onClose: () => void): [SimVsockStream, SimVsockStream] {
+  #pair(local: VsockEndpoint, remote: VsockEndpoint, onClose: () => void, flowControl: boolean): [SimVsockStream, SimVsockStream] {
     let open = 2;
     const release = (): void => {
       if (--open === 0) onClose();
     };
-    const hostSide = new SimVsockStream(local, remote, () => {
-      this.#boundPorts.delete(local.port);
-      release();
-    });
-    const other = new SimVsockStream(remote, local, release);
+    const hostSide = new SimVsockStream(
+      local,
+      remote,
+      () => {
+        this.#boundPorts.delete(local.port);
+        release();
+      },
+      flowControl,
+    );
+    const other = new SimVsockStream(remote, local, release, flowControl);
     hostSide.peer = other;
     other.peer = hostSide;
     return [hostSide, other];
@@ -263,9 +304,14 @@ export class SimVsock {
     const server = this.#listeners.get(port);
     // vsock_loopback answers a request nobody listens for with a reset, so connect() fails ECONNRESET.
     if (!server || server.full) throw systemError('ECONNRESET', 'connect');
-    const [client, accepted] = this.#pair({ cid: VMADDR_CID_LOCAL, port: localPort }, { cid: VMADDR_CID_LOCAL, port }, () => {
-      this.#loopback.delete(client);
-    });
+    const [client, accepted] = this.#pair(
+      { cid: VMADDR_CID_LOCAL, port: localPort },
+      { cid: VMADDR_CID_LOCAL, port },
+      () => {
+        this.#loopback.delete(client);
+      },
+      true,
+    );
     this.#loopback.add(client);
     server.enqueue(accepted);
     return client;
@@ -283,9 +329,14 @@ export class SimVsock {
     // mk_vsock_send_rst(); OP_RST sets sk_err = ECONNRESET, which vsock_connect() returns.
     if (!listener) throw systemError('ECONNRESET', 'connect');
     const connection = {} as InstanceConnection;
-    const [hostSide, guestSide] = this.#pair({ cid: HOST_CID, port: localPort }, { cid, port }, () => {
-      this.#byInstance.get(cid)?.delete(connection);
-    });
+    const [hostSide, guestSide] = this.#pair(
+      { cid: HOST_CID, port: localPort },
+      { cid, port },
+      () => {
+        this.#byInstance.get(cid)?.delete(connection);
+      },
+      false,
+    );
     connection.hostSide = hostSide;
     connection.guestSide = guestSide;
     let set = this.#byInstance.get(cid);
@@ -319,9 +370,10 @@ export class SimVsock {
    * writes vanishes. The spawn's ends go away without a word (its processes died with it).
    */
   instanceStopped(id: number): void {
+    const ring: SimRing = { free: MK_RING_SLOTS };
     for (const { hostSide, guestSide } of this.#byInstance.get(id) ?? []) {
-      hostSide.freeze();
-      guestSide.freeze();
+      hostSide.freeze(ring);
+      guestSide.freeze(ring);
       guestSide.destroy();
     }
     this.#byInstance.delete(id);
@@ -329,9 +381,10 @@ export class SimVsock {
 
   /** The spawn kernel hangs: its connections fall silent in both directions and stay open. */
   instanceHung(id: number): void {
+    const ring: SimRing = { free: MK_RING_SLOTS };
     for (const { hostSide, guestSide } of this.#byInstance.get(id) ?? []) {
-      hostSide.freeze();
-      guestSide.freeze();
+      hostSide.freeze(ring);
+      guestSide.freeze(ring);
     }
   }
 
