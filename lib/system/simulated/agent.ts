@@ -14,6 +14,7 @@ import {
   MAX_PAYLOAD,
   OPEN_FLAG_STDIN,
   OPEN_FLAG_TTY,
+  OPEN_FLAG_USER,
   STDIN_WINDOW,
   decodeOpen,
   decodeResize,
@@ -37,6 +38,8 @@ const MACHINE = ({ arm64: 'aarch64', x64: 'x86_64' } as Record<string, string>)[
 const EXECVP_DEFAULT_PATH = '/bin:/usr/bin';
 /** Ports a trusted client can bind: only root can, so kerf-init trusts them (kerf exec/main.py). */
 const LAST_RESERVED_PORT = 1023;
+/** The highest signal number, SIGRTMAX (Linux _NSIG - 1): kill() refuses larger ones with EINVAL. */
+const MAX_SIGNAL = 64;
 
 const errnoNumbers = osConstants.errno as Record<string, number>;
 const signals = osConstants.signals as Record<string, number>;
@@ -260,7 +263,10 @@ export async function runWords(io: SimProcessIo, words: string[]): Promise<numbe
 
 export interface SimProcess {
   readonly status: Promise<ExitStatus>;
-  /** kill(-pid, signo): terminates unless the signal's default action does not */
+  /**
+   * kill(-pid, signo): terminates unless the signal's default action does not; a number above
+   * SIGRTMAX does nothing (kill fails with EINVAL, and session.c does not look at the result)
+   */
   kill(signo: number): void;
 }
 
@@ -280,7 +286,7 @@ export function startProcess(main: (killed: AbortSignal) => Promise<number>): Si
   return {
     status,
     kill(signo: number) {
-      if (NON_TERMINATING.has(signo) || controller.signal.aborted) return;
+      if (signo > MAX_SIGNAL || NON_TERMINATING.has(signo) || controller.signal.aborted) return;
       controller.abort(new Error(`killed by signal ${signo}`));
       onKilled({ signaled: true, code: signo });
     },
@@ -403,6 +409,8 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
     if ('errno' in found) return fail(found.errno, `exec ${argv0}: ${strerror(found.errno)}`);
 
     const pid = context.nextPid();
+    // Without the USER flag the command keeps kerf-init's identity: root, no supplementary groups.
+    const user = (request.flags & OPEN_FLAG_USER) !== 0;
     tty = (request.flags & OPEN_FLAG_TTY) !== 0 ? { rows: request.rows, cols: request.cols } : undefined;
     stdinOpen = (request.flags & OPEN_FLAG_STDIN) !== 0;
     void send(FrameType.STARTED, encodeStarted(pid));
@@ -416,9 +424,9 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
         pid,
         env: request.env,
         cwd,
-        uid: request.uid,
-        gid: request.gid,
-        groups: request.groups,
+        uid: user ? request.uid : 0,
+        gid: user ? request.gid : 0,
+        groups: user ? request.groups : [],
         tty,
         killed,
         async write(fd, data) {
@@ -480,6 +488,9 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
         }
       }
     }
+    // read_open decides on the header alone: another type ends the session before its payload.
+    const pendingType = decoder.pendingType;
+    if (state === 'open' && pendingType !== undefined && pendingType !== FrameType.OPEN) hangup();
   });
   stream.on('end', hangup);
   stream.on('error', hangup);
