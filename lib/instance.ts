@@ -12,7 +12,7 @@ import { openConsole, type ConsoleStream } from './console';
 import { ExecProcess, sessionRequest, type ExecOptions, type ExecSettings } from './exec-process';
 import { MultikernelError, isSystemError } from './errors';
 import { ExecRemoteError, execOverStream, type ExecResult } from './exec/client';
-import { AGENT_PORT } from './exec/protocol';
+import { AGENT_PORT, CLIENT_PORTS } from './exec/protocol';
 import { prepareKernelImage } from './image';
 import { MK_INSTANCES, PROC_KIMAGE, instanceDir, parseKimage, type KimageRow } from './kernfs';
 import { parseInstance, type InstanceTree, type OverlayOp, type TreeDevice } from './model';
@@ -390,8 +390,8 @@ export class Instance {
   /**
    * Runs a command through the instance's kerf-init agent (vsock port 1023) and resolves with its
    * output and exit code (127 not found, 126 not executable, 128 + n killed by signal n), like
-   * `child_process.execFile`. kerf-init takes connections only from reserved source ports, which
-   * only root can bind: the local port is the first free one from 1023 down to 512, as kerf's client.
+   * `child_process.execFile`. Like kerf's client, it binds the first free local port from 1023
+   * down to 512 ("kerf-init only trusts reserved ports, which only root can bind"), so it needs root.
    */
   async execFile(argv: string[], options: ExecFileOptions = {}): Promise<ExecFileResult> {
     checkArgv(argv);
@@ -412,13 +412,13 @@ export class Instance {
   }
 
   async #connectAgent(signal: AbortSignal | undefined): Promise<VsockStream> {
-    for (let localPort = 1023; localPort >= 512; localPort--) {
+    for (let localPort = CLIENT_PORTS.highest; localPort >= CLIENT_PORTS.lowest; localPort--) {
       try {
         return await connectChannel(this.#system, this.id, this.name, AGENT_PORT, { localPort, ...(signal ? { signal } : {}) });
       } catch (err) {
         if (isSystemError(err, 'EADDRINUSE')) continue;
         if (isSystemError(err, 'EACCES')) {
-          throw new MultikernelError('ERR_MK_PERMISSION', 'exec needs root: kerf-init takes connections only from reserved vsock ports (512..1023), which only root can bind', {
+          throw new MultikernelError('ERR_MK_PERMISSION', "exec needs root: like kerf's own client it binds a reserved vsock port (1023 down to 512), which only root can bind", {
             cause: err,
           });
         }

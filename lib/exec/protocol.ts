@@ -8,6 +8,13 @@
 import { constants as osConstants } from 'node:os';
 
 export const AGENT_PORT = 1023;
+/**
+ * The local ports kerf's client binds before it connects, the first free one from `highest` down
+ * ("kerf-init only trusts reserved ports, which only root can bind":
+ * `kerf:src/kerf/exec/main.py@32f00431` connect_agent). No check of the peer's port was found in
+ * kerf-init's sources read (docs/kernel-interface.md, "Trusted source ports").
+ */
+export const CLIENT_PORTS = { highest: 1023, lowest: 512 } as const;
 export const HEADER_LENGTH = 8;
 export const MAX_PAYLOAD = 65536;
 /** Unacknowledged stdin bytes the host may have in flight (KERF_STDIN_WINDOW). */

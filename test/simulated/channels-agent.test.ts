@@ -1,6 +1,7 @@
 /**
  * The simulated kerf-init agent in the edge cases where it follows kerf's `src/init/session.c`
- * (f8698f9e) to the letter (docs/kernel-interface.md, "The simulated kerf-init agent").
+ * (f8698f9e) to the letter, and the one source-port rule it applies (docs/kernel-interface.md,
+ * "The simulated kerf-init agent").
  */
 import t from 'tap';
 import { FrameType, decodeExit, encodeFrame, encodeOpen, encodeSignal, OPEN_FLAG_USER } from '../../lib/exec/protocol';
@@ -79,4 +80,27 @@ t.test('a first frame that is not OPEN: the agent hangs up once its header is in
   open.write(Buffer.alloc(18));
   await open.until(() => open.ended);
   t.same(open.types(), [FrameType.ERROR], 'then parses it');
+});
+
+t.test('source ports: served from 512..1023, the ports kerf\'s client binds; closed without a frame otherwise', async (t) => {
+  const core = running();
+  for (const port of [1023, 512]) {
+    const s = await rawSession(core, port);
+    s.open(['true']);
+    await s.until(() => s.ended);
+    t.same(s.types(), [FrameType.STARTED, FrameType.EXIT], `port ${port}: served`);
+  }
+  for (const port of [511, 100, 1]) {
+    const s = await rawSession(core, port);
+    s.open(['true']);
+    await s.until(() => s.ended);
+    t.same(s.frames, [], `port ${port}: closed without a frame`);
+  }
+  const ephemeral = await core.channels.vsockConnect({ cid: 1, port: 1023 });
+  t.ok(ephemeral.localPort > 1023);
+  const ended = new Promise((resolve) => ephemeral.on('end', resolve));
+  ephemeral.resume();
+  await ended;
+  t.pass('an ephemeral port: closed');
+  ephemeral.destroy();
 });

@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import { getSystemErrorMap } from 'node:util';
 import type { SystemError } from '../../errors';
 import {
+  CLIENT_PORTS,
   FrameDecoder,
   FrameType,
   MAX_PAYLOAD,
@@ -36,8 +37,6 @@ export const KERNEL_VERSION = '#1 SMP PREEMPT_DYNAMIC';
 const MACHINE = ({ arm64: 'aarch64', x64: 'x86_64' } as Record<string, string>)[process.arch];
 /** execvp's search path when the environment has no PATH (glibc). */
 const EXECVP_DEFAULT_PATH = '/bin:/usr/bin';
-/** Ports a trusted client can bind: only root can, so kerf-init trusts them (kerf exec/main.py). */
-const LAST_RESERVED_PORT = 1023;
 /** The highest signal number, SIGRTMAX (Linux _NSIG - 1): kill() refuses larger ones with EINVAL. */
 const MAX_SIGNAL = 64;
 
@@ -308,12 +307,15 @@ export interface AgentContext {
 export type AgentStream = Duplex & { readonly remotePort: number };
 
 /**
- * Serves one kerf exec connection on the instance's side, like kerf-init's session.c: only a
- * client bound to a reserved port is served (others are closed without a frame); the first frame
- * must be OPEN; then STARTED, stdio relaying, EXIT, close. Protocol violations hang up.
+ * Serves one kerf exec connection on the instance's side, like kerf-init's session.c: the first
+ * frame must be OPEN; then STARTED, stdio relaying, EXIT, close. Protocol violations hang up.
+ * Only a client bound to one of the ports kerf's client binds (512..1023) is served; others are
+ * closed without a frame. That rule is the simulator's: kerf's client says kerf-init trusts only
+ * reserved ports, but no check of the peer's port was found in kerf-init's sources
+ * (docs/kernel-interface.md, "Trusted source ports"), so the simulator takes the strictest reading.
  */
 export function serveExecSession(stream: AgentStream, context: AgentContext): void {
-  if (stream.remotePort > LAST_RESERVED_PORT) {
+  if (stream.remotePort > CLIENT_PORTS.highest || stream.remotePort < CLIENT_PORTS.lowest) {
     stream.destroy();
     return;
   }
