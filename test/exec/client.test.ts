@@ -141,15 +141,23 @@ t.test('stdin the command never reads: acknowledged or abandoned, never stuck', 
   t.same(decodeExit(raw.frames.at(-1)!.payload), { signaled: false, code: 0 });
 });
 
-t.test('the agent hangs up on a client that overruns the window', async (t) => {
+t.test("the agent acknowledges what the command's pipe takes, and hangs up on a client that overruns the window", async (t) => {
   const core = running();
   const raw = await rawSession(core);
-  raw.open(['sleep', '5'], 2);
+  const acks = () => raw.frames.filter((f) => f.type === FrameType.STDIN_ACK).map((f) => decodeStdinAck(f.payload));
+  raw.open(['sleep', '5'], 2); // a stdin pipe that nobody reads
   await raw.until(() => raw.types().includes(FrameType.STARTED));
+  raw.send(FrameType.STDIN, Buffer.alloc(100));
+  await raw.until(() => acks().length === 1);
   raw.send(FrameType.STDIN, Buffer.alloc(STDIN_WINDOW));
+  await raw.until(() => acks().length === 2);
+  t.same(acks(), [100, STDIN_WINDOW - 100], 'acknowledged as written into the 64 KiB pipe, though the command never reads');
+  raw.send(FrameType.STDIN, Buffer.alloc(STDIN_WINDOW - 100));
+  await tick(20);
+  t.same([acks().length, raw.ended], [2, false], 'the pipe is full: the rest waits in the agent, unacknowledged');
   raw.send(FrameType.STDIN, Buffer.alloc(1));
   await raw.until(() => raw.ended);
-  t.notOk(raw.types().includes(FrameType.EXIT), 'closed without EXIT');
+  t.notOk(raw.types().includes(FrameType.EXIT), 'one byte over the window: closed without EXIT');
 });
 
 t.test('signals: SIGNAL frames, abort, ignored signals', async (t) => {

@@ -39,6 +39,8 @@ const MACHINE = ({ arm64: 'aarch64', x64: 'x86_64' } as Record<string, string>)[
 const EXECVP_DEFAULT_PATH = '/bin:/usr/bin';
 /** The highest signal number, SIGRTMAX (Linux _NSIG - 1): kill() refuses larger ones with EINVAL. */
 const MAX_SIGNAL = 64;
+/** What a command's stdin pipe holds unread before a write into it would wait: Linux's default pipe size. */
+const PIPE_CAPACITY = 65536;
 
 const errnoNumbers = osConstants.errno as Record<string, number>;
 const signals = osConstants.signals as Record<string, number>;
@@ -327,8 +329,12 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
   let tty: WindowSize | undefined;
   let stdinOpen = false;
   let stdinEof = false;
-  let stdin: Buffer[] = [];
-  let stdinBytes = 0;
+  // session.c's in_buf: stdin received, not yet written into the command's pipe, not acknowledged
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  // the command's stdin pipe: written and acknowledged, not yet read by the command
+  let pipe: Buffer[] = [];
+  let pipeBytes = 0;
   let stdinWaiter: (() => void) | undefined;
 
   const finished = (): boolean => state === 'done';
@@ -360,18 +366,31 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
     stdinWaiter = undefined;
     waiter?.();
   };
+  // flush_stdin: write into the pipe what it has room for, and acknowledge what was written
+  const flushStdin = (): void => {
+    const n = Math.min(pendingBytes, PIPE_CAPACITY - pipeBytes);
+    if (n === 0) return;
+    const all = Buffer.concat(pending);
+    pipe.push(all.subarray(0, n));
+    pipeBytes += n;
+    pending = n < all.length ? [all.subarray(n)] : [];
+    pendingBytes -= n;
+    void send(FrameType.STDIN_ACK, encodeStdinAck(n));
+    wakeStdin();
+  };
 
   const handle = (frame: Frame): void => {
     switch (frame.type) {
       case FrameType.STDIN:
-        if (stdinBytes + frame.payload.length > STDIN_WINDOW) return hangup();
+        if (pendingBytes + frame.payload.length > STDIN_WINDOW) return hangup();
         if (!stdinOpen || stdinEof) {
           void send(FrameType.STDIN_ACK, encodeStdinAck(frame.payload.length));
           return;
         }
-        stdin.push(frame.payload);
-        stdinBytes += frame.payload.length;
-        return wakeStdin();
+        // Written into the pipe once the frames that came with it are handled (relay's next poll).
+        pending.push(frame.payload);
+        pendingBytes += frame.payload.length;
+        return;
       case FrameType.STDIN_EOF:
         stdinEof = true;
         return wakeStdin();
@@ -440,14 +459,14 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
           }
         },
         async readStdin() {
-          while (stdinOpen && stdin.length === 0 && !stdinEof && !killed.aborted) await new Promise<void>((wake) => (stdinWaiter = wake));
+          while (stdinOpen && pipeBytes === 0 && !(stdinEof && pendingBytes === 0) && !killed.aborted) await new Promise<void>((wake) => (stdinWaiter = wake));
           if (killed.aborted) throw killed.reason;
-          if (stdin.length === 0) return null;
-          const chunk = Buffer.concat(stdin);
-          stdin = [];
-          stdinBytes = 0;
-          // Credit comes back as the command consumes its input.
-          void send(FrameType.STDIN_ACK, encodeStdinAck(chunk.length));
+          if (pipeBytes === 0) return null;
+          const chunk = Buffer.concat(pipe);
+          pipe = [];
+          pipeBytes = 0;
+          // Room in the pipe again: what waits in the agent goes in, and its credit goes back.
+          flushStdin();
           return chunk;
         },
       };
@@ -459,6 +478,7 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
     } catch {
       hangup();
     }
+    if (!finished()) flushStdin();
     const status = await process.status;
     if (finished()) return;
     state = 'done';
@@ -493,6 +513,7 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
     // read_open decides on the header alone: another type ends the session before its payload.
     const pendingType = decoder.pendingType;
     if (state === 'open' && pendingType !== undefined && pendingType !== FrameType.OPEN) hangup();
+    if (state === 'running') flushStdin();
   });
   stream.on('end', hangup);
   stream.on('error', hangup);
