@@ -25,6 +25,11 @@ export interface ExecSettings {
   tty?: { rows: number; cols: number };
   /** aborting sends SIGTERM to the command and ends the session */
   signal?: AbortSignal;
+  /**
+   * with 64 KiB of stdin sent and no STDIN_ACK ever received, how long until the agent is taken
+   * for an older kerf-init without STDIN_ACK (ERR_MK_EXEC_OLD_AGENT); default 5000 ms
+   */
+  stdinAckTimeoutMs?: number;
 }
 
 export interface ExecOptions extends ExecSettings {
@@ -34,7 +39,17 @@ export interface ExecOptions extends ExecSettings {
 
 /** The request of one session: the command, its settings, and what its stdin is (none: /dev/null). */
 export function sessionRequest(argv: string[], settings: ExecSettings, stdin: Readable | Uint8Array | undefined): ExecRequest {
-  return { argv, env: settings.env, cwd: settings.cwd, uid: settings.uid, gid: settings.gid, tty: settings.tty, stdin, signal: settings.signal };
+  return {
+    argv,
+    env: settings.env,
+    cwd: settings.cwd,
+    uid: settings.uid,
+    gid: settings.gid,
+    tty: settings.tty,
+    stdin,
+    signal: settings.signal,
+    stdinAckTimeoutMs: settings.stdinAckTimeoutMs,
+  };
 }
 
 export interface ExecExit {
