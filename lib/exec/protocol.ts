@@ -82,8 +82,8 @@ export function encodeFrame(type: number, payload: Uint8Array = Buffer.alloc(0))
  * as it is complete when it announces an oversize payload (kerf-init hangs up, kerf's client
  * raises ProtocolError). The reserved field is not looked at: kerf-init never reads it
  * (`kerf:src/init/session.c@f8698f9e` read_open and process_frames read only len and type) and
- * kerf's client discards it (`kerf:src/kerf/exec/protocol.py@8c7d3926` read_frame). After an
- * error the decoder stays failed.
+ * kerf's client discards it (`kerf:src/kerf/exec/protocol.py@31020afe` and `@8c7d3926`
+ * read_frame). After an error the decoder stays failed.
  */
 export class FrameDecoder {
   #buffer: Buffer = Buffer.alloc(0);
