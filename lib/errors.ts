@@ -205,7 +205,9 @@ export type MultikernelErrorCode =
   /** the instance did not answer a vsock connect in time (hung, or halted) */
   | 'ERR_MK_CHANNEL_TIMEOUT'
   /** no kerf-init agent listens on port 1023 in the instance (kerf 0.1's kerf-init has none) */
-  | 'ERR_MK_EXEC_NO_AGENT';
+  | 'ERR_MK_EXEC_NO_AGENT'
+  /** the instance's kerf-init never acknowledged stdin (an older session.c without STDIN_ACK): more than 64 KiB of stdin cannot go through it */
+  | 'ERR_MK_EXEC_OLD_AGENT';
 
 /** A domain error with a stable `code` and a message that says what to do. */
 export class MultikernelError extends Error {

@@ -14,7 +14,7 @@ import { PassThrough, Readable, type Duplex, type Writable } from 'node:stream';
 import { connectChannel } from './channels';
 import { MultikernelError, isSystemError } from './errors';
 import { ExecRemoteError, execOverStream, type ExecControl, type ExecEnv, type ExecRequest, type ExecResult } from './exec/client';
-import { AGENT_PORT } from './exec/protocol';
+import { AGENT_PORT, CLIENT_PORTS } from './exec/protocol';
 import type { System, VsockStream } from './system/system';
 
 /** The settings of a command that `exec()` and `execFile()` share. */
@@ -28,6 +28,11 @@ export interface ExecSettings {
   tty?: { rows: number; cols: number };
   /** aborting sends SIGTERM to the command and ends the session */
   signal?: AbortSignal;
+  /**
+   * with 64 KiB of stdin sent and no STDIN_ACK ever received, how long until the agent is taken
+   * for an older kerf-init without STDIN_ACK (ERR_MK_EXEC_OLD_AGENT); default 5000 ms
+   */
+  stdinAckTimeoutMs?: number;
 }
 
 export interface ExecOptions extends ExecSettings {
@@ -37,7 +42,17 @@ export interface ExecOptions extends ExecSettings {
 
 /** The request of one session: the command, its settings, and what its stdin is (none: /dev/null). */
 export function sessionRequest(argv: string[], settings: ExecSettings, stdin: Readable | Uint8Array | undefined): ExecRequest {
-  return { argv, env: settings.env, cwd: settings.cwd, uid: settings.uid, gid: settings.gid, tty: settings.tty, stdin, signal: settings.signal };
+  return {
+    argv,
+    env: settings.env,
+    cwd: settings.cwd,
+    uid: settings.uid,
+    gid: settings.gid,
+    tty: settings.tty,
+    stdin,
+    signal: settings.signal,
+    stdinAckTimeoutMs: settings.stdinAckTimeoutMs,
+  };
 }
 
 export interface ExecFileOptions extends ExecSettings {
@@ -58,17 +73,17 @@ export interface ExecFileResult {
 
 /**
  * A connection to the kerf-init agent (vsock port 1023) of instance `id` (`name` for messages).
- * kerf-init takes connections only from reserved source ports, which only root can bind: the
- * local port is the first free one from 1023 down to 512, as kerf's client.
+ * Like kerf's client, the local port is the first free one from 1023 down to 512 ("kerf-init
+ * only trusts reserved ports, which only root can bind"), so exec needs root.
  */
 export async function connectAgent(system: System, id: number, name: string, signal?: AbortSignal): Promise<VsockStream> {
-  for (let localPort = 1023; localPort >= 512; localPort--) {
+  for (let localPort = CLIENT_PORTS.highest; localPort >= CLIENT_PORTS.lowest; localPort--) {
     try {
       return await connectChannel(system, id, name, AGENT_PORT, { localPort, ...(signal ? { signal } : {}) });
     } catch (err) {
       if (isSystemError(err, 'EADDRINUSE')) continue;
       if (isSystemError(err, 'EACCES')) {
-        throw new MultikernelError('ERR_MK_PERMISSION', 'exec needs root: kerf-init takes connections only from reserved vsock ports (512..1023), which only root can bind', {
+        throw new MultikernelError('ERR_MK_PERMISSION', "exec needs root: like kerf's own client it binds a reserved vsock port (1023 down to 512), which only root can bind", {
           cause: err,
         });
       }

@@ -373,8 +373,8 @@ export class Instance {
   /**
    * Runs a command through the instance's kerf-init agent (vsock port 1023) and resolves with its
    * output and exit code (127 not found, 126 not executable, 128 + n killed by signal n), like
-   * `child_process.execFile`. kerf-init takes connections only from reserved source ports, which
-   * only root can bind: the local port is the first free one from 1023 down to 512, as kerf's client.
+   * `child_process.execFile`. Like kerf's client, it binds the first free local port from 1023
+   * down to 512 ("kerf-init only trusts reserved ports, which only root can bind"), so it needs root.
    */
   async execFile(argv: string[], options: ExecFileOptions = {}): Promise<ExecFileResult> {
     checkArgv(argv);

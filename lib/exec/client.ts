@@ -34,6 +34,13 @@ export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /** The signal sent to the remote command when the caller aborts. */
 export const ABORT_SIGNAL = osConstants.signals.SIGTERM;
 
+/**
+ * Default ExecRequest.stdinAckTimeoutMs. kerf-init with STDIN_ACK acknowledges the first stdin
+ * bytes as soon as they are in the command's (empty) pipe, so silence this long means an agent
+ * without it (docs/kernel-interface.md, "The host client").
+ */
+export const STDIN_ACK_TIMEOUT_MS = 5000;
+
 export interface ExecRequest {
   argv: string[];
   /**
@@ -67,6 +74,12 @@ export interface ExecRequest {
   onStderr?: (chunk: Buffer) => boolean | void;
   /** called once, before OPEN is sent, with the session's controls */
   onControl?: (control: ExecControl) => void;
+  /**
+   * With 64 KiB of stdin unacknowledged and no STDIN_ACK ever received, how long to wait (while
+   * reading from the connection) before deciding the agent is an older kerf-init without
+   * STDIN_ACK and failing with ERR_MK_EXEC_OLD_AGENT. Default STDIN_ACK_TIMEOUT_MS (5 s).
+   */
+  stdinAckTimeoutMs?: number;
 }
 
 /** What a caller can do to a running session. */
@@ -169,8 +182,9 @@ function buildOpen(request: ExecRequest): Buffer {
 /**
  * Runs one command through a kerf-init agent on `stream` and resolves with its exit status and
  * output. Rejects with ExecRemoteError (ERROR frame), ExecLostConnectionError (closed before
- * EXIT), `signal.reason` when aborted, or the stdin stream's error. The stream is ended when the
- * session is over; the caller keeps ownership of `stdin`.
+ * EXIT), a MultikernelError ERR_MK_EXEC_OLD_AGENT (more than 64 KiB of stdin for an agent
+ * that never sends STDIN_ACK), `signal.reason` when aborted, or the stdin stream's error. The
+ * stream is ended when the session is over; the caller keeps ownership of `stdin`.
  */
 export function execOverStream(stream: Duplex, request: ExecRequest): Promise<ExecResult> {
   return new Promise<ExecResult>((resolve, reject) => {
@@ -187,6 +201,8 @@ export function execOverStream(stream: Duplex, request: ExecRequest): Promise<Ex
     let pid = -1;
     let credit = STDIN_WINDOW;
     let creditWaiter: (() => void) | undefined;
+    let acknowledged = false;
+    const ackTimeout = request.stdinAckTimeoutMs ?? STDIN_ACK_TIMEOUT_MS;
     let done = false;
     const signal = request.signal;
 
@@ -208,9 +224,24 @@ export function execOverStream(stream: Duplex, request: ExecRequest): Promise<Ex
       else reject(error);
     };
 
+    const oldAgent = (): MultikernelError =>
+      new MultikernelError(
+        'ERR_MK_EXEC_OLD_AGENT',
+        `the instance's kerf-init acknowledged none of the first ${STDIN_WINDOW} bytes of stdin within ${ackTimeout} ms: it is an older kerf-init ` +
+          'whose exec agent never sends STDIN_ACK (or the instance stopped answering). Boot the instance with a newer kerf-init, or send at most 64 KiB of stdin',
+        { details: { stdinAckTimeoutMs: ackTimeout, stdinSent: STDIN_WINDOW } },
+      );
     const waitForCredit = (): Promise<void> =>
       new Promise((wake) => {
+        let timer: NodeJS.Timeout | undefined;
+        // An agent that acknowledged once has STDIN_ACK: waiting longer is a command slow to read.
+        // Time while reading is paused does not count: an acknowledgement may be waiting unread.
+        const arm = (): void => {
+          timer = setTimeout(() => (stream.isPaused() ? arm() : finish(oldAgent())), ackTimeout);
+        };
+        if (!acknowledged) arm();
         creditWaiter = () => {
+          clearTimeout(timer);
           creditWaiter = undefined;
           wake();
         };
@@ -257,6 +288,7 @@ export function execOverStream(stream: Duplex, request: ExecRequest): Promise<Ex
           break;
         case FrameType.STDIN_ACK:
           credit += decodeStdinAck(payload);
+          acknowledged = true;
           creditWaiter?.();
           break;
         case FrameType.EXIT: {

@@ -1,12 +1,20 @@
 /**
  * The kerf exec wire protocol between a host client and the `kerf-init` agent in a spawned
  * instance (vsock port 1023). Frames are `{ u32 len; u16 type; u16 reserved = 0 }` followed by
- * `len` payload bytes, little-endian, `len <= 65536`.
+ * `len` payload bytes, little-endian, `len <= 65536`. Senders write 0 in the reserved field;
+ * readers ignore it, as both of kerf's do.
  * Source: kerf `src/init/proto.h` (commit 31020afe, with STDIN_ACK) and `src/init/session.c`.
  */
 import { constants as osConstants } from 'node:os';
 
 export const AGENT_PORT = 1023;
+/**
+ * The local ports kerf's client binds before it connects, the first free one from `highest` down
+ * ("kerf-init only trusts reserved ports, which only root can bind":
+ * `kerf:src/kerf/exec/main.py@32f00431` connect_agent). No check of the peer's port was found in
+ * kerf-init's sources read (docs/kernel-interface.md, "Trusted source ports").
+ */
+export const CLIENT_PORTS = { highest: 1023, lowest: 512 } as const;
 export const HEADER_LENGTH = 8;
 export const MAX_PAYLOAD = 65536;
 /** Unacknowledged stdin bytes the host may have in flight (KERF_STDIN_WINDOW). */
@@ -41,8 +49,6 @@ export interface Frame {
 export type ProtocolErrorReason =
   /** a header announced more than MAX_PAYLOAD bytes */
   | 'oversize'
-  /** a header's reserved field was not zero */
-  | 'reserved'
   /** a payload has the wrong size or shape for its type */
   | 'malformed'
   /** an OPEN request with a protocol version other than 1 */
@@ -73,8 +79,11 @@ export function encodeFrame(type: number, payload: Uint8Array = Buffer.alloc(0))
 
 /**
  * Splits a byte stream into frames. Keeps partial frames across chunks; rejects a header as soon
- * as it is complete when it announces an oversize payload or a non-zero reserved field (kerf-init
- * hangs up on the first, the Python client raises on both). After an error it stays failed.
+ * as it is complete when it announces an oversize payload (kerf-init hangs up, kerf's client
+ * raises ProtocolError). The reserved field is not looked at: kerf-init never reads it
+ * (`kerf:src/init/session.c@f8698f9e` read_open and process_frames read only len and type) and
+ * kerf's client discards it (`kerf:src/kerf/exec/protocol.py@31020afe` and `@8c7d3926`
+ * read_frame). After an error the decoder stays failed.
  */
 export class FrameDecoder {
   #buffer: Buffer = Buffer.alloc(0);
@@ -85,6 +94,11 @@ export class FrameDecoder {
     return this.#buffer.length;
   }
 
+  /** The type of the frame whose header has arrived but not all of its payload, if any. */
+  get pendingType(): number | undefined {
+    return this.#buffer.length >= HEADER_LENGTH ? this.#buffer.readUInt16LE(4) : undefined;
+  }
+
   push(chunk: Uint8Array): Frame[] {
     if (this.#failure) throw this.#failure;
     this.#buffer = this.#buffer.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.#buffer, chunk]);
@@ -93,9 +107,7 @@ export class FrameDecoder {
     while (this.#buffer.length - offset >= HEADER_LENGTH) {
       const length = this.#buffer.readUInt32LE(offset);
       const type = this.#buffer.readUInt16LE(offset + 4);
-      const reserved = this.#buffer.readUInt16LE(offset + 6);
       if (length > MAX_PAYLOAD) this.#fail(new ProtocolError('oversize', `frame of type ${type} announces ${length} bytes, more than ${MAX_PAYLOAD}`));
-      if (reserved !== 0) this.#fail(new ProtocolError('reserved', `frame of type ${type} has reserved field ${reserved}, expected 0`));
       if (this.#buffer.length - offset - HEADER_LENGTH < length) break;
       const start = offset + HEADER_LENGTH;
       frames.push({ type, payload: Buffer.from(this.#buffer.subarray(start, start + length)) });

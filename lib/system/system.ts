@@ -69,7 +69,10 @@ export interface LockHandle {
 export interface VsockConnectOptions {
   cid: number;
   port: number;
-  /** bind to this local port first (the kerf-init agent trusts only 512..1023) */
+  /**
+   * bind to this local port first; ports up to 1023 need root (CAP_NET_BIND_SERVICE). kerf's exec
+   * client binds one of 1023..512 because, its comment says, kerf-init trusts only reserved ports
+   */
   localPort?: number;
   /** select the multikernel transport (default true); false uses the loopback transport, CID 1 only */
   multikernel?: boolean;

@@ -547,7 +547,7 @@ export async function runContract(t: Test, makeSystem: () => Promise<System>, en
       });
 
       const connectAgent = async (): Promise<VsockStream> => {
-        // kerf-init trusts only reserved source ports: the first free one from 1023 down.
+        // As kerf's client: the first free reserved source port from 1023 down (main.py connect_agent).
         for (let port = 1023; ; port--) {
           try {
             return await bounded(5000, (signal) => sys.vsockConnect({ cid: ID_A, port: AGENT_PORT, localPort: port, signal }));

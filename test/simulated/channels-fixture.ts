@@ -7,6 +7,8 @@ import type { SimChannelOptions } from '../../lib/system/simulated/channels-impl
 import type { SimChannelHost, SimChannels, SimInstanceInfo, SimInstanceStatus, SimStopCause } from '../../lib/system/simulated/channels';
 import { FaultInjector } from '../../lib/system/simulated/faults';
 import type { DeviceHandle } from '../../lib/system/system';
+import { FrameDecoder, FrameType, encodeFrame, encodeOpen } from '../../lib/exec/protocol';
+import type { Frame } from '../../lib/exec/protocol';
 
 export class FakeCore implements SimChannelHost {
   readonly faults = new FaultInjector();
@@ -81,3 +83,39 @@ export async function readFor(handle: DeviceHandle, ms: number): Promise<string>
 }
 
 export const tick = (ms = 10): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A hand-driven session with instance 1's agent from `localPort`: raw frames out, decoded frames in. */
+export async function rawSession(core: FakeCore, localPort = 1000) {
+  const stream = await core.channels.vsockConnect({ cid: 1, port: 1023, localPort });
+  const decoder = new FrameDecoder();
+  const frames: Frame[] = [];
+  let ended = false;
+  stream.on('data', (chunk: Buffer) => frames.push(...decoder.push(chunk)));
+  stream.on('end', () => (ended = true));
+  stream.on('error', () => (ended = true));
+  const session = {
+    frames,
+    get ended() {
+      return ended;
+    },
+    send(type: number, payload?: Uint8Array) {
+      stream.write(encodeFrame(type, payload));
+    },
+    write(bytes: Uint8Array) {
+      stream.write(bytes);
+    },
+    async until(what: () => boolean, ms = 2000) {
+      for (let waited = 0; !what(); waited += 5) {
+        if (waited > ms) throw new Error(`timed out; frames ${frames.map((f) => f.type).join(',')} ended ${ended}`);
+        await tick(5);
+      }
+    },
+    types: () => frames.map((f) => f.type),
+    /** the text of the STDOUT frames so far */
+    stdout: () => Buffer.concat(frames.filter((f) => f.type === FrameType.STDOUT).map((f) => f.payload)).toString(),
+    open(argv: string[], flags = 0, extra: Partial<Parameters<typeof encodeOpen>[0]> = {}) {
+      session.send(FrameType.OPEN, encodeOpen({ flags, uid: 0, gid: 0, groups: [], rows: 0, cols: 0, cwd: '/', argv, env: ['PATH=/bin'], ...extra }));
+    },
+  };
+  return session;
+}

@@ -9,11 +9,13 @@ import type { Duplex } from 'node:stream';
 import { getSystemErrorMap } from 'node:util';
 import type { SystemError } from '../../errors';
 import {
+  CLIENT_PORTS,
   FrameDecoder,
   FrameType,
   MAX_PAYLOAD,
   OPEN_FLAG_STDIN,
   OPEN_FLAG_TTY,
+  OPEN_FLAG_USER,
   STDIN_WINDOW,
   decodeOpen,
   decodeResize,
@@ -35,8 +37,10 @@ export const KERNEL_VERSION = '#1 SMP PREEMPT_DYNAMIC';
 const MACHINE = ({ arm64: 'aarch64', x64: 'x86_64' } as Record<string, string>)[process.arch];
 /** execvp's search path when the environment has no PATH (glibc). */
 const EXECVP_DEFAULT_PATH = '/bin:/usr/bin';
-/** Ports a trusted client can bind: only root can, so kerf-init trusts them (kerf exec/main.py). */
-const LAST_RESERVED_PORT = 1023;
+/** The highest signal number, SIGRTMAX (Linux _NSIG - 1): kill() refuses larger ones with EINVAL. */
+const MAX_SIGNAL = 64;
+/** What a command's stdin pipe holds unread before a write into it would wait: Linux's default pipe size. */
+const PIPE_CAPACITY = 65536;
 
 const errnoNumbers = osConstants.errno as Record<string, number>;
 const signals = osConstants.signals as Record<string, number>;
@@ -260,7 +264,10 @@ export async function runWords(io: SimProcessIo, words: string[]): Promise<numbe
 
 export interface SimProcess {
   readonly status: Promise<ExitStatus>;
-  /** kill(-pid, signo): terminates unless the signal's default action does not */
+  /**
+   * kill(-pid, signo): terminates unless the signal's default action does not; a number above
+   * SIGRTMAX does nothing (kill fails with EINVAL, and session.c does not look at the result)
+   */
   kill(signo: number): void;
 }
 
@@ -280,7 +287,7 @@ export function startProcess(main: (killed: AbortSignal) => Promise<number>): Si
   return {
     status,
     kill(signo: number) {
-      if (NON_TERMINATING.has(signo) || controller.signal.aborted) return;
+      if (signo > MAX_SIGNAL || NON_TERMINATING.has(signo) || controller.signal.aborted) return;
       controller.abort(new Error(`killed by signal ${signo}`));
       onKilled({ signaled: true, code: signo });
     },
@@ -302,12 +309,15 @@ export interface AgentContext {
 export type AgentStream = Duplex & { readonly remotePort: number };
 
 /**
- * Serves one kerf exec connection on the instance's side, like kerf-init's session.c: only a
- * client bound to a reserved port is served (others are closed without a frame); the first frame
- * must be OPEN; then STARTED, stdio relaying, EXIT, close. Protocol violations hang up.
+ * Serves one kerf exec connection on the instance's side, like kerf-init's session.c: the first
+ * frame must be OPEN; then STARTED, stdio relaying, EXIT, close. Protocol violations hang up.
+ * Only a client bound to one of the ports kerf's client binds (512..1023) is served; others are
+ * closed without a frame. That rule is the simulator's: kerf's client says kerf-init trusts only
+ * reserved ports, but no check of the peer's port was found in kerf-init's sources
+ * (docs/kernel-interface.md, "Trusted source ports"), so the simulator takes the strictest reading.
  */
 export function serveExecSession(stream: AgentStream, context: AgentContext): void {
-  if (stream.remotePort > LAST_RESERVED_PORT) {
+  if (stream.remotePort > CLIENT_PORTS.highest || stream.remotePort < CLIENT_PORTS.lowest) {
     stream.destroy();
     return;
   }
@@ -319,8 +329,12 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
   let tty: WindowSize | undefined;
   let stdinOpen = false;
   let stdinEof = false;
-  let stdin: Buffer[] = [];
-  let stdinBytes = 0;
+  // session.c's in_buf: stdin received, not yet written into the command's pipe, not acknowledged
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  // the command's stdin pipe: written and acknowledged, not yet read by the command
+  let pipe: Buffer[] = [];
+  let pipeBytes = 0;
   let stdinWaiter: (() => void) | undefined;
 
   const finished = (): boolean => state === 'done';
@@ -352,18 +366,31 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
     stdinWaiter = undefined;
     waiter?.();
   };
+  // flush_stdin: write into the pipe what it has room for, and acknowledge what was written
+  const flushStdin = (): void => {
+    const n = Math.min(pendingBytes, PIPE_CAPACITY - pipeBytes);
+    if (n === 0) return;
+    const all = Buffer.concat(pending);
+    pipe.push(all.subarray(0, n));
+    pipeBytes += n;
+    pending = n < all.length ? [all.subarray(n)] : [];
+    pendingBytes -= n;
+    void send(FrameType.STDIN_ACK, encodeStdinAck(n));
+    wakeStdin();
+  };
 
   const handle = (frame: Frame): void => {
     switch (frame.type) {
       case FrameType.STDIN:
-        if (stdinBytes + frame.payload.length > STDIN_WINDOW) return hangup();
+        if (pendingBytes + frame.payload.length > STDIN_WINDOW) return hangup();
         if (!stdinOpen || stdinEof) {
           void send(FrameType.STDIN_ACK, encodeStdinAck(frame.payload.length));
           return;
         }
-        stdin.push(frame.payload);
-        stdinBytes += frame.payload.length;
-        return wakeStdin();
+        // Written into the pipe once the frames that came with it are handled (relay's next poll).
+        pending.push(frame.payload);
+        pendingBytes += frame.payload.length;
+        return;
       case FrameType.STDIN_EOF:
         stdinEof = true;
         return wakeStdin();
@@ -403,6 +430,8 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
     if ('errno' in found) return fail(found.errno, `exec ${argv0}: ${strerror(found.errno)}`);
 
     const pid = context.nextPid();
+    // Without the USER flag the command keeps kerf-init's identity: root, no supplementary groups.
+    const user = (request.flags & OPEN_FLAG_USER) !== 0;
     tty = (request.flags & OPEN_FLAG_TTY) !== 0 ? { rows: request.rows, cols: request.cols } : undefined;
     stdinOpen = (request.flags & OPEN_FLAG_STDIN) !== 0;
     void send(FrameType.STARTED, encodeStarted(pid));
@@ -416,9 +445,9 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
         pid,
         env: request.env,
         cwd,
-        uid: request.uid,
-        gid: request.gid,
-        groups: request.groups,
+        uid: user ? request.uid : 0,
+        gid: user ? request.gid : 0,
+        groups: user ? request.groups : [],
         tty,
         killed,
         async write(fd, data) {
@@ -430,14 +459,14 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
           }
         },
         async readStdin() {
-          while (stdinOpen && stdin.length === 0 && !stdinEof && !killed.aborted) await new Promise<void>((wake) => (stdinWaiter = wake));
+          while (stdinOpen && pipeBytes === 0 && !(stdinEof && pendingBytes === 0) && !killed.aborted) await new Promise<void>((wake) => (stdinWaiter = wake));
           if (killed.aborted) throw killed.reason;
-          if (stdin.length === 0) return null;
-          const chunk = Buffer.concat(stdin);
-          stdin = [];
-          stdinBytes = 0;
-          // Credit comes back as the command consumes its input.
-          void send(FrameType.STDIN_ACK, encodeStdinAck(chunk.length));
+          if (pipeBytes === 0) return null;
+          const chunk = Buffer.concat(pipe);
+          pipe = [];
+          pipeBytes = 0;
+          // Room in the pipe again: what waits in the agent goes in, and its credit goes back.
+          flushStdin();
           return chunk;
         },
       };
@@ -449,6 +478,7 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
     } catch {
       hangup();
     }
+    if (!finished()) flushStdin();
     const status = await process.status;
     if (finished()) return;
     state = 'done';
@@ -480,6 +510,10 @@ export function serveExecSession(stream: AgentStream, context: AgentContext): vo
         }
       }
     }
+    // read_open decides on the header alone: another type ends the session before its payload.
+    const pendingType = decoder.pendingType;
+    if (state === 'open' && pendingType !== undefined && pendingType !== FrameType.OPEN) hangup();
+    if (state === 'running') flushStdin();
   });
   stream.on('end', hangup);
   stream.on('error', hangup);
