@@ -5,8 +5,9 @@
  * connection to the instance's kerf-init agent.
  *
  * Flow: stdin goes out within the agent's 64 KiB credit window (STDIN_ACK); when a consumer of
- * stdout or stderr stops reading, reading from the connection stops too, so output waits in the
- * transport instead of piling up in this process.
+ * stdout or stderr stops reading, reading from the connection stops too, so output does not pile
+ * up in this process. The multikernel transport has no flow control and the protocol no credit for
+ * output, so it then waits in the host kernel's socket queue, which the agent keeps filling.
  */
 import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
