@@ -27,6 +27,16 @@ export interface Command {
   run(args: string[], io: CliIo): Promise<number>;
 }
 
+/**
+ * A command as the table lists it: its words and summary, and its module, imported only when the
+ * command runs (so `mkctl status` loads neither the QEMU harness nor the exec client).
+ */
+export interface CommandSpec {
+  path: readonly string[];
+  summary: string;
+  load(): Promise<Command>;
+}
+
 /** Exit codes shared by all commands. */
 export const EXIT = {
   ok: 0,

@@ -1,16 +1,25 @@
 #!/usr/bin/env node
 /**
  * mkctl: the command-line face of the library. A table of commands (lib/cli/commands/*), each
- * with its own --help; this file only routes words to a command and wires the process to it.
+ * with its own --help, imported only when it runs; this file routes words to a command, wires
+ * the process to it, and turns what it throws into an exit code and one line on stderr (or a
+ * JSON document with --json):
+ *
+ *   0 done · 1 a kernel or runtime error · 2 a usage or validation error · 130 interrupted (SIGINT)
  */
-import type { CliIo, Command } from './command';
+import type { CliIo, Command, CommandSpec } from './command';
 import { EXIT, UsageError } from './command';
-import { qemuRun } from './commands/qemu-run';
-import { selftest } from './commands/selftest';
 
-export const COMMANDS: readonly Command[] = [selftest, qemuRun];
+const lazy = (path: string[], summary: string, load: () => Promise<Command>): CommandSpec => ({ path, summary, load });
 
-export function usage(commands: readonly Command[] = COMMANDS): string {
+export const COMMANDS: readonly CommandSpec[] = [
+  lazy(['status'], 'the host, its pool and its instances, and what needs attention', async () => (await import('./commands/status')).status),
+  lazy(['list'], 'the instances: name, id, status, CPUs, memory', async () => (await import('./commands/status')).list),
+  lazy(['selftest'], 'take one instance through its whole life and show what the kernel says', async () => (await import('./commands/selftest')).selftest),
+  lazy(['qemu', 'run'], 'boot a kernel under QEMU (TCG) and run one command inside', async () => (await import('./commands/qemu-run')).qemuRun),
+];
+
+export function usage(commands: readonly (Command | CommandSpec)[] = COMMANDS): string {
   const width = Math.max(...commands.map((c) => c.path.join(' ').length));
   return [
     'usage: mkctl <command> [options]',
@@ -23,14 +32,24 @@ export function usage(commands: readonly Command[] = COMMANDS): string {
   ].join('\n');
 }
 
-/** --help or -h among the options, i.e. before a `--` that starts a guest command line. */
-function wantsHelp(args: readonly string[]): boolean {
+/** The options of a command line, i.e. what comes before a `--` that starts a guest command line. */
+function options(args: readonly string[]): readonly string[] {
   const end = args.indexOf('--');
-  return (end < 0 ? args : args.slice(0, end)).some((a) => a === '--help' || a === '-h');
+  return end < 0 ? args : args.slice(0, end);
+}
+
+const USAGE_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL']);
+
+/** The exit code for what a command threw. */
+export function exitCodeOf(error: unknown, signal?: AbortSignal): number {
+  if (signal?.aborted) return EXIT.interrupted;
+  const code = (error as { code?: unknown }).code;
+  if (error instanceof UsageError || USAGE_CODES.has(String(code)) || code === 'ERR_MK_INVALID_SPEC') return EXIT.usage;
+  return EXIT.failure;
 }
 
 /** Runs mkctl with `argv` (without node and the script) and resolves with the exit code. */
-export async function main(argv: readonly string[], io: CliIo, commands: readonly Command[] = COMMANDS): Promise<number> {
+export async function main(argv: readonly string[], io: CliIo, commands: readonly (Command | CommandSpec)[] = COMMANDS): Promise<number> {
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     (argv.length === 0 ? io.stderr : io.stdout).write(usage(commands));
     return argv.length === 0 ? EXIT.usage : EXIT.ok;
@@ -43,20 +62,31 @@ export async function main(argv: readonly string[], io: CliIo, commands: readonl
     io.stderr.write(`mkctl: unknown command "${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}"\n\n${usage(commands)}`);
     return EXIT.usage;
   }
+  const name = match.path.join(' ');
+  const command = 'load' in match ? await match.load() : match;
   const rest = argv.slice(match.path.length);
-  if (wantsHelp(rest)) {
-    io.stdout.write(match.help);
+  if (options(rest).some((a) => a === '--help' || a === '-h')) {
+    io.stdout.write(command.help);
     return EXIT.ok;
   }
   try {
-    return await match.run(rest, io);
+    return await command.run(rest, io);
   } catch (e) {
-    if (e instanceof UsageError || (e as { code?: unknown }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (e as { code?: unknown }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-      io.stderr.write(`mkctl ${match.path.join(' ')}: ${(e as Error).message}\n(see mkctl ${match.path.join(' ')} --help)\n`);
-      return EXIT.usage;
+    const exit = exitCodeOf(e, io.signal);
+    const error = e as Error & { code?: unknown; details?: unknown };
+    const message = exit === EXIT.interrupted ? 'interrupted' : error.message;
+    if (options(rest).includes('--json')) {
+      const { jsonDocument } = await import('./common');
+      // stable codes: the library's ERR_MK_* as they are, every other usage error ERR_MK_USAGE
+      const own = typeof error.code === 'string' && error.code.startsWith('ERR_MK_') ? error.code : undefined;
+      const code = exit === EXIT.interrupted ? 'ERR_MK_INTERRUPTED' : (own ?? (exit === EXIT.usage ? 'ERR_MK_USAGE' : 'ERR_MK_FAILED'));
+      io.stdout.write(jsonDocument({ error: { code, message, exitCode: exit, ...(error.details !== undefined ? { details: error.details } : {}) } }));
+    } else if (exit === EXIT.usage) {
+      io.stderr.write(`mkctl ${name}: ${message}\n(see mkctl ${name} --help)\n`);
+    } else {
+      io.stderr.write(`mkctl ${name}: ${message}\n`);
     }
-    io.stderr.write(`mkctl ${match.path.join(' ')}: ${(e as Error).message}\n`);
-    return EXIT.failure;
+    return exit;
   }
 }
 

@@ -1,0 +1,159 @@
+/**
+ * What every mkctl command that talks to a host shares: the backend (this host's kernel, or the
+ * built-in simulated one in a state directory shared by successive mkctl processes), the options
+ * that select it, opening the Host, the `--json` document shape, colours, and the parsers for
+ * sizes and CPU lists. Modules are imported when a command runs, so `--help` and commands that
+ * need no host load none of them.
+ */
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Host } from '../host';
+import type { SimulatedSystem } from '../system/simulated';
+import type { System } from '../system/system';
+import { type CliIo, UsageError } from './command';
+
+/** The version of every `--json` document mkctl prints; it changes only when a field changes meaning or goes away. */
+export const JSON_VERSION = 1;
+
+/** Options every host command takes (merge into its parseArgs options). */
+export const HOST_OPTIONS = {
+  json: { type: 'boolean' },
+  simulate: { type: 'boolean' },
+  'state-dir': { type: 'string' },
+  lock: { type: 'string' },
+} as const;
+
+/** The help lines of HOST_OPTIONS. */
+export const HOST_OPTIONS_HELP = `common options:
+  --json               print one JSON document ({"version": ${JSON_VERSION}, ...}); errors too
+  --simulate           act on the built-in simulated host (also MULTIKERNEL_BACKEND=simulated)
+  --state-dir DIR      the simulated host's state (default MULTIKERNEL_SIM_DIR, else
+                       $XDG_STATE_HOME/multikernel/simulated, else ~/.local/state/...)
+  --lock PATH          the overlay writers' lock (default /run/multikernel.lock; simulated: in
+                       the simulated host)
+  -h, --help           this text
+`;
+
+export interface HostValues {
+  json?: boolean;
+  simulate?: boolean;
+  'state-dir'?: string;
+  lock?: string;
+}
+
+export interface Backend {
+  kind: 'linux' | 'simulated';
+  /** the simulated host's state directory */
+  stateDir?: string;
+}
+
+/** Which kernel the command acts on, from the options and the environment. */
+export function backend(values: HostValues, io: CliIo): Backend {
+  const fromEnv = io.env.MULTIKERNEL_BACKEND;
+  if (fromEnv !== undefined && fromEnv !== '' && fromEnv !== 'simulated' && fromEnv !== 'linux') {
+    throw new UsageError(`MULTIKERNEL_BACKEND must be "simulated" or "linux", got ${JSON.stringify(fromEnv)}`);
+  }
+  const simulated = values.simulate === true || fromEnv === 'simulated' || values['state-dir'] !== undefined;
+  if (!simulated) return { kind: 'linux' };
+  const home = io.env.HOME ?? os.homedir();
+  const stateHome = io.env.XDG_STATE_HOME || path.join(home, '.local', 'state');
+  const stateDir = values['state-dir'] ?? (io.env.MULTIKERNEL_SIM_DIR || path.join(stateHome, 'multikernel', 'simulated'));
+  return { kind: 'simulated', stateDir: path.resolve(io.cwd, stateDir) };
+}
+
+export interface HostContext {
+  host: Host;
+  system: System;
+  backend: Backend;
+  /** the simulated kernel, for `demo`-like commands that act as the instance itself (panic, hang) */
+  simulated?: SimulatedSystem;
+}
+
+/** Opens the Host of the chosen backend, runs `fn`, and lets the simulated host go. */
+export async function withHost<T>(values: HostValues, io: CliIo, fn: (ctx: HostContext) => Promise<T>): Promise<T> {
+  const which = backend(values, io);
+  const { Host } = await import('../host');
+  let system: System;
+  let simulated: SimulatedSystem | undefined;
+  if (which.kind === 'simulated') {
+    const { SimulatedSystem: Sim } = await import('../system/simulated');
+    const fs = await import('node:fs');
+    // a fresh user's state directory: its parents may not exist yet (the directory itself is made 0700)
+    fs.mkdirSync(path.dirname(which.stateDir!), { recursive: true, mode: 0o700 });
+    simulated = new Sim({ stateDir: which.stateDir! });
+    system = simulated;
+  } else {
+    const { LinuxSystem } = await import('../system/linux');
+    system = new LinuxSystem();
+  }
+  try {
+    const host = await Host.open({ system, signal: io.signal, ...(values.lock !== undefined ? { lockPath: values.lock } : {}) });
+    return await fn({ host, system, backend: which, ...(simulated ? { simulated } : {}) });
+  } finally {
+    await simulated?.dispose();
+  }
+}
+
+/** A `--json` document: `{"version": 1, ...payload}`, bigints as decimal strings, one line per field level. */
+export function jsonDocument(payload: Record<string, unknown>): string {
+  return `${JSON.stringify({ version: JSON_VERSION, ...payload }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`;
+}
+
+export interface Styles {
+  bold(s: string): string;
+  dim(s: string): string;
+  red(s: string): string;
+  green(s: string): string;
+  yellow(s: string): string;
+}
+
+/** ANSI colours on a terminal, never with NO_COLOR (https://no-color.org) or TERM=dumb. */
+export function styles(io: CliIo): Styles {
+  const on = io.stdout.isTTY === true && (io.env.NO_COLOR ?? '') === '' && io.env.TERM !== 'dumb';
+  const wrap = (code: number) => (s: string) => (on ? `\u001b[${code}m${s}\u001b[0m` : s);
+  return { bold: wrap(1), dim: wrap(2), red: wrap(31), green: wrap(32), yellow: wrap(33) };
+}
+
+/**
+ * A CPU request as operators write it: a count ("4"), or physical ids as a list with ranges
+ * ("2-5,8"). Whole numbers only; ids may not repeat.
+ */
+export function parseCpuRequest(text: string, what = '--cpus'): number | { physical: number[] } {
+  if (/^\d+$/.test(text)) {
+    const n = Number(text);
+    if (n < 1) throw new UsageError(`${what} takes a count of at least 1 or a list such as 2-5,8, got ${JSON.stringify(text)}`);
+    return n;
+  }
+  return { physical: parseCpuList(text, what) };
+}
+
+/** "2-5,8" → [2, 3, 4, 5, 8] (as the kernel's cpulist format). */
+export function parseCpuList(text: string, what = '--cpus'): number[] {
+  const ids: number[] = [];
+  for (const part of text.split(',')) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
+    if (m === null) throw new UsageError(`${what}: ${JSON.stringify(text)} is not a CPU list such as 2-5,8`);
+    const from = Number(m[1]);
+    const to = m[2] === undefined ? from : Number(m[2]);
+    if (to < from) throw new UsageError(`${what}: the range ${part} runs backwards`);
+    for (let id = from; id <= to; id++) ids.push(id);
+  }
+  if (new Set(ids).size !== ids.length) throw new UsageError(`${what}: ${JSON.stringify(text)} names a CPU twice`);
+  return ids;
+}
+
+/** A size as operators write it ("512M", "2G", "4096"): bytes, or a usage error naming the option. */
+export async function parseSize(text: string, what: string): Promise<bigint> {
+  const { parseBytes } = await import('../units');
+  try {
+    return parseBytes(text, what);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** Left-aligned columns separated by two spaces; the first row is the header. */
+export function table(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
+}
