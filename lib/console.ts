@@ -9,7 +9,7 @@
  * second is closed. One reader per instance, then; fan the stream out in the process if several
  * parts of a program need it.
  */
-import { Duplex } from 'node:stream';
+import { Duplex, type Readable } from 'node:stream';
 import { MK_CONSOLE_DEVICE } from './kernfs';
 import type { DeviceHandle, System } from './system/system';
 
@@ -79,4 +79,30 @@ export async function openConsole(system: System, id: number): Promise<ConsoleSt
     throw err;
   }
   return new ConsoleStream(handle);
+}
+
+/** Reads the console until `idleMs` passes without output, or `timeoutMs` with none at all; then pauses it. */
+export function drainConsole(tty: Readable, timeoutMs: number, idleMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let timer = setTimeout(done, timeoutMs);
+    function done(): void {
+      clearTimeout(timer);
+      tty.off('data', onData).off('end', done).off('error', onError);
+      tty.pause();
+      resolve(out);
+    }
+    function onData(chunk: Buffer): void {
+      out += chunk.toString('utf8');
+      clearTimeout(timer);
+      timer = setTimeout(done, idleMs);
+    }
+    function onError(err: Error): void {
+      clearTimeout(timer);
+      tty.off('data', onData).off('end', done);
+      reject(err);
+    }
+    tty.on('data', onData).once('end', done).once('error', onError);
+    tty.resume();
+  });
 }

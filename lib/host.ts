@@ -114,7 +114,7 @@ export class Host {
       freePoolCpus: () => this.#freePoolCpus(),
       writeBaseline: (blob, signal) => this.#writeBaseline(blob, signal),
       applyOverlay: (ops, description, signal) => this.#apply(ops, description, signal),
-      requested: (id, from, to) => this.#requests.note(id, from, to),
+      requested: (id, to) => this.#requests.note(id, to),
     };
     this.pool = new Pool(this.#context);
   }

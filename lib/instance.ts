@@ -103,8 +103,8 @@ export interface InstanceHost {
   readonly arch: HostArch;
   applyOverlay(ops: OverlayOp[], description: string, signal?: AbortSignal): Promise<TxResult>;
   freePoolCpus(): Promise<CpuCandidate[]>;
-  /** this process is about to ask for the transition `from` -> `to` (so a watcher reports it as `requested`) */
-  requested(id: number, from: InstanceStatus, to: InstanceStatus): void;
+  /** this process is about to ask for `to` (so a watcher reports the change as `requested`) */
+  requested(id: number, to: InstanceStatus): void;
 }
 
 /** x86 memory_block_size: memory added to or removed from a running instance must be aligned to it. */
@@ -298,7 +298,7 @@ export class Instance {
       const initrdFd = initrd === undefined ? -1 : await this.#system.openImageBytes(`${this.name}-initrd`, initrd);
       if (initrdFd !== -1) fds.push(initrdFd);
       const flags = KEXEC_MULTIKERNEL | kexecMkId(this.id) | (initrdFd === -1 ? KEXEC_FILE_NO_INITRAMFS : 0);
-      this.#host.requested(this.id, 'ready', 'loaded');
+      this.#host.requested(this.id, 'loaded');
       await explainNoSupport(this.#system, 'kexec_file_load with KEXEC_MULTIKERNEL', () => this.#system.kexecFileLoad({ kernelFd, initrdFd, cmdline, flags })).catch(
         (err: unknown) => {
           throw loadAdvice(err, this.name);
@@ -322,7 +322,7 @@ export class Instance {
     await this.#expect('start', 'loaded');
     const tty = options.console === true ? await openConsole(this.#system, this.id) : undefined;
     try {
-      this.#host.requested(this.id, 'loaded', 'active');
+      this.#host.requested(this.id, 'active');
       await this.#system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL, this.id);
       await this.#confirm('start', 'active');
     } catch (err) {
@@ -399,7 +399,7 @@ export class Instance {
   async stop(options: StopOptions = {}): Promise<StopResult> {
     options.signal?.throwIfAborted();
     await this.#expect('stop', 'active');
-    this.#host.requested(this.id, 'active', 'loaded');
+    this.#host.requested(this.id, 'loaded');
     if (options.force === true && options.timeoutMs === 0) return this.#forceHalt();
     const graceful = this.#system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT, this.id);
     let failure: unknown;
@@ -456,7 +456,7 @@ export class Instance {
   async unload(options: { signal?: AbortSignal } = {}): Promise<void> {
     options.signal?.throwIfAborted();
     await this.#expect('unload', 'loaded');
-    this.#host.requested(this.id, 'loaded', 'ready');
+    this.#host.requested(this.id, 'ready');
     await this.#system.kexecFileLoad({ kernelFd: -1, initrdFd: -1, cmdline: '', flags: KEXEC_FILE_UNLOAD | KEXEC_MULTIKERNEL | kexecMkId(this.id) });
     await this.#confirm('unload', 'ready');
   }

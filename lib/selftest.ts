@@ -7,8 +7,7 @@
  * On the simulated kernel this is the package's demonstration (`mkctl selftest --simulated`);
  * on a real multikernel host it is a smoke test (`mkctl selftest --kernel vmlinux`).
  */
-import type { Readable } from 'node:stream';
-import type { ConsoleStream } from './console';
+import { drainConsole, type ConsoleStream } from './console';
 import { MultikernelError } from './errors';
 import { Host } from './host';
 import type { Instance } from './instance';
@@ -62,32 +61,6 @@ export interface SelftestResult {
 
 function usage(message: string): never {
   throw new MultikernelError('ERR_MK_INVALID_SPEC', message);
-}
-
-/** Reads the console until `idleMs` passes without output, or `timeoutMs` with none at all; then pauses it. */
-function drainConsole(tty: Readable, timeoutMs: number, idleMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let timer = setTimeout(done, timeoutMs);
-    function done(): void {
-      clearTimeout(timer);
-      tty.off('data', onData).off('end', done).off('error', onError);
-      tty.pause();
-      resolve(out);
-    }
-    function onData(chunk: Buffer): void {
-      out += chunk.toString('utf8');
-      clearTimeout(timer);
-      timer = setTimeout(done, idleMs);
-    }
-    function onError(err: Error): void {
-      clearTimeout(timer);
-      tty.off('data', onData).off('end', done);
-      reject(err);
-    }
-    tty.on('data', onData).once('end', done).once('error', onError);
-    tty.resume();
-  });
 }
 
 /** What a run put into the pool, so that exactly that goes back. */

@@ -104,16 +104,19 @@ export function hostHaltOf(record: string): number | undefined {
 }
 
 /**
- * The transitions this process asked for: the newest request per instance id, kept for a minute
- * (memory is bounded by the number of instances; any number of watchers may ask).
+ * The transitions this process asked for: the last few requests per instance id, kept for a
+ * minute (memory is bounded by the number of instances; any number of watchers may ask).
  */
 export class RequestLog {
-  readonly #latest = new Map<number, { from: InstanceStatus; to: InstanceStatus; at: number; seq: number }>();
+  readonly #byId = new Map<number, { to: InstanceStatus; at: number; seq: number }[]>();
   #seq = 0;
 
-  /** This process is about to ask instance `id` to go from `from` to `to`. */
-  note(id: number, from: InstanceStatus, to: InstanceStatus): void {
-    this.#latest.set(id, { from, to, at: Date.now(), seq: ++this.#seq });
+  /** This process is about to ask instance `id` to go to `to`. */
+  note(id: number, to: InstanceStatus): void {
+    const list = this.#byId.get(id) ?? [];
+    list.push({ to, at: Date.now(), seq: ++this.#seq });
+    // a watcher reads after the fact: a few requests may come before it sees the first one
+    this.#byId.set(id, list.slice(-REQUESTS_KEPT));
   }
 
   /** The sequence number of the newest request (0 before any): requests up to it are older than a reading taken now. */
@@ -122,15 +125,24 @@ export class RequestLog {
   }
 
   /**
-   * The sequence number of the newest request for `id` if it was for the transition `from` ->
-   * `to`, made within the last minute and newer than `after` (what this watcher already
-   * attributed, or its first reading); else undefined.
+   * The sequence number of the newest request for `id` to go to `to`, made within the last
+   * minute and newer than `after` (what this watcher already attributed, or its first reading);
+   * else undefined. Only the target counts: a reading may see two steps at once (a load and a
+   * start between two readings show as ready -> active).
    */
-  asked(id: number, from: InstanceStatus, to: InstanceStatus, after = 0): number | undefined {
-    const r = this.#latest.get(id);
-    return r !== undefined && r.from === from && r.to === to && r.seq > after && Date.now() - r.at < 60_000 ? r.seq : undefined;
+  asked(id: number, to: InstanceStatus, after = 0): number | undefined {
+    const list = this.#byId.get(id) ?? [];
+    for (let i = list.length - 1; i >= 0; i--) {
+      const r = list[i]!;
+      if (r.seq <= after || Date.now() - r.at >= 60_000) return undefined;
+      if (r.to === to) return r.seq;
+    }
+    return undefined;
   }
 }
+
+/** requests kept per instance */
+const REQUESTS_KEPT = 8;
 
 interface Seen {
   instances: Map<string, { id: number; status: InstanceStatus }>;
@@ -349,8 +361,8 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
   }
 
   /** A request of this process for that transition, not yet attributed and made after the first reading. */
-  #asked(id: number, from: InstanceStatus, to: InstanceStatus): number | undefined {
-    return this.#requests.asked(id, from, to, Math.max(this.#attributed.get(id) ?? 0, this.#since));
+  #asked(id: number, to: InstanceStatus): number | undefined {
+    return this.#requests.asked(id, to, Math.max(this.#attributed.get(id) ?? 0, this.#since));
   }
 
   /** A host halt logged for `id` in the last `HALT_MEMORY_MS` (a halt of a loaded instance changes no status: it is forgotten). */
@@ -363,7 +375,7 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
   #unexplainedHalt(was: Seen, now: Seen): boolean {
     for (const [name, i] of now.instances) {
       const before = was.instances.get(name);
-      if (before?.id === i.id && before.status === 'active' && i.status === 'loaded' && !this.#haltedByHost(i.id) && this.#asked(i.id, 'active', 'loaded') === undefined) return true;
+      if (before?.id === i.id && before.status === 'active' && i.status === 'loaded' && !this.#haltedByHost(i.id) && this.#asked(i.id, 'loaded') === undefined) return true;
     }
     return false;
   }
@@ -382,7 +394,7 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
         this.#hung.delete(i.id);
         this.#answered.delete(i.id);
       }
-      const seq = this.#asked(i.id, before.status, i.status);
+      const seq = this.#asked(i.id, i.status);
       if (seq !== undefined) this.#attributed.set(i.id, seq);
       // a host halt logged for it: a tool halted it (ours included); without one, it halted by itself
       const haltedByHost = this.#haltedByHost(i.id);

@@ -65,8 +65,6 @@ export interface HostContext {
   host: Host;
   system: System;
   backend: Backend;
-  /** the simulated kernel, for `demo`-like commands that act as the instance itself (panic, hang) */
-  simulated?: SimulatedSystem;
 }
 
 /** Opens the Host of the chosen backend, runs `fn`, and lets the simulated host go. */
@@ -88,7 +86,7 @@ export async function withHost<T>(values: HostValues, io: CliIo, fn: (ctx: HostC
   }
   try {
     const host = await Host.open({ system, signal: io.signal, ...(values.lock !== undefined ? { lockPath: values.lock } : {}) });
-    return await fn({ host, system, backend: which, ...(simulated ? { simulated } : {}) });
+    return await fn({ host, system, backend: which });
   } finally {
     await simulated?.dispose();
   }
@@ -154,6 +152,6 @@ export async function parseSize(text: string, what: string): Promise<bigint> {
 
 /** Left-aligned columns separated by two spaces; the first row is the header. */
 export function table(rows: readonly (readonly string[])[]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
 }

@@ -15,7 +15,9 @@ const lazy = (path: string[], summary: string, load: () => Promise<Command>): Co
 export const COMMANDS: readonly CommandSpec[] = [
   lazy(['status'], 'the host, its pool and its instances, and what needs attention', async () => (await import('./commands/status')).status),
   lazy(['list'], 'the instances: name, id, status, CPUs, memory', async () => (await import('./commands/status')).list),
+  lazy(['demo'], 'the whole story on a fresh simulated host, in memory', async () => (await import('./commands/demo')).demo),
   lazy(['selftest'], 'take one instance through its whole life and show what the kernel says', async () => (await import('./commands/selftest')).selftest),
+  lazy(['completion'], 'a completion script for bash or zsh', async () => (await import('./commands/completion')).completion),
   lazy(['qemu', 'run'], 'boot a kernel under QEMU (TCG) and run one command inside', async () => (await import('./commands/qemu-run')).qemuRun),
 ];
 

@@ -61,12 +61,14 @@ t.test('status: what needs attention', async (t) => {
   await a.start();
   await system.hang(a.id);
   await system.writeFile('/sys/fs/multikernel/overlays/new', encodeOverlay([{ op: 'instance-remove', name: 'nope' }], { resources: 'by hand' }));
+  await system.writeFile('/sys/fs/multikernel/overlays/new', encodeOverlay([{ op: 'instance-remove', name: 'nope' }]));
   await system.createExclusive('/var/run/kerf.lock');
   const r = await inProcess(['status', '--probe', '--json'], sim.env);
   t.equal(r.code, 0, r.stderr);
   const doc = r.json<{ attention: { kind: string; subject: string }[]; instances: { name: string; liveness?: string }[] }>();
   t.match(doc.instances, [{ name: 'a', liveness: 'hung' }]);
-  t.same(doc.attention.map((x) => x.kind).sort(), ['instance-hung', 'transaction-failed'], 'a fresh kerf lock is not stale');
+  t.same(doc.attention.map((x) => x.kind).sort(), ['instance-hung', 'transaction-failed', 'transaction-failed'], 'a fresh kerf lock is not stale');
+  t.match(doc.attention.filter((x) => x.kind === 'transaction-failed').map((x) => (x as unknown as { message: string }).message), [/^transaction \d+ \(by hand\) failed/, /^transaction \d+ \(unknown\) failed/], 'a transaction without a tag: the kernel shows unknown');
   const { hostReport } = await import('../../lib/report');
   const report = await hostReport(host, { kerfLockAgeMs: 0 });
   t.match(report.attention.find((x) => x.kind === 'kerf-lock'), { subject: '/var/run/kerf.lock', message: /rm \/var\/run\/kerf\.lock/ });

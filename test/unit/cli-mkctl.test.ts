@@ -63,7 +63,7 @@ t.test('top level: usage, help, unknown commands', async (t) => {
   o = io();
   t.equal(await main(['frobnicate', '--x', 'now'], o), EXIT.usage);
   t.match(o.stderr.text, 'unknown command "frobnicate now"');
-  t.same(COMMANDS.map((c) => c.path.join(' ')), ['selftest', 'qemu run']);
+  t.same(COMMANDS.map((c) => c.path.join(' ')), ['status', 'list', 'demo', 'selftest', 'completion', 'qemu run']);
 });
 
 t.test('the longest command path wins; errors map to exit codes', async (t) => {

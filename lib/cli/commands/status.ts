@@ -51,7 +51,8 @@ function noPositionals(positionals: string[]): void {
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
 }
 
-function printStatus(io: CliIo, ctx: HostContext, r: HostReport, probe: boolean): void {
+/** The text view of a report (exported for tests of what a simulated host never shows). */
+export function printStatus(io: CliIo, ctx: Pick<HostContext, 'backend'>, r: HostReport, probe: boolean): void {
   const s = styles(io);
   const where = ctx.backend.kind === 'simulated' ? `simulated (${ctx.backend.stateDir})` : 'this kernel';
   const have = (['console', 'kimage', 'vsock'] as const).filter((f) => r.features[f]);
