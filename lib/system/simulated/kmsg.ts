@@ -47,7 +47,7 @@ export class SimKernelLog implements DeviceHandle {
       if (this.#closed) throw systemError('EBADF', 'read', KMSG);
       // subscribe before looking, so that a record logged in between is not missed
       let woken = false;
-      let wake: () => void = () => undefined;
+      let wake!: () => void;
       const woke = new Promise<void>((resolve) => {
         wake = () => {
           woken = true;
