@@ -15,6 +15,18 @@ const lazy = (path: string[], summary: string, load: () => Promise<Command>): Co
 export const COMMANDS: readonly CommandSpec[] = [
   lazy(['status'], 'the host, its pool and its instances, and what needs attention', async () => (await import('./commands/status')).status),
   lazy(['list'], 'the instances: name, id, status, CPUs, memory', async () => (await import('./commands/status')).list),
+  lazy(['pool', 'init'], 'create the pool of CPUs, memory and devices that instances take from', async () => (await import('./commands/pool')).poolInit),
+  lazy(['pool', 'grow'], 'add host CPUs, memory or devices to the pool', async () => (await import('./commands/pool')).poolGrow),
+  lazy(['pool', 'shrink'], 'give free CPUs, memory or devices back to the host', async () => (await import('./commands/pool')).poolShrink),
+  lazy(['pool', 'teardown'], 'give the whole pool back to the host', async () => (await import('./commands/pool')).poolTeardown),
+  lazy(['create'], 'create an instance from free pool CPUs, memory and devices', async () => (await import('./commands/lifecycle')).create),
+  lazy(['update'], "change an instance's CPUs, memory or devices, live when it runs", async () => (await import('./commands/lifecycle')).update),
+  lazy(['load'], 'load a kernel (and initramfs) into an instance', async () => (await import('./commands/lifecycle')).load),
+  lazy(['start'], 'boot the loaded kernel of an instance', async () => (await import('./commands/lifecycle')).start),
+  lazy(['stop'], 'halt a running instance (gracefully, or --force)', async () => (await import('./commands/lifecycle')).stop),
+  lazy(['restart'], 'stop an instance if it runs, and start it again', async () => (await import('./commands/lifecycle')).restart),
+  lazy(['unload'], 'free the loaded kernel of a stopped instance', async () => (await import('./commands/lifecycle')).unload),
+  lazy(['delete'], 'remove an instance; its resources go back to the pool', async () => (await import('./commands/lifecycle')).del),
   lazy(['selftest'], 'take one instance through its whole life and show what the kernel says', async () => (await import('./commands/selftest')).selftest),
   lazy(['qemu', 'run'], 'boot a kernel under QEMU (TCG) and run one command inside', async () => (await import('./commands/qemu-run')).qemuRun),
 ];
@@ -109,7 +121,14 @@ export async function runProcess(proc: NodeJS.Process = process): Promise<number
   }
 }
 
-/* c8 ignore next 3 */
+/* c8 ignore start */
 if (require.main === module) {
-  void runProcess().then((code) => { process.exitCode = code; });
+  void runProcess().then((code) => {
+    process.exitCode = code;
+    // Interrupted, the command has cleaned up what it could; a kernel call it gave up waiting for
+    // (a graceful halt waits up to 30 s in the kernel, on a thread of its own) must not keep the
+    // shell waiting too.
+    if (code === EXIT.interrupted || code === 128 + 15) process.exit(code);
+  });
 }
+/* c8 ignore stop */
