@@ -123,12 +123,10 @@ export async function runProcess(proc: NodeJS.Process = process): Promise<number
 
 /* c8 ignore start */
 if (require.main === module) {
-  void runProcess().then((code) => {
-    process.exitCode = code;
-    // Interrupted, the command has cleaned up what it could; a kernel call it gave up waiting for
-    // (a graceful halt waits up to 30 s in the kernel, on a thread of its own) must not keep the
-    // shell waiting too.
-    if (code === EXIT.interrupted || code === 128 + 15) process.exit(code);
-  });
+  // mkctl is done when its command is: a kernel call the command gave up waiting for (a graceful
+  // halt, interrupted or followed by a forced one, waits up to 30 s in the kernel on a thread of
+  // its own) must not keep the shell waiting. Output is written: stdout and stderr are
+  // synchronous on Linux for files, pipes and terminals.
+  void runProcess().then((code) => process.exit(code));
 }
 /* c8 ignore stop */

@@ -10,9 +10,9 @@ import { formatCpuList } from '../../kernfs';
 import { formatBytes } from '../../units';
 import { type CliIo, type Command, EXIT, UsageError } from '../command';
 import {
+  backend,
   HOST_OPTIONS,
   HOST_OPTIONS_HELP,
-  type HostContext,
   type HostValues,
   jsonDocument,
   parseCpuRequest,
@@ -35,7 +35,8 @@ Creates an instance from free pool resources, in one transaction (status "ready"
 kernel granted is read back; if anything is missing, the instance is removed again.
 
 options:
-  --cpus N|LIST        N free pool CPUs, or physical ids such as 2-3
+  --cpus N|LIST        N free pool CPUs, or physical ids such as 2-3 (one id: 2-2, since a
+                       lone number is a count)
   --memory SIZE        e.g. 256M, 1G (whole 4 KiB pages)
   --id N               the kernel id 1..2047 (also the vsock CID); default the lowest free one
   --numa-node N        take the memory from NUMA node N (and prefer its CPUs)
@@ -52,7 +53,7 @@ the target: --cpus 3 grows or shrinks to three CPUs, --devices "" gives every de
 A running instance's memory changes in steps of 128 MiB; memory is given back in whole regions.
 
 options:
-  --cpus N|LIST        N CPUs, or exactly these physical ids
+  --cpus N|LIST        N CPUs, or exactly these physical ids (one id: 2-2)
   --memory SIZE        the new total, e.g. 512M
   --devices PCI,...    the full list of PCI devices it should hold
 ${HOST_OPTIONS_HELP}
@@ -119,10 +120,10 @@ function wholeNumber(option: string, text: string | undefined): number | undefin
   return Number(text);
 }
 
-function stopOptions(values: Values, signal: AbortSignal): { force: boolean; timeoutMs?: number; signal: AbortSignal } {
+function stopOptions(values: Values, io: CliIo): { force: boolean; timeoutMs?: number; signal: AbortSignal } {
   const timeout = values.timeout as string | undefined;
   if (timeout !== undefined && !/^\d+(\.\d+)?$/.test(timeout)) throw new UsageError(`--timeout takes seconds, e.g. 10 or 0.5, got ${JSON.stringify(timeout)}`);
-  return { force: values.force === true, ...(timeout !== undefined ? { timeoutMs: Math.round(Number(timeout) * 1000) } : {}), signal };
+  return { force: values.force === true, ...(timeout !== undefined ? { timeoutMs: Math.round(Number(timeout) * 1000) } : {}), signal: io.signal };
 }
 
 /** "web (id 1)" */
@@ -131,7 +132,7 @@ const named = (i: { name: string; id: number }): string => `${i.name} (id ${i.id
 /** "2 CPUs (3-4), 512 MiB" */
 function resources(info: InstanceInfo): string {
   const n = info.cpus.length;
-  return `${n} CPU${n === 1 ? '' : 's'}${n > 0 ? ` (${formatCpuList(info.cpus)})` : ''}, ${formatBytes(info.memoryBytes)}${
+  return `${n} CPU${n === 1 ? '' : 's'} (${formatCpuList(info.cpus)}), ${formatBytes(info.memoryBytes)}${
     info.devices.length > 0 ? `, ${info.devices.length} device${info.devices.length === 1 ? '' : 's'}` : ''
   }`;
 }
@@ -144,13 +145,17 @@ async function done(io: CliIo, values: Values, action: string, instance: Instanc
   return EXIT.ok;
 }
 
-/** A command on one existing instance, NAME its only positional. */
-function onInstance(
+/**
+ * A command on one existing instance, NAME its only positional: `prepare` checks the options
+ * before the host is opened (a usage error comes first), `act` makes the call.
+ */
+function onInstance<T>(
   verb: string,
   summary: string,
   help: string,
   options: Record<string, { type: 'string' | 'boolean' }>,
-  act: (instance: Instance, values: Values, io: CliIo, ctx: HostContext) => Promise<number>,
+  prepare: (values: Values, io: CliIo) => T | Promise<T>,
+  act: (instance: Instance, prepared: T, values: Values, io: CliIo) => Promise<number>,
 ): Command {
   return {
     path: [verb],
@@ -158,10 +163,13 @@ function onInstance(
     help,
     async run(args: string[], io: CliIo): Promise<number> {
       const { values, args: [name] } = parse(args, ['NAME'], options);
-      return withHost(values, io, async (ctx) => act(await ctx.host.instance(name!), values, io, ctx));
+      const prepared = await prepare(values, io);
+      return withHost(values, io, async ({ host }) => act(await host.instance(name!), prepared, values, io));
     },
   };
 }
+
+const nothing = (): undefined => undefined;
 
 export const create: Command = {
   path: ['create'],
@@ -201,7 +209,7 @@ export const update = onInstance(
   'change an instance\'s CPUs, memory or devices, live when it runs',
   UPDATE_HELP,
   { cpus: { type: 'string' }, memory: { type: 'string' }, devices: { type: 'string' } },
-  async (instance, values, io) => {
+  async (values) => {
     const { cpus, memory, devices } = values as { cpus?: string; memory?: string; devices?: string };
     const change: InstanceUpdate = {
       ...(cpus !== undefined ? { cpus: parseCpuRequest(cpus) } : {}),
@@ -209,6 +217,9 @@ export const update = onInstance(
       ...(devices !== undefined ? { devices: parseDeviceList(devices) } : {}),
     };
     if (Object.keys(change).length === 0) throw new UsageError('nothing to change: give --cpus, --memory or --devices');
+    return change;
+  },
+  async (instance, change, values, io) => {
     await instance.update(change, { signal: io.signal });
     return done(io, values, 'update', instance, (info) => `updated ${named(info)}: ${resources(info)}`);
   },
@@ -226,17 +237,13 @@ export const load: Command = {
     });
     const initrd = values.initrd as string | undefined;
     const cmdline = values.cmdline as string | undefined;
-    return withHost(values, io, async ({ host, backend }) => {
-      let image: string | Uint8Array;
-      if (kernel === PLACEHOLDER_KERNEL) {
-        if (backend.kind !== 'simulated') {
-          throw new UsageError(`"${PLACEHOLDER_KERNEL}" stands for a kernel on the simulated host only: give the path of a kernel image (a file of that name: ./${PLACEHOLDER_KERNEL})`);
-        }
-        const { placeholderImage } = await import('../../image');
-        image = placeholderImage((await host.topology()).arch === 'arm64' ? 'arm64' : 'x86_64');
-      } else {
-        image = path.resolve(io.cwd, kernel!);
-      }
+    // checked before the host is opened: on a host without the multikernel kernel it would say that first
+    if (kernel === PLACEHOLDER_KERNEL && backend(values, io).kind !== 'simulated') {
+      throw new UsageError(`"${PLACEHOLDER_KERNEL}" stands for a kernel on the simulated host only: give the path of a kernel image (a file of that name: ./${PLACEHOLDER_KERNEL})`);
+    }
+    // mkctl's simulated host is always an x86_64 one (SimulatedSystem's default), and boots nothing
+    const image = kernel === PLACEHOLDER_KERNEL ? (await import('../../image')).placeholderImage() : path.resolve(io.cwd, kernel!);
+    return withHost(values, io, async ({ host }) => {
       const instance = await host.instance(name!);
       await withProgress(io, `loading ${typeof image === 'string' ? image : 'a placeholder kernel'} into ${name}`, () =>
         instance.load(image, {
@@ -252,31 +259,29 @@ export const load: Command = {
   },
 };
 
-export const start = onInstance('start', 'boot the loaded kernel of an instance', START_HELP, {}, async (instance, values, io) => {
+export const start = onInstance('start', 'boot the loaded kernel of an instance', START_HELP, {}, nothing, async (instance, _, values, io) => {
   await instance.start({ signal: io.signal });
   return done(io, values, 'start', instance, (info) => `started ${named(info)}`);
 });
 
 const STOP_OPTIONS = { force: { type: 'boolean' }, timeout: { type: 'string' } } as const;
 
-export const stop = onInstance('stop', 'halt a running instance (gracefully, or --force)', STOP_HELP, STOP_OPTIONS, async (instance, values, io) => {
-  const options = stopOptions(values, io.signal);
+export const stop = onInstance('stop', 'halt a running instance (gracefully, or --force)', STOP_HELP, STOP_OPTIONS, stopOptions, async (instance, options, values, io) => {
   const { how } = await withProgress(io, `stopping ${named(instance)}`, () => instance.stop(options));
   return done(io, values, 'stop', instance, (info) => `stopped ${named(info)}${how === 'forced' ? ' by force' : ''}`, { how });
 });
 
-export const restart = onInstance('restart', 'stop an instance if it runs, and start it again', RESTART_HELP, STOP_OPTIONS, async (instance, values, io) => {
-  const options = stopOptions(values, io.signal);
+export const restart = onInstance('restart', 'stop an instance if it runs, and start it again', RESTART_HELP, STOP_OPTIONS, stopOptions, async (instance, options, values, io) => {
   const stopped = await withProgress(io, `restarting ${named(instance)}`, () => instance.restart(options));
   return done(io, values, 'restart', instance, (info) => `restarted ${named(info)}${stopped?.how === 'forced' ? ' (stopped by force)' : ''}`, { how: stopped?.how ?? null });
 });
 
-export const unload = onInstance('unload', 'free the loaded kernel of a stopped instance', UNLOAD_HELP, {}, async (instance, values, io) => {
+export const unload = onInstance('unload', 'free the loaded kernel of a stopped instance', UNLOAD_HELP, {}, nothing, async (instance, _, values, io) => {
   await instance.unload({ signal: io.signal });
   return done(io, values, 'unload', instance, (info) => `unloaded ${named(info)}`);
 });
 
-export const del = onInstance('delete', 'remove an instance; its resources go back to the pool', DELETE_HELP, { force: { type: 'boolean' } }, async (instance, values, io) => {
+export const del = onInstance('delete', 'remove an instance; its resources go back to the pool', DELETE_HELP, { force: { type: 'boolean' } }, nothing, async (instance, _, values, io) => {
   await withProgress(io, `deleting ${named(instance)}`, () => instance.delete({ force: values.force === true, signal: io.signal }));
   const gone = { name: instance.name, id: instance.id };
   if (values.json) io.stdout.write(jsonDocument({ action: 'delete', instance: gone }));

@@ -23,6 +23,7 @@ exists (grow or shrink it, or tear it down first).
 
 options:
   --cpus N|LIST        N host CPUs (chosen by the library), or physical ids such as 2-5,8
+                       (one id: 2-2, since a lone number is a count)
   --memory SIZE        e.g. 1G, 512M; SIZE@NODE takes it from a NUMA node, and a list such as
                        1G@0,1G@1 takes some from each
   --devices PCI,...    PCI addresses of host devices, e.g. 0000:00:04.0
@@ -35,7 +36,7 @@ const GROW_HELP = `usage: mkctl pool grow [--cpus N|LIST] [--memory SIZE[@NODE][
 Adds host CPUs, memory and PCI devices to the pool, in one transaction.
 
 options:
-  --cpus N|LIST        N more host CPUs, or physical ids such as 6-7
+  --cpus N|LIST        N more host CPUs, or physical ids such as 6-7 (one id: 6-6)
   --memory SIZE        e.g. 512M; SIZE@NODE or a list such as 512M@0,512M@1 as for pool init
   --devices PCI,...    PCI addresses of host devices
 ${HOST_OPTIONS_HELP}
@@ -48,7 +49,8 @@ Gives free CPUs, free memory and free devices back to the host, in one transacti
 removes memory in whole chunks only (as mkctl status --json lists them).
 
 options:
-  --cpus N|LIST        N free CPUs (the last ones), or free physical ids such as 6-7
+  --cpus N|LIST        N free CPUs (the last ones), or free physical ids such as 6-7 (one
+                       id: 6-6, since a lone number is a count)
   --memory SIZE        unused chunks that add up to exactly SIZE (newest first)
   --chunks BASE,...    the unused chunks at these bases (0x... or decimal)
   --devices PCI,...    free PCI devices
