@@ -163,6 +163,9 @@ t.test('usage errors (exit 2) before the host is touched', async (t) => {
     [['pool', 'shrink', '--memory', '1G', '--chunks', '0x1000'], /--memory and --chunks exclude each other/],
     [['pool', 'shrink', '--chunks', '0x10,zz'], /--chunks: "zz" is not a chunk base/],
     [['pool', 'teardown', '--nope'], /Unknown option '--nope'/],
+    [['pool', 'grow', '--cpus', '0'], /--cpus takes a count of at least 1 or a list such as 2-5,8, got "0"/],
+    [['pool', 'grow', '--cpus', '5-2'], /--cpus: the range 5-2 runs backwards/],
+    [['pool', 'grow', '--cpus', '2,1-3'], /--cpus: "2,1-3" names a CPU twice/],
     [['create'], /missing NAME/],
     [['create', 'a', '--memory', '128M'], /create needs --cpus and --memory/],
     [['create', 'a', '--cpus', '1', '--memory', '128M', '--id', 'one'], /--id takes a whole number, got "one"/],
@@ -182,8 +185,11 @@ t.test('usage errors (exit 2) before the host is touched', async (t) => {
     t.match(r.stderr, message, args.join(' '));
     t.match(r.stderr, new RegExp(`\\(see mkctl ${args[0] === 'pool' ? `pool ${args[1]}` : args[0]} --help\\)\\n$`));
   }
+  let r = await inProcess(['pool', 'teardown'], { ...sim.env, MULTIKERNEL_BACKEND: 'qemu' });
+  t.equal(r.code, 2);
+  t.match(r.stderr, /^mkctl pool teardown: MULTIKERNEL_BACKEND must be "simulated" or "linux", got "qemu"\n/);
   // "placeholder" is no kernel on a real host: refused before the host is opened
-  const r = await inProcess(['load', 'web', 'placeholder', '--json'], { ...sim.env, MULTIKERNEL_BACKEND: 'linux' });
+  r = await inProcess(['load', 'web', 'placeholder', '--json'], { ...sim.env, MULTIKERNEL_BACKEND: 'linux' });
   t.equal(r.code, 2);
   t.match(r.json(), { error: { code: 'ERR_MK_USAGE', message: /"placeholder" stands for a kernel on the simulated host only.*\.\/placeholder/ } });
 });
@@ -256,6 +262,19 @@ t.test('options: NUMA memory, chunks by base, exact CPUs and devices, ids, initr
   r = await run('delete', 'db', '--force');
   t.equal(r.code, 0, r.stderr);
   t.equal(r.stdout, 'deleted db (id 7)\n', 'stopped and unloaded first');
+});
+
+t.test('the simulated host chosen by option: --simulate (under $XDG_STATE_HOME), --state-dir, --lock', async (t) => {
+  const sim = simulatedHost();
+  t.teardown(sim.cleanup);
+  const env = { NO_COLOR: '1', XDG_STATE_HOME: path.join(sim.dir, 'state') };
+  let r = await inProcess(['pool', 'init', '--cpus', '1', '--memory', '128M', '--simulate', '--lock', '/run/mkctl-test.lock'], env);
+  t.equal(r.code, 0, r.stderr);
+  t.ok(fs.existsSync(path.join(sim.dir, 'state', 'multikernel', 'simulated')), 'the default state directory');
+  r = await inProcess(['pool', 'init', '--cpus', '1', '--memory', '128M', '--state-dir', path.join(sim.dir, 'other'), '--json'], env);
+  t.match(r.json(), { action: 'init', pool: { exists: true } }, 'another host');
+  r = await inProcess(['pool', 'teardown', '--simulate'], env);
+  t.match(r.stdout, NO_POOL);
 });
 
 t.test('progress on a terminal only, erased when the step ends', async (t) => {
