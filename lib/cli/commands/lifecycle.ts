@@ -26,8 +26,11 @@ import {
 /** The KERNEL word that loads a placeholder image, on the simulated host only. */
 export const PLACEHOLDER_KERNEL = 'placeholder';
 
-const INSTANCE_JSON = `"instance": {"name", "id", "status", "cpus": [physical ids], "memoryBytes", "memory": [{"base",
-"size"}], "devices": [...], "image"?: {...}}; byte counts and bases are decimal strings`;
+/** The --json line of a command whose document carries the instance after the action. */
+const instanceJson = (action: string, extra = '', note = ''): string => `--json: {"version": 1, "action": "${action}", ${extra}"instance": INSTANCE}
+INSTANCE: {"name", "id", "status", "cpus": [physical ids], "memoryBytes", "memory": [{"base",
+"size"}], "devices": [...], "image"?: {...}}, as the kernel shows it after the action; byte
+counts and bases are decimal strings.${note}`;
 
 const CREATE_HELP = `usage: mkctl create NAME --cpus N|LIST --memory SIZE [--id N] [--numa-node N] [--devices PCI,...] [options]
 
@@ -41,8 +44,9 @@ options:
   --id N               the kernel id 1..2047 (also the vsock CID); default the lowest free one
   --numa-node N        take the memory from NUMA node N (and prefer its CPUs)
   --devices PCI,...    free pool PCI devices, e.g. 0000:00:04.0
+
 ${HOST_OPTIONS_HELP}
---json: {"version": 1, "action": "create", ${INSTANCE_JSON}.
+${instanceJson('create')}
 `;
 
 const UPDATE_HELP = `usage: mkctl update NAME [--cpus N|LIST] [--memory SIZE] [--devices PCI,...] [options]
@@ -56,8 +60,9 @@ options:
   --cpus N|LIST        N CPUs, or exactly these physical ids (one id: 2-2)
   --memory SIZE        the new total, e.g. 512M
   --devices PCI,...    the full list of PCI devices it should hold
+
 ${HOST_OPTIONS_HELP}
---json: {"version": 1, "action": "update", ${INSTANCE_JSON}.
+${instanceJson('update')}
 `;
 
 const LOAD_HELP = `usage: mkctl load NAME KERNEL [--initrd PATH] [--cmdline TEXT] [--trust-files] [options]
@@ -72,8 +77,9 @@ options:
   --cmdline TEXT       the kernel command line (default "console=mktty0")
   --trust-files        as root, load files a non-root user could have written (refused by
                        default: whatever they hold runs with the machine's memory)
+
 ${HOST_OPTIONS_HELP}
---json: {"version": 1, "action": "load", "kernel": path | "${PLACEHOLDER_KERNEL}", ${INSTANCE_JSON}.
+${instanceJson('load', `"kernel": path | "${PLACEHOLDER_KERNEL}", `)}
 `;
 
 const simpleHelp = (verb: string, what: string, extra = ''): string => `usage: mkctl ${verb} NAME${extra === '' ? '' : ` ${extra.split('\n')[0]}`} [options]
@@ -81,9 +87,11 @@ const simpleHelp = (verb: string, what: string, extra = ''): string => `usage: m
 ${what}
 ${extra === '' ? '' : `\noptions:\n${extra.split('\n').slice(1).join('\n')}\n`}
 ${HOST_OPTIONS_HELP}
---json: {"version": 1, "action": "${verb}", ${verb === 'delete' ? '"instance": {"name", "id"}' : INSTANCE_JSON}${
-  verb === 'stop' || verb === 'restart' ? `,\n"how": "graceful" | "forced"${verb === 'restart' ? ' | null (it was not running)' : ''}` : ''
-}.
+${
+  verb === 'delete'
+    ? '--json: {"version": 1, "action": "delete", "instance": {"name", "id"}}'
+    : instanceJson(verb, verb === 'stop' ? '"how": "graceful" | "forced", ' : verb === 'restart' ? '"how": "graceful" | "forced" | null, ' : '', verb === 'restart' ? ' "how" is null when it was not running.' : '')
+}
 `;
 
 const STOP_OPTIONS_HELP = `[--force] [--timeout SEC]

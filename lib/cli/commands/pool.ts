@@ -27,6 +27,7 @@ options:
   --memory SIZE        e.g. 1G, 512M; SIZE@NODE takes it from a NUMA node, and a list such as
                        1G@0,1G@1 takes some from each
   --devices PCI,...    PCI addresses of host devices, e.g. 0000:00:04.0
+
 ${HOST_OPTIONS_HELP}
 ${JSON_SHAPE}
 `;
@@ -39,6 +40,7 @@ options:
   --cpus N|LIST        N more host CPUs, or physical ids such as 6-7 (one id: 6-6)
   --memory SIZE        e.g. 512M; SIZE@NODE or a list such as 512M@0,512M@1 as for pool init
   --devices PCI,...    PCI addresses of host devices
+
 ${HOST_OPTIONS_HELP}
 ${JSON_SHAPE}
 `;
@@ -54,6 +56,7 @@ options:
   --memory SIZE        unused chunks that add up to exactly SIZE (newest first)
   --chunks BASE,...    the unused chunks at these bases (0x... or decimal)
   --devices PCI,...    free PCI devices
+
 ${HOST_OPTIONS_HELP}
 ${JSON_SHAPE}
 `;
