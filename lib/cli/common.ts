@@ -155,3 +155,30 @@ export function table(rows: readonly (readonly string[])[]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
 }
+
+/**
+ * A progress line for a step that takes seconds (loading an image, waiting for a state), drawn on
+ * a terminal only and erased when the step ends, so that only the result line stays; nothing at
+ * all when stdout is a pipe or a file.
+ */
+export async function withProgress<T>(io: CliIo, text: string, step: () => Promise<T>): Promise<T> {
+  if (io.stdout.isTTY !== true) return step();
+  io.stdout.write(`${text}…`);
+  try {
+    return await step();
+  } finally {
+    io.stdout.write('\r\u001b[K');
+  }
+}
+
+/** "0000:00:04.0,0000:00:05.0" → the addresses; "" → none (the library checks their form). */
+export function parseDeviceList(text: string): string[] {
+  return text.split(',').map((d) => d.trim()).filter((d) => d !== '');
+}
+
+/** A whole command line's positionals: exactly `names`, or a usage error saying what is missing or extra. */
+export function positionalArgs(positionals: readonly string[], names: readonly string[]): string[] {
+  if (positionals.length < names.length) throw new UsageError(`missing ${names.slice(positionals.length).join(' ')}`);
+  if (positionals.length > names.length) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[names.length])}`);
+  return [...positionals];
+}

@@ -63,7 +63,12 @@ t.test('top level: usage, help, unknown commands', async (t) => {
   o = io();
   t.equal(await main(['frobnicate', '--x', 'now'], o), EXIT.usage);
   t.match(o.stderr.text, 'unknown command "frobnicate now"');
-  t.same(COMMANDS.map((c) => c.path.join(' ')), ['status', 'list', 'demo', 'selftest', 'completion', 'qemu run']);
+  t.same(COMMANDS.map((c) => c.path.join(' ')), [
+    'status', 'list',
+    'pool init', 'pool grow', 'pool shrink', 'pool teardown',
+    'create', 'update', 'load', 'start', 'stop', 'restart', 'unload', 'delete',
+    'demo', 'selftest', 'completion', 'qemu run',
+  ]);
 });
 
 t.test('the longest command path wins; errors map to exit codes', async (t) => {
