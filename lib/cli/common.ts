@@ -112,17 +112,23 @@ export function styles(io: CliIo): Styles {
   return { bold: wrap(1), dim: wrap(2), red: wrap(31), green: wrap(32), yellow: wrap(33) };
 }
 
+/** The CPU options of commands that take CPUs: physical ids, or a count (as kerf's --cpus and --cpu-count). */
+export const CPU_OPTIONS = {
+  cpus: { type: 'string' },
+  'cpu-count': { type: 'string' },
+} as const;
+
 /**
- * A CPU request as operators write it: a count ("4"), or physical ids as a list with ranges
- * ("2-5,8"). Whole numbers only; ids may not repeat.
+ * A CPU request as operators write it, as kerf takes it: `--cpus 2-5,8` names physical ids (one
+ * id alone is one CPU: `--cpus 4`), `--cpu-count 4` asks for four; one of them, or neither.
  */
-export function parseCpuRequest(text: string, what = '--cpus'): number | { physical: number[] } {
-  if (/^\d+$/.test(text)) {
-    const n = Number(text);
-    if (n < 1) throw new UsageError(`${what} takes a count of at least 1 or a list such as 2-5,8, got ${JSON.stringify(text)}`);
-    return n;
-  }
-  return { physical: parseCpuList(text, what) };
+export function cpuRequest(values: { cpus?: string; 'cpu-count'?: string }): number | { physical: number[] } | undefined {
+  const { cpus, 'cpu-count': count } = values;
+  if (cpus !== undefined && count !== undefined) throw new UsageError('--cpus and --cpu-count exclude each other: give physical ids, or a count');
+  if (cpus !== undefined) return { physical: parseCpuList(cpus) };
+  if (count === undefined) return undefined;
+  if (!/^\d+$/.test(count) || Number(count) < 1) throw new UsageError(`--cpu-count takes a whole number of at least 1, got ${JSON.stringify(count)}`);
+  return Number(count);
 }
 
 /** "2-5,8" → [2, 3, 4, 5, 8] (as the kernel's cpulist format). */

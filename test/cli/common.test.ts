@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { CliIo } from '../../lib/cli/command';
 import { UsageError } from '../../lib/cli/command';
-import { backend, parseCpuList, parseCpuRequest, parseSize, styles, table } from '../../lib/cli/common';
+import { backend, cpuRequest, parseCpuList, parseSize, styles, table } from '../../lib/cli/common';
 import { printStatus } from '../../lib/cli/commands/status';
 import { Host } from '../../lib';
 import { SimulatedSystem, placeholderImage } from '../../lib/simulated';
@@ -28,10 +28,14 @@ t.test('backend: options and environment', async (t) => {
 });
 
 t.test('parsers, tables and colours', async (t) => {
-  t.equal(parseCpuRequest('4'), 4);
-  t.same(parseCpuRequest('2-5,8'), { physical: [2, 3, 4, 5, 8] });
+  t.equal(cpuRequest({ 'cpu-count': '4' }), 4);
+  t.same(cpuRequest({ cpus: '4' }), { physical: [4] }, 'one id, as kerf reads --cpus 4');
+  t.same(cpuRequest({ cpus: '2-5,8' }), { physical: [2, 3, 4, 5, 8] });
+  t.equal(cpuRequest({}), undefined);
   t.same(parseCpuList(' 1 , 3-3'), [1, 3]);
-  for (const bad of ['0', 'a', '5-2', '1,1', '1-2,2', '-1', '']) t.throws(() => parseCpuRequest(bad), UsageError, JSON.stringify(bad));
+  for (const bad of ['a', '5-2', '1,1', '1-2,2', '-1', '']) t.throws(() => cpuRequest({ cpus: bad }), UsageError, JSON.stringify(bad));
+  for (const bad of ['0', 'x', '1.5']) t.throws(() => cpuRequest({ 'cpu-count': bad }), UsageError, JSON.stringify(bad));
+  t.throws(() => cpuRequest({ cpus: '1', 'cpu-count': '1' }), UsageError);
   t.equal(await parseSize('512M', '--memory'), 512n << 20n);
   await t.rejects(parseSize('lots', '--memory'), UsageError);
   t.equal(table([['A', 'BB'], ['ccc', 'd']]), 'A    BB\nccc  d\n');

@@ -20,17 +20,17 @@ const NO_POOL = /^pool torn down: no pool \(every CPU, all memory and every devi
 /** The whole life of one instance, with the pool around it; each step's text line and --json document. */
 const JOURNEY: Step[] = [
   {
-    args: ['pool', 'init', '--cpus', '2', '--memory', '1G'],
+    args: ['pool', 'init', '--cpu-count', '2', '--memory', '1G'],
     text: new RegExp(`^pool created: 2 CPUs \\(${CPUS}, 2 free\\) · 1 GiB \\(1 GiB free\\)\\n$`),
     json: { action: 'init', pool: { exists: true, memoryBytes: String(1 << 30), freeCpus: [Number, Number], devices: [] } },
   },
   {
-    args: ['pool', 'grow', '--cpus', '1', '--memory', '512M', '--devices', '0000:00:04.0'],
+    args: ['pool', 'grow', '--cpu-count', '1', '--memory', '512M', '--devices', '0000:00:04.0'],
     text: new RegExp(`^pool grown: 3 CPUs \\(${CPUS}, 3 free\\) · 1536 MiB \\(1536 MiB free\\) · 1 device free\\n$`),
     json: { action: 'grow', pool: { memoryBytes: String(1536 << 20), devices: [{ pciId: '0000:00:04.0' }] } },
   },
   {
-    args: ['create', 'web', '--cpus', '2', '--memory', '256M', '--devices', '0000:00:04.0'],
+    args: ['create', 'web', '--cpu-count', '2', '--memory', '256M', '--devices', '0000:00:04.0'],
     text: new RegExp(`^created web \\(id 1\\): 2 CPUs \\(${CPUS}\\), 256 MiB, 1 device\\n$`),
     json: { action: 'create', instance: { name: 'web', id: 1, status: 'ready', memoryBytes: String(256 << 20), devices: [{ pciId: '0000:00:04.0' }] } },
   },
@@ -41,7 +41,7 @@ const JOURNEY: Step[] = [
   },
   { args: ['start', 'web'], text: /^started web \(id 1\)\n$/, json: { action: 'start', instance: { name: 'web', status: 'active' } } },
   {
-    args: ['update', 'web', '--cpus', '1', '--memory', '384M'],
+    args: ['update', 'web', '--cpu-count', '1', '--memory', '384M'],
     text: new RegExp(`^updated web \\(id 1\\): 1 CPU \\(\\d+\\), 384 MiB, 1 device\\n$`),
     json: { action: 'update', instance: { status: 'active', cpus: [Number], memoryBytes: String(384 << 20) } },
   },
@@ -56,7 +56,7 @@ const JOURNEY: Step[] = [
   { args: ['unload', 'web'], text: /^unloaded web \(id 1\)\n$/, json: { action: 'unload', instance: { status: 'ready' } } },
   { args: ['delete', 'web'], text: /^deleted web \(id 1\)\n$/, json: { action: 'delete', instance: { name: 'web', id: 1 } } },
   {
-    args: ['pool', 'shrink', '--cpus', '1', '--memory', '512M', '--devices', '0000:00:04.0'],
+    args: ['pool', 'shrink', '--cpu-count', '1', '--memory', '512M', '--devices', '0000:00:04.0'],
     text: new RegExp(`^pool shrunk: 2 CPUs \\(${CPUS}, 2 free\\) · 1 GiB \\(1 GiB free\\)\\n$`),
     json: { action: 'shrink', pool: { memoryBytes: String(1 << 30), devices: [] } },
   },
@@ -87,7 +87,7 @@ t.test('the journey in this process, --json', (t) => journey(t, inProcess, true)
 async function hostWithWeb(t: Test, steps: string[][] = []) {
   const sim = simulatedHost();
   t.teardown(sim.cleanup);
-  for (const args of [['pool', 'init', '--cpus', '3', '--memory', '1G', '--devices', '0000:00:04.0,0000:00:05.0'], ['create', 'web', '--cpus', '1', '--memory', '256M'], ...steps]) {
+  for (const args of [['pool', 'init', '--cpu-count', '3', '--memory', '1G', '--devices', '0000:00:04.0,0000:00:05.0'], ['create', 'web', '--cpu-count', '1', '--memory', '256M'], ...steps]) {
     const r = await inProcess(args, sim.env);
     t.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
   }
@@ -103,10 +103,10 @@ async function hang(sim: { env: Record<string, string> }, id = 1): Promise<void>
 }
 
 t.test('errors as real processes: usage (2), kernel (1), Ctrl-C (130)', async (t) => {
-  const sim = await hostWithWeb(t, [['load', 'web', 'placeholder'], ['start', 'web'], ['create', 'db', '--cpus', '1', '--memory', '128M']]);
-  let r = await spawnMkctl(['create', 'x', '--cpus', '1'], sim.env);
+  const sim = await hostWithWeb(t, [['load', 'web', 'placeholder'], ['start', 'web'], ['create', 'db', '--cpu-count', '1', '--memory', '128M']]);
+  let r = await spawnMkctl(['create', 'x', '--cpu-count', '1'], sim.env);
   t.equal(r.code, 2);
-  t.equal(r.stderr, 'mkctl create: create needs --cpus and --memory\n(see mkctl create --help)\n');
+  t.equal(r.stderr, 'mkctl create: create needs CPUs (--cpus IDS or --cpu-count N) and --memory\n(see mkctl create --help)\n');
   r = await spawnMkctl(['pool', 'grow', '--memory', '1X', '--json'], sim.env);
   t.equal(r.code, 2);
   t.match(r.json(), { version: 1, error: { code: 'ERR_MK_USAGE', exitCode: 2, message: /--memory must look like 4096, 512M or 2G/ } });
@@ -153,31 +153,33 @@ t.test('--help of every command: usage, options, the --json shape', async (t) =>
 t.test('usage errors (exit 2) before the host is touched', async (t) => {
   const sim = await hostWithWeb(t);
   const cases: [string[], RegExp][] = [
-    [['pool', 'init', '--cpus', '1'], /pool init needs --cpus and --memory/],
+    [['pool', 'init', '--cpu-count', '1'], /pool init needs CPUs \(--cpus IDS or --cpu-count N\) and --memory/],
     [['pool', 'init', '--cpus', 'x', '--memory', '1G'], /--cpus: "x" is not a CPU list/],
-    [['pool', 'init', '--cpus', '1', '--memory', '1G@x'], /--memory: "1G@x" is not SIZE@NODE/],
-    [['pool', 'init', '--cpus', '1', '--memory', '1G@0,1G'], /--memory: "1G" is not SIZE@NODE/],
-    [['pool', 'init', '--cpus', '1', '--memory', '1G', 'extra'], /unexpected argument "extra"/],
-    [['pool', 'grow'], /nothing to add: give --cpus, --memory or --devices/],
+    [['pool', 'init', '--cpu-count', '1', '--memory', '1G@x'], /--memory: "1G@x" is not SIZE@NODE/],
+    [['pool', 'init', '--cpu-count', '1', '--memory', '1G@0,1G'], /--memory: "1G" is not SIZE@NODE/],
+    [['pool', 'init', '--cpu-count', '1', '--memory', '1G', 'extra'], /unexpected argument "extra"/],
+    [['pool', 'grow'], /nothing to add: give --cpus, --cpu-count, --memory or --devices/],
     [['pool', 'shrink'], /nothing to give back/],
     [['pool', 'shrink', '--memory', '1G', '--chunks', '0x1000'], /--memory and --chunks exclude each other/],
     [['pool', 'shrink', '--chunks', '0x10,zz'], /--chunks: "zz" is not a chunk base/],
     [['pool', 'teardown', '--nope'], /Unknown option '--nope'/],
-    [['pool', 'grow', '--cpus', '0'], /--cpus takes a count of at least 1 or a list such as 2-5,8, got "0"/],
+    [['pool', 'grow', '--cpu-count', '0'], /--cpu-count takes a whole number of at least 1, got "0"/],
     [['pool', 'grow', '--cpus', '5-2'], /--cpus: the range 5-2 runs backwards/],
     [['pool', 'grow', '--cpus', '2,1-3'], /--cpus: "2,1-3" names a CPU twice/],
     [['create'], /missing NAME/],
-    [['create', 'a', '--memory', '128M'], /create needs --cpus and --memory/],
-    [['create', 'a', '--cpus', '1', '--memory', '128M', '--id', 'one'], /--id takes a whole number, got "one"/],
-    [['create', 'a', '--cpus', '1', '--memory', 'lots'], /--memory must look like/],
-    [['update', 'web'], /nothing to change: give --cpus, --memory or --devices/],
+    [['create', 'a', '--memory', '128M'], /create needs CPUs \(--cpus IDS or --cpu-count N\) and --memory/],
+    [['create', 'a', '--cpus', '2', '--cpu-count', '1', '--memory', '128M'], /--cpus and --cpu-count exclude each other/],
+    [['create', 'a', '--cpu-count', 'two', '--memory', '128M'], /--cpu-count takes a whole number of at least 1, got "two"/],
+    [['create', 'a', '--cpu-count', '1', '--memory', '128M', '--id', 'one'], /--id takes a whole number, got "one"/],
+    [['create', 'a', '--cpu-count', '1', '--memory', 'lots'], /--memory must look like/],
+    [['update', 'web'], /nothing to change: give --cpus, --cpu-count, --memory or --devices/],
     [['load', 'web'], /missing KERNEL/],
     [['load', 'web', 'k', 'extra'], /unexpected argument "extra"/],
     [['stop', 'web', '--timeout', 'soon'], /--timeout takes seconds, e.g. 10 or 0.5, got "soon"/],
     [['stop'], /missing NAME/],
     // the library's own checks of what it is given are usage errors too (ERR_MK_INVALID_SPEC)
     [['pool', 'grow', '--devices', 'eth0'], /"eth0" is not a PCI address/],
-    [['create', 'a', '--cpus', '1', '--memory', '128M', '--id', '4000'], /id must be 1\.\.2047/],
+    [['create', 'a', '--cpu-count', '1', '--memory', '128M', '--id', '4000'], /id must be 1\.\.2047/],
   ];
   for (const [args, message] of cases) {
     const r = await inProcess(args, sim.env);
@@ -197,14 +199,14 @@ t.test('usage errors (exit 2) before the host is touched', async (t) => {
 t.test('kernel and runtime errors (exit 1)', async (t) => {
   const sim = await hostWithWeb(t);
   const cases: [string[], string][] = [
-    [['pool', 'init', '--cpus', '1', '--memory', '128M'], 'ERR_MK_POOL_EXISTS'],
+    [['pool', 'init', '--cpu-count', '1', '--memory', '128M'], 'ERR_MK_POOL_EXISTS'],
     [['pool', 'teardown'], 'ERR_MK_POOL_BUSY'],
     [['pool', 'shrink', '--devices', '0000:00:09.0'], 'ERR_MK_RESOURCES'],
-    [['create', 'web', '--cpus', '1', '--memory', '128M'], 'ERR_MK_INSTANCE_EXISTS'],
+    [['create', 'web', '--cpu-count', '1', '--memory', '128M'], 'ERR_MK_INSTANCE_EXISTS'],
     [['start', 'web'], 'ERR_MK_INSTANCE_NOT_LOADED'],
     [['stop', 'web'], 'ERR_MK_INSTANCE_NOT_ACTIVE'],
     [['unload', 'web'], 'ERR_MK_INSTANCE_NOT_LOADED'],
-    [['update', 'nope', '--cpus', '1'], 'ERR_MK_INSTANCE_NOT_FOUND'],
+    [['update', 'nope', '--cpu-count', '1'], 'ERR_MK_INSTANCE_NOT_FOUND'],
     [['load', 'web', path.join(sim.dir, 'no-such-vmlinux')], 'ERR_MK_IMAGE'],
   ];
   for (const [args, code] of cases) {
@@ -221,20 +223,20 @@ t.test('options: NUMA memory, chunks by base, exact CPUs and devices, ids, initr
   const sim = simulatedHost();
   t.teardown(sim.cleanup);
   const run = (...args: string[]) => inProcess(args, sim.env);
-  let r = await run('pool', 'init', '--cpus', '1', '--memory', '512M@0,256M@1', '--json');
+  let r = await run('pool', 'init', '--cpu-count', '1', '--memory', '512M@0,256M@1', '--json');
   t.equal(r.code, 0, r.stderr);
   const pool = r.json<{ pool: { memory: { base: string; size: string; node?: number }[]; freeCpus: number[] } }>().pool;
   t.match(pool.memory, [{ size: String(512 << 20), node: 0 }, { size: String(256 << 20), node: 1 }]);
-  r = await run('pool', 'shrink', '--cpus', `${pool.freeCpus[0]}-${pool.freeCpus[0]}`, '--json');
+  r = await run('pool', 'shrink', '--cpus', `${pool.freeCpus[0]}`, '--json');
   t.match(r.json(), { action: 'shrink', pool: { cpus: [], memoryBytes: String(768 << 20) } });
-  r = await run('pool', 'shrink', '--cpus', '1');
+  r = await run('pool', 'shrink', '--cpu-count', '1');
   t.equal(r.code, 1, 'no CPU left to give back');
     r = await run('pool', 'shrink', '--chunks', `0x${BigInt(pool.memory[1]!.base).toString(16)}`);
   t.equal(r.stdout, 'pool shrunk: 0 CPUs (none, 0 free) · 512 MiB (512 MiB free)\n', 'a pool may hold memory alone');
-  r = await run('pool', 'grow', '--cpus', '1', '--memory', '512M@1', '--devices', '0000:00:04.0,0000:00:05.0');
+  r = await run('pool', 'grow', '--cpu-count', '1', '--memory', '512M@1', '--devices', '0000:00:04.0,0000:00:05.0');
   t.match(r.stdout, /^pool grown: 1 CPU \(\d+, 1 free\) · 1 GiB \(1 GiB free\) · 2 devices free\n$/);
 
-  r = await run('create', 'db', '--cpus', '1', '--memory', '256M', '--id', '7', '--numa-node', '1', '--devices', '0000:00:04.0,0000:00:05.0', '--json');
+  r = await run('create', 'db', '--cpu-count', '1', '--memory', '256M', '--id', '7', '--numa-node', '1', '--devices', '0000:00:04.0,0000:00:05.0', '--json');
   t.equal(r.code, 0, r.stderr);
   const db = r.json<{ instance: { id: number; cpus: number[]; devices: unknown[] } }>().instance;
   t.equal(db.id, 7);
@@ -268,10 +270,10 @@ t.test('the simulated host chosen by option: --simulate (under $XDG_STATE_HOME),
   const sim = simulatedHost();
   t.teardown(sim.cleanup);
   const env = { NO_COLOR: '1', XDG_STATE_HOME: path.join(sim.dir, 'state') };
-  let r = await inProcess(['pool', 'init', '--cpus', '1', '--memory', '128M', '--simulate', '--lock', '/run/mkctl-test.lock'], env);
+  let r = await inProcess(['pool', 'init', '--cpu-count', '1', '--memory', '128M', '--simulate', '--lock', '/run/mkctl-test.lock'], env);
   t.equal(r.code, 0, r.stderr);
   t.ok(fs.existsSync(path.join(sim.dir, 'state', 'multikernel', 'simulated')), 'the default state directory');
-  r = await inProcess(['pool', 'init', '--cpus', '1', '--memory', '128M', '--state-dir', path.join(sim.dir, 'other'), '--json'], env);
+  r = await inProcess(['pool', 'init', '--cpu-count', '1', '--memory', '128M', '--state-dir', path.join(sim.dir, 'other'), '--json'], env);
   t.match(r.json(), { action: 'init', pool: { exists: true } }, 'another host');
   r = await inProcess(['pool', 'teardown', '--simulate'], env);
   t.match(r.stdout, NO_POOL);
@@ -305,7 +307,7 @@ t.test('Ctrl-C in this process: an aborted signal ends the command with 130', as
   let r = await inProcess(['start', 'web'], sim.env, { signal: controller.signal });
   t.equal(r.code, 130);
   t.equal(r.stderr, 'mkctl start: interrupted\n');
-  r = await inProcess(['pool', 'grow', '--cpus', '1', '--json'], sim.env, { signal: controller.signal });
+  r = await inProcess(['pool', 'grow', '--cpu-count', '1', '--json'], sim.env, { signal: controller.signal });
   t.equal(r.code, 130);
   t.match(r.json(), { error: { code: 'ERR_MK_INTERRUPTED' } });
   r = await inProcess(['list', '--json'], sim.env);

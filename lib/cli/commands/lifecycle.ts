@@ -15,7 +15,8 @@ import {
   HOST_OPTIONS_HELP,
   type HostValues,
   jsonDocument,
-  parseCpuRequest,
+  CPU_OPTIONS,
+  cpuRequest,
   parseDeviceList,
   parseSize,
   positionalArgs,
@@ -32,14 +33,14 @@ INSTANCE: {"name", "id", "status", "cpus": [physical ids], "memoryBytes", "memor
 "size"}], "devices": [...], "image"?: {...}}, as the kernel shows it after the action; byte
 counts and bases are decimal strings.${note}`;
 
-const CREATE_HELP = `usage: mkctl create NAME --cpus N|LIST --memory SIZE [--id N] [--numa-node N] [--devices PCI,...] [options]
+const CREATE_HELP = `usage: mkctl create NAME (--cpus IDS | --cpu-count N) --memory SIZE [--id N] [--numa-node N] [--devices PCI,...] [options]
 
 Creates an instance from free pool resources, in one transaction (status "ready"). What the
 kernel granted is read back; if anything is missing, the instance is removed again.
 
 options:
-  --cpus N|LIST        N free pool CPUs, or physical ids such as 2-3 (one id: 2-2, since a
-                       lone number is a count)
+  --cpus IDS           these free pool CPUs, by physical id: 2-3 or 4 (as kerf's --cpus)
+  --cpu-count N        N free pool CPUs, chosen by the library (as kerf's --cpu-count)
   --memory SIZE        e.g. 256M, 1G (whole 4 KiB pages)
   --id N               the kernel id 1..2047 (also the vsock CID); default the lowest free one
   --numa-node N        take the memory from NUMA node N (and prefer its CPUs)
@@ -49,15 +50,16 @@ ${HOST_OPTIONS_HELP}
 ${instanceJson('create')}
 `;
 
-const UPDATE_HELP = `usage: mkctl update NAME [--cpus N|LIST] [--memory SIZE] [--devices PCI,...] [options]
+const UPDATE_HELP = `usage: mkctl update NAME [--cpus IDS | --cpu-count N] [--memory SIZE] [--devices PCI,...] [options]
 
 Changes an instance's CPUs, memory and devices in one transaction, live when it runs (its kernel
 is asked to take or release each resource; a refusal rolls everything back). Each option gives
-the target: --cpus 3 grows or shrinks to three CPUs, --devices "" gives every device back.
+the target: --cpu-count 3 grows or shrinks to three CPUs, --devices "" gives every device back.
 A running instance's memory changes in steps of 128 MiB; memory is given back in whole regions.
 
 options:
-  --cpus N|LIST        N CPUs, or exactly these physical ids (one id: 2-2)
+  --cpus IDS           exactly these physical ids
+  --cpu-count N        N CPUs
   --memory SIZE        the new total, e.g. 512M
   --devices PCI,...    the full list of PCI devices it should hold
 
@@ -185,21 +187,21 @@ export const create: Command = {
   help: CREATE_HELP,
   async run(args: string[], io: CliIo): Promise<number> {
     const { values, args: [name] } = parse(args, ['NAME'], {
-      cpus: { type: 'string' },
+      ...CPU_OPTIONS,
       memory: { type: 'string' },
       id: { type: 'string' },
       'numa-node': { type: 'string' },
       devices: { type: 'string' },
     });
-    const cpus = values.cpus as string | undefined;
+    const cpus = cpuRequest(values as { cpus?: string; 'cpu-count'?: string });
     const memory = values.memory as string | undefined;
-    if (cpus === undefined || memory === undefined) throw new UsageError('create needs --cpus and --memory');
+    if (cpus === undefined || memory === undefined) throw new UsageError('create needs CPUs (--cpus IDS or --cpu-count N) and --memory');
     const id = wholeNumber('--id', values.id as string | undefined);
     const numaNode = wholeNumber('--numa-node', values['numa-node'] as string | undefined);
     const devices = values.devices as string | undefined;
     const spec = {
       name: name!,
-      cpus: parseCpuRequest(cpus),
+      cpus,
       memory: await parseSize(memory, '--memory'),
       ...(id !== undefined ? { id } : {}),
       ...(numaNode !== undefined ? { numaNode } : {}),
@@ -216,15 +218,16 @@ export const update = onInstance(
   'update',
   'change an instance\'s CPUs, memory or devices, live when it runs',
   UPDATE_HELP,
-  { cpus: { type: 'string' }, memory: { type: 'string' }, devices: { type: 'string' } },
+  { ...CPU_OPTIONS, memory: { type: 'string' }, devices: { type: 'string' } },
   async (values) => {
-    const { cpus, memory, devices } = values as { cpus?: string; memory?: string; devices?: string };
+    const { memory, devices } = values as { memory?: string; devices?: string };
+    const cpus = cpuRequest(values as { cpus?: string; 'cpu-count'?: string });
     const change: InstanceUpdate = {
-      ...(cpus !== undefined ? { cpus: parseCpuRequest(cpus) } : {}),
+      ...(cpus !== undefined ? { cpus } : {}),
       ...(memory !== undefined ? { memory: await parseSize(memory, '--memory') } : {}),
       ...(devices !== undefined ? { devices: parseDeviceList(devices) } : {}),
     };
-    if (Object.keys(change).length === 0) throw new UsageError('nothing to change: give --cpus, --memory or --devices');
+    if (Object.keys(change).length === 0) throw new UsageError('nothing to change: give --cpus, --cpu-count, --memory or --devices');
     return change;
   },
   async (instance, change, values, io) => {

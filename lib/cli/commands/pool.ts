@@ -8,22 +8,22 @@ import { formatCpuList } from '../../kernfs';
 import type { MemoryRequest, PoolRequest, PoolShrinkRequest, PoolSnapshot } from '../../pool';
 import { formatBytes } from '../../units';
 import { type CliIo, type Command, EXIT, UsageError } from '../command';
-import { HOST_OPTIONS, HOST_OPTIONS_HELP, type HostValues, jsonDocument, parseCpuRequest, parseDeviceList, parseSize, positionalArgs, withHost } from '../common';
+import { CPU_OPTIONS, HOST_OPTIONS, HOST_OPTIONS_HELP, type HostValues, cpuRequest, jsonDocument, parseDeviceList, parseSize, positionalArgs, withHost } from '../common';
 
 const JSON_SHAPE = `--json: {"version": 1, "action": "init" | "grow" | "shrink" | "teardown", "pool": {"exists",
 "format", "cpus": [{"physicalId", "logical"?, "node"?, "instance"?}], "freeCpus": [ids],
 "memory": [{"base", "size", "node"?, "usedBytes"}], "memoryBytes", "freeMemoryBytes",
 "devices": [...], "instances": [names]}}; byte counts and bases are decimal strings.`;
 
-const INIT_HELP = `usage: mkctl pool init --cpus N|LIST --memory SIZE[@NODE][,...] [--devices PCI,...] [options]
+const INIT_HELP = `usage: mkctl pool init (--cpus IDS | --cpu-count N) --memory SIZE[@NODE][,...] [--devices PCI,...] [options]
 
 Creates the pool: the host CPUs go offline and park in it, its memory is set aside, and the PCI
 devices (if any) are handed to it, in one baseline write and one transaction. Refused when a pool
 exists (grow or shrink it, or tear it down first).
 
 options:
-  --cpus N|LIST        N host CPUs (chosen by the library), or physical ids such as 2-5,8
-                       (one id: 2-2, since a lone number is a count)
+  --cpus IDS           these host CPUs, by physical id: 2-5,8 (as kerf's --cpus)
+  --cpu-count N        N host CPUs, chosen by the library (whole cores first)
   --memory SIZE        e.g. 1G, 512M; SIZE@NODE takes it from a NUMA node, and a list such as
                        1G@0,1G@1 takes some from each
   --devices PCI,...    PCI addresses of host devices, e.g. 0000:00:04.0
@@ -32,12 +32,13 @@ ${HOST_OPTIONS_HELP}
 ${JSON_SHAPE}
 `;
 
-const GROW_HELP = `usage: mkctl pool grow [--cpus N|LIST] [--memory SIZE[@NODE][,...]] [--devices PCI,...] [options]
+const GROW_HELP = `usage: mkctl pool grow [--cpus IDS | --cpu-count N] [--memory SIZE[@NODE][,...]] [--devices PCI,...] [options]
 
 Adds host CPUs, memory and PCI devices to the pool, in one transaction.
 
 options:
-  --cpus N|LIST        N more host CPUs, or physical ids such as 6-7 (one id: 6-6)
+  --cpus IDS           these host CPUs, by physical id: 6-7
+  --cpu-count N        N more host CPUs
   --memory SIZE        e.g. 512M; SIZE@NODE or a list such as 512M@0,512M@1 as for pool init
   --devices PCI,...    PCI addresses of host devices
 
@@ -45,14 +46,14 @@ ${HOST_OPTIONS_HELP}
 ${JSON_SHAPE}
 `;
 
-const SHRINK_HELP = `usage: mkctl pool shrink [--cpus N|LIST] [--memory SIZE | --chunks BASE,...] [--devices PCI,...] [options]
+const SHRINK_HELP = `usage: mkctl pool shrink [--cpus IDS | --cpu-count N] [--memory SIZE | --chunks BASE,...] [--devices PCI,...] [options]
 
 Gives free CPUs, free memory and free devices back to the host, in one transaction. The kernel
 removes memory in whole chunks only (as mkctl status --json lists them).
 
 options:
-  --cpus N|LIST        N free CPUs (the last ones), or free physical ids such as 6-7 (one
-                       id: 6-6, since a lone number is a count)
+  --cpus IDS           these free CPUs, by physical id: 6-7
+  --cpu-count N        N free CPUs (the last ones)
   --memory SIZE        unused chunks that add up to exactly SIZE (newest first)
   --chunks BASE,...    the unused chunks at these bases (0x... or decimal)
   --devices PCI,...    free PCI devices
@@ -72,7 +73,7 @@ ${JSON_SHAPE}
 
 const POOL_OPTIONS = {
   ...HOST_OPTIONS,
-  cpus: { type: 'string' },
+  ...CPU_OPTIONS,
   memory: { type: 'string' },
   devices: { type: 'string' },
 } as const;
@@ -89,9 +90,10 @@ async function parseMemory(text: string): Promise<MemoryRequest> {
   return out;
 }
 
-async function poolRequest(values: { cpus?: string; memory?: string; devices?: string }): Promise<PoolRequest> {
+async function poolRequest(values: { cpus?: string; 'cpu-count'?: string; memory?: string; devices?: string }): Promise<PoolRequest> {
+  const cpus = cpuRequest(values);
   return {
-    ...(values.cpus !== undefined ? { cpus: parseCpuRequest(values.cpus) } : {}),
+    ...(cpus !== undefined ? { cpus } : {}),
     ...(values.memory !== undefined ? { memory: await parseMemory(values.memory) } : {}),
     ...(values.devices !== undefined ? { devices: parseDeviceList(values.devices) } : {}),
   };
@@ -122,7 +124,7 @@ function report(io: CliIo, json: boolean | undefined, action: string, done: stri
 function parse(args: string[], extra: Record<string, { type: 'string' | 'boolean' }> = {}) {
   const { values, positionals } = parseArgs({ args, options: { ...POOL_OPTIONS, ...extra }, allowPositionals: true, strict: true });
   positionalArgs(positionals, []);
-  return values as HostValues & { cpus?: string; memory?: string; devices?: string; chunks?: string };
+  return values as HostValues & { cpus?: string; 'cpu-count'?: string; memory?: string; devices?: string; chunks?: string };
 }
 
 export const poolInit: Command = {
@@ -131,7 +133,7 @@ export const poolInit: Command = {
   help: INIT_HELP,
   async run(args: string[], io: CliIo): Promise<number> {
     const values = parse(args);
-    if (values.cpus === undefined || values.memory === undefined) throw new UsageError('pool init needs --cpus and --memory');
+    if ((values.cpus === undefined && values['cpu-count'] === undefined) || values.memory === undefined) throw new UsageError('pool init needs CPUs (--cpus IDS or --cpu-count N) and --memory');
     const request = await poolRequest(values);
     return withHost(values, io, async ({ host }) => report(io, values.json, 'init', 'pool created', await host.pool.init(request, { signal: io.signal })));
   },
@@ -144,7 +146,7 @@ export const poolGrow: Command = {
   async run(args: string[], io: CliIo): Promise<number> {
     const values = parse(args);
     const request = await poolRequest(values);
-    if (Object.keys(request).length === 0) throw new UsageError('nothing to add: give --cpus, --memory or --devices');
+    if (Object.keys(request).length === 0) throw new UsageError('nothing to add: give --cpus, --cpu-count, --memory or --devices');
     return withHost(values, io, async ({ host }) => report(io, values.json, 'grow', 'pool grown', await host.pool.grow(request, { signal: io.signal })));
   },
 };
@@ -156,14 +158,14 @@ export const poolShrink: Command = {
   async run(args: string[], io: CliIo): Promise<number> {
     const values = parse(args, { chunks: { type: 'string' } });
     if (values.memory !== undefined && values.chunks !== undefined) throw new UsageError('--memory and --chunks exclude each other');
-    const cpus = values.cpus === undefined ? undefined : parseCpuRequest(values.cpus);
+    const cpus = cpuRequest(values);
     const request: PoolShrinkRequest = {
       ...(cpus !== undefined ? { cpus } : {}),
       ...(values.memory !== undefined ? { memory: await parseSize(values.memory, '--memory') } : {}),
       ...(values.chunks !== undefined ? { memory: values.chunks.split(',').map((b) => ({ base: parseBase(b) })) } : {}),
       ...(values.devices !== undefined ? { devices: parseDeviceList(values.devices) } : {}),
     };
-    if (Object.keys(request).length === 0) throw new UsageError('nothing to give back: give --cpus, --memory, --chunks or --devices');
+    if (Object.keys(request).length === 0) throw new UsageError('nothing to give back: give --cpus, --cpu-count, --memory, --chunks or --devices');
     return withHost(values, io, async ({ host }) => report(io, values.json, 'shrink', 'pool shrunk', await host.pool.shrink(request, { signal: io.signal })));
   },
 };
