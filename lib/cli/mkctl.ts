@@ -17,6 +17,12 @@ export const COMMANDS: readonly CommandSpec[] = [
   lazy(['list'], 'the instances: name, id, status, CPUs, memory', async () => (await import('./commands/status')).list),
   lazy(['selftest'], 'take one instance through its whole life and show what the kernel says', async () => (await import('./commands/selftest')).selftest),
   lazy(['qemu', 'run'], 'boot a kernel under QEMU (TCG) and run one command inside', async () => (await import('./commands/qemu-run')).qemuRun),
+  lazy(['show'], 'one instance in detail: status, CPUs, memory, devices, image', async () => (await import('./commands/show')).show),
+  lazy(['dump'], "an instance's device tree as the kernel renders it (blob, or DTS with --dts)", async () => (await import('./commands/show')).dump),
+  lazy(['probe'], "whether an instance's kernel answers: alive, hung or stopped (exit 0, 3, 4)", async () => (await import('./commands/show')).probe),
+  lazy(['watch'], 'the host events as they happen (lines or JSON lines), until Ctrl-C', async () => (await import('./commands/watch')).watch),
+  lazy(['console'], "a raw relay to an instance's console (detach with Ctrl-] then .)", async () => (await import('./commands/console')).consoleCommand),
+  lazy(['exec'], 'run a command in an instance (-i stdin, -t terminal), exit with its status', async () => (await import('./commands/exec')).exec),
 ];
 
 export function usage(commands: readonly (Command | CommandSpec)[] = COMMANDS): string {
@@ -101,7 +107,18 @@ export async function runProcess(proc: NodeJS.Process = process): Promise<number
   proc.on('SIGINT', onSignal);
   proc.on('SIGTERM', onSignal);
   try {
-    const code = await main(proc.argv.slice(2), { stdout: proc.stdout, stderr: proc.stderr, env: proc.env, cwd: proc.cwd(), signal: controller.signal });
+    const io: CliIo = {
+      stdout: proc.stdout,
+      stderr: proc.stderr,
+      env: proc.env,
+      cwd: proc.cwd(),
+      signal: controller.signal,
+      // process.stdin is made when first read: commands that do not read it do not pay for it
+      get stdin() {
+        return proc.stdin;
+      },
+    };
+    const code = await main(proc.argv.slice(2), io);
     return signalled === undefined ? code : signalled === 'SIGINT' ? EXIT.interrupted : 128 + 15;
   } finally {
     proc.removeListener('SIGINT', onSignal);
