@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import type { Host } from '../host';
 import type { SimulatedSystem } from '../system/simulated';
 import type { System } from '../system/system';
-import { type CliIo, UsageError } from './command';
+import { type CliInput, type CliIo, type CliOutput, UsageError } from './command';
 
 /** The version of every `--json` document mkctl prints; it changes only when a field changes meaning or goes away. */
 export const JSON_VERSION = 1;
@@ -156,4 +156,20 @@ export async function parseSize(text: string, what: string): Promise<bigint> {
 export function table(rows: readonly (readonly string[])[]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+/**
+ * Puts a terminal's stdin in raw mode (every key, Ctrl-C included, reaches the program at the other
+ * end); `restore()` puts it back as it was. Undefined when `input` is no terminal.
+ */
+export function rawMode(input: CliInput | undefined): { restore(): void } | undefined {
+  if (input?.isTTY !== true || input.setRawMode === undefined) return undefined;
+  const was = input.isRaw === true;
+  input.setRawMode(true);
+  return { restore: () => input.setRawMode!(was) };
+}
+
+/** A terminal's size, 24x80 when `output` is no terminal or does not say. */
+export function terminalSize(output: CliOutput): { rows: number; cols: number } {
+  return output.isTTY === true && output.rows !== undefined && output.columns !== undefined ? { rows: output.rows, cols: output.columns } : { rows: 24, cols: 80 };
 }

@@ -7,7 +7,7 @@
 import { addAbortListener } from 'node:events';
 import { parseArgs } from 'node:util';
 import { type CliIo, type Command, EXIT, UsageError } from '../command';
-import { HOST_OPTIONS, withHost } from '../common';
+import { HOST_OPTIONS, rawMode, withHost } from '../common';
 import { instanceArg } from './show';
 
 /** Ctrl-] */
@@ -75,10 +75,9 @@ export const consoleCommand: Command = {
       const instance = await host.instance(which);
       const stream = await instance.console();
       const stdin = io.stdin;
-      const tty = stdin?.isTTY === true && stdin.setRawMode !== undefined;
-      const wasRaw = stdin?.isRaw === true;
+      const terminal = rawMode(stdin);
+      const tty = terminal !== undefined;
       if (tty) {
-        stdin.setRawMode!(true);
         io.stderr.write(`connected to the console of ${instance.name} (id ${instance.id}); detach with Ctrl-] then .\r\n`);
       }
       return new Promise<number>((resolve, reject) => {
@@ -96,7 +95,7 @@ export const consoleCommand: Command = {
             stdin.pause();
           }
           if (tty) {
-            stdin.setRawMode!(wasRaw);
+            terminal.restore();
             io.stderr.write(`\r\ndetached from ${instance.name}\r\n`);
           }
           stream.destroy();

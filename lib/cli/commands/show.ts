@@ -6,9 +6,11 @@
 import { parseArgs } from 'node:util';
 import type { Liveness } from '../../channels';
 import type { InstanceInfo } from '../../instance';
+import { formatCpuList } from '../../kernfs';
+import { formatBytes } from '../../units';
 import type { TreeDevice } from '../../model';
 import { type CliIo, type Command, EXIT, UsageError } from '../command';
-import { HOST_OPTIONS, HOST_OPTIONS_HELP, jsonDocument, styles, withHost } from '../common';
+import { HOST_OPTIONS, HOST_OPTIONS_HELP, jsonDocument, type Styles, styles, withHost } from '../common';
 
 const SHOW_HELP = `usage: mkctl show NAME [--probe] [options]
 
@@ -81,10 +83,8 @@ export function describeDevice(d: TreeDevice): string {
   return `platform ${d.name}${what.length > 0 ? ` (${what.join(', ')})` : ''}`;
 }
 
-async function printShow(io: CliIo, info: InstanceInfo, liveness: Liveness | undefined): Promise<void> {
-  const { formatCpuList } = await import('../../kernfs');
-  const { formatBytes } = await import('../../units');
-  const s = styles(io);
+/** The text of `mkctl show`. */
+export function showText(info: InstanceInfo, liveness: Liveness | undefined, s: Styles): string {
   const hex = (n: bigint): string => `0x${n.toString(16)}`;
   const lines: [string, string][] = [
     ['name', info.name],
@@ -103,7 +103,7 @@ async function printShow(io: CliIo, info: InstanceInfo, liveness: Liveness | und
     ],
     ...(liveness !== undefined ? [['liveness', liveness] as [string, string]] : []),
   ];
-  io.stdout.write(lines.map(([k, v]) => `${k === '' ? ''.padEnd(10) : s.bold(k.padEnd(10))}${v}\n`).join(''));
+  return lines.map(([k, v]) => `${k === '' ? ''.padEnd(10) : s.bold(k.padEnd(10))}${v}\n`).join('');
 }
 
 export const show: Command = {
@@ -118,7 +118,7 @@ export const show: Command = {
       const info = await instance.info();
       const liveness = values.probe === true ? await instance.probe({ signal: io.signal }) : undefined;
       if (values.json) io.stdout.write(jsonDocument({ instance: { ...info, ...(liveness !== undefined ? { liveness } : {}) } }));
-      else await printShow(io, info, liveness);
+      else io.stdout.write(showText(info, liveness, styles(io)));
       return EXIT.ok;
     });
   },
