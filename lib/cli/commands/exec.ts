@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import type { Readable } from 'node:stream';
 import { type CliIo, type Command, UsageError } from '../command';
-import { HOST_OPTIONS, HOST_OPTIONS_HELP, jsonDocument, withHost } from '../common';
+import { HOST_OPTIONS, HOST_OPTIONS_HELP, jsonDocument, rawMode, terminalSize, withHost } from '../common';
 
 const EXEC_HELP = `usage: mkctl exec NAME [-i] [-t] [-e K=V]... [-w DIR] [-u UID[:GID]] [options] -- CMD [ARG...]
 
@@ -28,8 +28,8 @@ ${HOST_OPTIONS_HELP}
 exit status: the command's as above · 1 the instance is not running, has no agent, or the
 connection was lost · 2 usage · 130 interrupted (the command gets SIGTERM).
 
---json (not with -t): run to the end, then {"version": 1, "name", "id", "code", "signal": n|null,
-"pid", "stdout", "stderr"} (output as UTF-8 text); the exit status is still the command's.
+--json (not with -t): run to the end, then {"version": 1, "name", "id", "code", "signal"?: n
+(when a signal killed it), "pid", "stdout", "stderr"} (output as UTF-8 text); the exit status is still the command's.
 `;
 
 const OPTIONS = {
@@ -89,43 +89,43 @@ export const exec: Command = {
     const name = positionals[0]!;
     const env = parseEnv(values.env ?? []);
     const user = values.user === undefined ? {} : parseUser(values.user);
-    const stdin = values.interactive === true ? (io.stdin as Readable | undefined) : undefined;
+    const stdin = values.interactive === true ? io.stdin : undefined;
     const settings = { env, ...(values.workdir !== undefined ? { cwd: values.workdir } : {}), ...user, signal: io.signal };
     return withHost(values, io, async ({ host }) => {
       const instance = await host.instance(/^\d+$/.test(name) ? Number(name) : name);
       if (values.json === true) {
-        const r = await instance.execFile(command, { ...settings, ...(stdin !== undefined ? { stdin } : {}) });
+        const r = await instance.execFile(command, { ...settings, ...(stdin !== undefined ? { stdin: stdin as Readable } : {}) });
         io.stdout.write(
-          jsonDocument({ name: instance.name, id: instance.id, code: r.code, signal: r.signal ?? null, pid: r.pid, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8') }),
+          jsonDocument({ name: instance.name, id: instance.id, code: r.code, signal: r.signal, pid: r.pid, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8') }),
         );
         return r.code;
       }
       const out = io.stdout;
-      const tty = values.tty === true ? { rows: out.isTTY === true && out.rows ? out.rows : 24, cols: out.isTTY === true && out.columns ? out.columns : 80 } : undefined;
-      const proc = await instance.exec(command, { ...settings, ...(tty ? { tty } : {}), stdin: stdin ?? 'ignore' });
+      const tty = values.tty === true ? terminalSize(out) : undefined;
+      const proc = await instance.exec(command, { ...settings, ...(tty ? { tty } : {}), stdin: (stdin as Readable | undefined) ?? 'ignore' });
       const ended = Promise.all([proc.stdout, proc.stderr].map((s) => new Promise((resolve) => s.once('end', resolve))));
       proc.stdout.on('data', (chunk: Buffer) => io.stdout.write(chunk));
       proc.stderr.on('data', (chunk: Buffer) => io.stderr.write(chunk));
-      const raw = tty !== undefined && stdin !== undefined && io.stdin?.isTTY === true && io.stdin.setRawMode !== undefined;
-      const wasRaw = io.stdin?.isRaw === true;
-      if (raw) io.stdin!.setRawMode!(true);
+      // -it on a terminal: raw, so that every key reaches the command
+      const terminal = tty !== undefined ? rawMode(stdin) : undefined;
       const onResize = (): void => proc.resize(out.columns!, out.rows!);
       const follow = tty !== undefined && out.isTTY === true && out.on !== undefined;
       if (follow) out.on!('resize', onResize);
-      try {
-        const { code } = await proc.exited;
-        await ended;
-        return code;
-      } catch (err) {
-        // the agent could not start it: 127 not found, 126 otherwise, as a shell says
-        if ((err as { code?: unknown }).code !== 'ERR_MK_EXEC_REMOTE') throw err;
-        io.stderr.write(`mkctl exec: ${(err as Error).message}\n`);
-        return (err as { exitCode: number }).exitCode;
-      } finally {
-        if (follow) out.removeListener!('resize', onResize);
-        if (raw) io.stdin!.setRawMode!(wasRaw);
-        stdin?.pause();
-      }
+      const status = await proc.exited.then(
+        async ({ code }) => {
+          await ended;
+          return code;
+        },
+        (err: unknown) => err,
+      );
+      if (follow) out.removeListener!('resize', onResize);
+      terminal?.restore();
+      stdin?.pause();
+      if (typeof status === 'number') return status;
+      // the agent could not start it: 127 not found, 126 otherwise, as a shell says
+      if ((status as { code?: unknown }).code !== 'ERR_MK_EXEC_REMOTE') throw status;
+      io.stderr.write(`mkctl exec: ${(status as Error).message}\n`);
+      return (status as { exitCode: number }).exitCode;
     });
   },
 };
