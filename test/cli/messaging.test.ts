@@ -1,5 +1,6 @@
 // mkctl show, dump, probe, watch, console and exec on a simulated host: in this process (for
 // coverage and the edge cases: terminals, raw mode, resizes, interrupts) and as real processes.
+import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { PassThrough } from 'node:stream';
 import t, { type Test } from 'tap';
@@ -13,7 +14,7 @@ import { main, runProcess } from '../../lib/cli/mkctl';
 import { Host } from '../../lib';
 import { decodeFdt } from '../../lib/fdt';
 import { SimulatedSystem, placeholderImage } from '../../lib/simulated';
-import { simulatedHost, spawnMkctl } from './helpers';
+import { MKCTL, simulatedHost, spawnMkctl } from './helpers';
 
 interface Captured {
   code: number;
@@ -468,4 +469,48 @@ t.test('as real processes: every command, text and --json, errors, Ctrl-C', asyn
     r = await spawnMkctl([c, '--help'], env);
     t.match(r.stdout, new RegExp(`^usage: mkctl ${c}`), `${c} --help`);
   }
+});
+
+/** mkctl as a process that runs until interrupted: its output so far, a wait for a pattern, Ctrl-C. */
+function background(args: string[], env: Record<string, string>) {
+  const child = spawn(process.execPath, [MKCTL, ...args], { env: { PATH: process.env.PATH ?? '', HOME: '/tmp', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  return {
+    get stdout() {
+      return stdout;
+    },
+    get stderr() {
+      return stderr;
+    },
+    waitFor: (what: RegExp, from: 'stdout' | 'stderr' = 'stdout') => until(() => what.test(from === 'stdout' ? stdout : stderr), 15_000),
+    interrupt: () => {
+      child.kill('SIGINT');
+      return exited;
+    },
+  };
+}
+
+t.test('watch as a real process: changes made by another process, text and JSON lines, Ctrl-C', async (t) => {
+  const { env, system, host, web } = await setup(t);
+  const text = background(['watch'], env);
+  const json = background(['watch', '--json'], env);
+  await text.waitFor(/watching the host/, 'stderr');
+  await json.waitFor(/watching the host/, 'stderr');
+  await system.panic(web.id);
+  await host.createInstance({ name: 'extra', cpus: 1, memory: '128M' });
+  await text.waitFor(/added extra id \d+ ready\n/);
+  await json.waitFor(/"type":"instance-added"/);
+  await text.waitFor(/status web active->loaded crashed\n/);
+  await json.waitFor(/"cause":"crashed"/);
+  t.equal(await text.interrupt(), 130, 'Ctrl-C: 130');
+  t.equal(await json.interrupt(), 130);
+  t.match(text.stdout, /^\d\d:\d\d:\d\d\.\d{3} (status|added|pool|transaction) /);
+  const lines = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as { version: number; type: string; time: string });
+  t.ok(lines.every((l) => l.version === 1 && !Number.isNaN(Date.parse(l.time))), 'one versioned object per line');
+  t.match(lines, [...lines.map(() => ({ type: String }))]);
+  t.ok(lines.some((l) => l.type === 'status' && (l as unknown as { cause: string }).cause === 'crashed'));
 });
