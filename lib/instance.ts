@@ -257,6 +257,16 @@ export class Instance {
     };
   }
 
+  /**
+   * The instance's device tree blob as the kernel renders it (`instances/<name>/device_tree`):
+   * what `info()` parses, for tools that show or keep it (`mkctl dump`; printDts() of
+   * `multikernel/fdt` turns it into DTS). ERR_MK_INSTANCE_NOT_FOUND when the instance is gone.
+   */
+  async deviceTree(): Promise<Buffer> {
+    await this.status();
+    return this.#system.readFile(`${instanceDir(this.name)}/device_tree`);
+  }
+
   async #expect(verb: Verb, ...allowed: InstanceStatus[]): Promise<InstanceStatus> {
     const status = await this.status();
     if (!allowed.includes(status)) throw stateError(this.name, status, verb);

@@ -4,16 +4,35 @@
  * never touch process.stdout directly, so tests drive them with in-memory streams.
  */
 export interface CliOutput {
-  write(text: string): unknown;
+  /** text, or bytes (`mkctl dump`, console and exec output) */
+  write(data: string | Uint8Array): unknown;
   /** progress lines are only drawn on a terminal */
   readonly isTTY?: boolean;
+  /** a terminal's size (`mkctl exec -t`) */
+  readonly columns?: number;
+  readonly rows?: number;
+  /** a terminal emits 'resize' on SIGWINCH */
+  on?(event: 'resize', listener: () => void): unknown;
+  removeListener?(event: 'resize', listener: () => void): unknown;
 }
+
+/**
+ * What a command reads (`mkctl console`, `mkctl exec -i`): a byte stream; on a terminal it has
+ * isTTY and setRawMode, as process.stdin.
+ */
+export type CliInput = NodeJS.ReadableStream & {
+  readonly isTTY?: boolean;
+  setRawMode?(mode: boolean): unknown;
+  readonly isRaw?: boolean;
+};
 
 export interface CliIo {
   stdout: CliOutput;
   stderr: CliOutput;
   env: Readonly<Record<string, string | undefined>>;
   cwd: string;
+  /** the process's stdin, for the commands that relay it (absent: nothing to read) */
+  stdin?: CliInput;
   /** aborted on SIGINT/SIGTERM: commands stop their work and clean up */
   signal: AbortSignal;
 }

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import type { Host } from '../host';
 import type { SimulatedSystem } from '../system/simulated';
 import type { System } from '../system/system';
-import { type CliIo, UsageError } from './command';
+import { type CliInput, type CliIo, type CliOutput, UsageError } from './command';
 
 /** The version of every `--json` document mkctl prints; it changes only when a field changes meaning or goes away. */
 export const JSON_VERSION = 1;
@@ -187,4 +187,20 @@ export function positionalArgs(positionals: readonly string[], names: readonly s
   if (positionals.length < names.length) throw new UsageError(`missing ${names.slice(positionals.length).join(' ')}`);
   if (positionals.length > names.length) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[names.length])}`);
   return [...positionals];
+}
+
+/**
+ * Puts a terminal's stdin in raw mode (every key, Ctrl-C included, reaches the program at the other
+ * end); `restore()` puts it back as it was. Undefined when `input` is no terminal.
+ */
+export function rawMode(input: CliInput | undefined): { restore(): void } | undefined {
+  if (input?.isTTY !== true || input.setRawMode === undefined) return undefined;
+  const was = input.isRaw === true;
+  input.setRawMode(true);
+  return { restore: () => input.setRawMode!(was) };
+}
+
+/** A terminal's size, 24x80 when `output` is no terminal or does not say. */
+export function terminalSize(output: CliOutput): { rows: number; cols: number } {
+  return output.isTTY === true && output.rows !== undefined && output.columns !== undefined ? { rows: output.rows, cols: output.columns } : { rows: 24, cols: 80 };
 }

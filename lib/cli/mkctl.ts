@@ -27,6 +27,12 @@ export const COMMANDS: readonly CommandSpec[] = [
   lazy(['restart'], 'stop an instance if it runs, and start it again', async () => (await import('./commands/lifecycle')).restart),
   lazy(['unload'], 'free the loaded kernel of a stopped instance', async () => (await import('./commands/lifecycle')).unload),
   lazy(['delete'], 'remove an instance; its resources go back to the pool', async () => (await import('./commands/lifecycle')).del),
+  lazy(['show'], 'one instance in detail: status, CPUs, memory, devices, image', async () => (await import('./commands/show')).show),
+  lazy(['dump'], "an instance's device tree as the kernel renders it (blob, or DTS with --dts)", async () => (await import('./commands/show')).dump),
+  lazy(['probe'], "whether an instance's kernel answers: alive, hung or stopped (exit 0, 3, 4)", async () => (await import('./commands/show')).probe),
+  lazy(['watch'], 'the host events as they happen (lines or JSON lines), until Ctrl-C', async () => (await import('./commands/watch')).watch),
+  lazy(['console'], "a raw relay to an instance's console (detach with Ctrl-] then .)", async () => (await import('./commands/console')).consoleCommand),
+  lazy(['exec'], 'run a command in an instance (-i stdin, -t terminal), exit with its status', async () => (await import('./commands/exec')).exec),
   lazy(['demo'], 'the whole story on a fresh simulated host, in memory', async () => (await import('./commands/demo')).demo),
   lazy(['selftest'], 'take one instance through its whole life and show what the kernel says', async () => (await import('./commands/selftest')).selftest),
   lazy(['completion'], 'a completion script for bash or zsh', async () => (await import('./commands/completion')).completion),
@@ -115,7 +121,18 @@ export async function runProcess(proc: NodeJS.Process = process): Promise<number
   proc.on('SIGINT', onSignal);
   proc.on('SIGTERM', onSignal);
   try {
-    const code = await main(proc.argv.slice(2), { stdout: proc.stdout, stderr: proc.stderr, env: proc.env, cwd: proc.cwd(), signal: controller.signal });
+    const io: CliIo = {
+      stdout: proc.stdout,
+      stderr: proc.stderr,
+      env: proc.env,
+      cwd: proc.cwd(),
+      signal: controller.signal,
+      // process.stdin is made when first read: commands that do not read it do not pay for it
+      get stdin() {
+        return proc.stdin;
+      },
+    };
+    const code = await main(proc.argv.slice(2), io);
     return signalled === undefined ? code : signalled === 'SIGINT' ? EXIT.interrupted : 128 + 15;
   } finally {
     proc.removeListener('SIGINT', onSignal);
