@@ -204,14 +204,18 @@ export function execOverStream(stream: Duplex, request: ExecRequest): Promise<Ex
     let acknowledged = false;
     const ackTimeout = request.stdinAckTimeoutMs ?? STDIN_ACK_TIMEOUT_MS;
     let done = false;
+    /** lets go of the caller's stdin stream while it is being read */
+    let releaseStdin: (() => void) | undefined;
     const signal = request.signal;
 
     const send = (type: number, payload?: Uint8Array): void => {
       if (!stream.destroyed && !stream.writableEnded) stream.write(encodeFrame(type, payload));
     };
+    // Each way a session ends takes every other away as it ends (listeners off, timers cleared,
+    // stdin let go), so finish runs once.
     const finish = (error: unknown, result?: ExecResult): void => {
-      if (done) return;
       done = true;
+      releaseStdin?.();
       stream.off('data', onData);
       stream.off('end', onEnd);
       stream.off('close', onEnd);
@@ -259,15 +263,42 @@ export function execOverStream(stream: Duplex, request: ExecRequest): Promise<Ex
         offset += n;
       }
     };
+    /**
+     * Reads the caller's stream one chunk at a time (paused while its bytes wait for credit); when
+     * the session ends first, lets go of it, paused and without listeners, so that a stream such
+     * as process.stdin holds no read (and no process) open after the command is over.
+     */
+    const relayStream = (input: Readable): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const cleanup = (): void => {
+          input.off('data', onData).off('end', onEnd).off('error', onError);
+          releaseStdin = undefined;
+        };
+        const onData = (chunk: Buffer | string): void => {
+          input.pause();
+          sendStdin(typeof chunk === 'string' ? Buffer.from(chunk) : chunk).then(() => {
+            if (!done) input.resume();
+          }, onError);
+        };
+        const onEnd = (): void => {
+          cleanup();
+          resolve();
+        };
+        const onError = (e: unknown): void => {
+          cleanup();
+          reject(e);
+        };
+        releaseStdin = () => {
+          cleanup();
+          input.pause();
+          resolve();
+        };
+        input.on('data', onData).once('end', onEnd).once('error', onError);
+        input.resume();
+      });
     const forwardStdin = async (input: Readable | Uint8Array): Promise<void> => {
-      if (input instanceof Uint8Array) {
-        await sendStdin(input);
-      } else {
-        for await (const chunk of input.iterator({ destroyOnReturn: false })) {
-          if (done) return;
-          await sendStdin(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Uint8Array));
-        }
-      }
+      if (input instanceof Uint8Array) await sendStdin(input);
+      else await relayStream(input);
       if (!done) send(FrameType.STDIN_EOF);
     };
 

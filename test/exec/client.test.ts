@@ -139,8 +139,14 @@ t.test('stdin the command never reads: acknowledged or abandoned, never stuck', 
   t.equal((await run(core, { argv: ['true'], stdin: endless })).exitCode, 0, 'EXIT ends the session while stdin keeps coming');
   await tick(20);
   t.notOk(endless.destroyed, 'the caller keeps its stdin stream');
+  t.ok(endless.isPaused() && endless.listenerCount('data') === 0, 'and it is let go: paused, no listener left');
   const idle = new Readable({ read() {} });
   t.equal((await run(core, { argv: ['true'], stdin: idle })).exitCode, 0);
+  t.ok(idle.isPaused() && idle.listenerCount('data') === 0 && idle.listenerCount('end') === 0, 'a stream with nothing to read holds no pending read');
+  const text = Readable.from(['ab', 'c'], { objectMode: false });
+  t.equal((await run(core, { argv: ['cat'], stdin: text })).stdout.toString(), 'abc', 'string chunks');
+  const failing = new Readable({ read() { this.destroy(new Error('stdin broke')); } });
+  await t.rejects(run(core, { argv: ['cat'], stdin: failing }), { message: 'stdin broke' }, "the stdin stream's error");
   idle.on('error', () => {}); // the caller's stream, the caller's errors
   idle.destroy(new Error('late failure'));
   await tick(); // the session is over: of no consequence to it
