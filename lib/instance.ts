@@ -7,10 +7,9 @@
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { connectChannel, probeLiveness, type ConnectOptions, type Liveness, type ProbeOptions } from './channels';
-import { openConsole, type ConsoleStream } from './console';
-import { ExecProcess, connectAgent, execFileOverStream, guardSession, type ExecFileOptions, type ExecFileResult, type ExecOptions } from './exec-process';
+import type { ConsoleStream } from './console';
+import type { ExecFileOptions, ExecFileResult, ExecOptions, ExecProcess } from './exec-process';
 import { MultikernelError, isSystemError } from './errors';
-import { prepareKernelImage } from './image';
 import { MK_INSTANCES, PROC_KIMAGE, instanceDir, parseKimage, type KimageRow } from './kernfs';
 import { parseInstance, type InstanceTree, type OverlayOp, type TreeDevice } from './model';
 import { allInstanceRegions, pciIds } from './readback';
@@ -299,7 +298,7 @@ export class Instance {
     const arch = this.#host.arch;
     const bytes = await readImage('kernel', kernel, trust);
     // riscv64 and unknown hosts: no conversion here, the kernel's own loader decides (ENOEXEC)
-    const image = arch === 'x86_64' || arch === 'arm64' ? (await prepareKernelImage(bytes, { arch })).bytes : bytes;
+    const image = arch === 'x86_64' || arch === 'arm64' ? (await (await import('./image')).prepareKernelImage(bytes, { arch })).bytes : bytes;
     const initrd = options.initrd === undefined ? undefined : await readImage('initrd', options.initrd, trust);
     const fds: number[] = [];
     try {
@@ -330,7 +329,7 @@ export class Instance {
   async start(options: { console?: boolean; signal?: AbortSignal } = {}): Promise<ConsoleStream | void> {
     options.signal?.throwIfAborted();
     await this.#expect('start', 'loaded');
-    const tty = options.console === true ? await openConsole(this.#system, this.id) : undefined;
+    const tty = options.console === true ? await (await import('./console')).openConsole(this.#system, this.id) : undefined;
     try {
       this.#host.requested(this.id, 'active');
       await this.#system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL, this.id);
@@ -348,7 +347,7 @@ export class Instance {
    */
   async console(): Promise<ConsoleStream> {
     await this.status();
-    return openConsole(this.#system, this.id);
+    return (await import('./console')).openConsole(this.#system, this.id);
   }
 
   /**
@@ -377,6 +376,7 @@ export class Instance {
     checkArgv(argv);
     options.signal?.throwIfAborted();
     await this.#expect('exec in', 'active');
+    const { ExecProcess } = await import('./exec-process');
     return new ExecProcess(await this.#session(options.signal), argv, options);
   }
 
@@ -390,11 +390,12 @@ export class Instance {
     checkArgv(argv);
     options.signal?.throwIfAborted();
     await this.#expect('exec in', 'active');
-    return execFileOverStream(await this.#session(options.signal), argv, options);
+    return (await import('./exec-process')).execFileOverStream(await this.#session(options.signal), argv, options);
   }
 
   /** A connection to the agent that ends when the instance stops (its kernel would not say). */
   async #session(signal: AbortSignal | undefined): Promise<VsockStream> {
+    const { connectAgent, guardSession } = await import('./exec-process');
     const stream = await connectAgent(this.#system, this.id, this.name, signal);
     guardSession(stream, `instance "${this.name}"`, () => this.status());
     return stream;

@@ -15,7 +15,6 @@
  * blob carries a unique `mk,resources` tag, so that two writers of the same operations cannot be
  * confused (and `tx_N/resources` tells an operator who made it).
  */
-import { randomBytes } from 'node:crypto';
 import { compensatingOps, readView, type Compensation, type StateView } from './compensate';
 import { MultikernelError, isSystemError } from './errors';
 import { DEFAULT_LOCK_PATH, KERF_LOCK_PATHS, MK_OVERLAYS, MK_OVERLAY_NEW, txDir, txIds } from './kernfs';
@@ -82,7 +81,7 @@ type Outcome = { value: TxBlobResult } | { error: unknown; clean: boolean };
  * characters outside printable ASCII replaced by `?`, cut to 255 characters (the kernel's buffer).
  */
 export function transactionTag(description?: string): string {
-  const base = `multikernel-js pid=${process.pid} tx=${randomBytes(4).toString('hex')}`;
+  const base = `multikernel-js pid=${process.pid} tx=${(require('node:crypto') as typeof import('node:crypto')).randomBytes(4).toString('hex')}`;
   const full = description === undefined || description === '' ? base : `${base}: ${description}`;
   return full.replace(/[^\x20-\x7e]/g, '?').slice(0, MAX_RESOURCES_DESCRIPTION);
 }

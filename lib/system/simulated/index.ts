@@ -24,7 +24,6 @@ import type {
   VsockStream,
 } from '../system';
 import type { SimChannels, SimInstanceInfo } from './channels';
-import { createSimChannels } from './channels-impl';
 import { FaultInjector } from './faults';
 import { type ImageFile, Kernel, KErr, PAGE_SIZE } from './kernel';
 import { type Locks, MemoryLocks } from './lockfile';
@@ -107,7 +106,7 @@ export class SimulatedSystem implements System {
   readonly #fds = new Map<number, ImageFile>();
   #nextFd = 3;
   #queue: Promise<unknown> = Promise.resolve();
-  readonly #channels: SimChannels;
+  #channelsMade: SimChannels | undefined;
   /** kernel log readers waiting for a record */
   readonly #logWaiters = new Set<() => void>();
   /** with a state directory: wakes the waiting readers when another process saves the state */
@@ -131,10 +130,18 @@ export class SimulatedSystem implements System {
       this.#memState = initialState(this.#topology);
       this.#locks = new MemoryLocks();
     }
-    this.#channels = createSimChannels({
-      faults: this.faults,
-      instanceById: async (id) => this.#withState(false, (k) => this.#info(k.s, id)),
-    });
+  }
+
+  /** The console, vsock and agent side, made on first use (a command that reads files needs none of it). */
+  get #channels(): SimChannels {
+    if (this.#channelsMade === undefined) {
+      const { createSimChannels } = require('./channels-impl') as typeof import('./channels-impl');
+      this.#channelsMade = createSimChannels({
+        faults: this.faults,
+        instanceById: async (id) => this.#withState(false, (k) => this.#info(k.s, id)),
+      });
+    }
+    return this.#channelsMade;
   }
 
   #info(s: SimState, id: number): SimInstanceInfo | undefined {
@@ -569,7 +576,7 @@ export class SimulatedSystem implements System {
 
   /** Closes the channels; a state directory is kept. */
   async dispose(): Promise<void> {
-    await this.#channels.close();
+    await this.#channelsMade?.close();
     this.#fds.clear();
   }
 }

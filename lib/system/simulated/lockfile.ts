@@ -12,7 +12,8 @@
  * Which of the two a directory uses is fixed when it is created (state-dir.ts), so that processes
  * with and without the addon never lock the same directory in two different ways.
  */
-import { createHash, randomBytes } from 'node:crypto';
+/** node:crypto, loaded on first use (start-up of short mkctl commands) */
+const crypto = (): typeof import('node:crypto') => require('node:crypto') as typeof import('node:crypto');
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { NativeBinding } from '../../binding';
@@ -41,7 +42,7 @@ function timedOut(r: LockRequest): Error {
 }
 
 function keyName(key: string): string {
-  return createHash('sha1').update(key).digest('hex').slice(0, 20);
+  return crypto().createHash('sha1').update(key).digest('hex').slice(0, 20);
 }
 
 // ---------------------------------------------------------------------------------- in memory
@@ -209,7 +210,7 @@ export class FileLocks implements Locks {
     const deadline = r.timeoutMs === undefined ? undefined : Date.now() + r.timeoutMs;
     const gen = await poll(() => this.#takeMutex(dir), r, deadline);
     if (!r.exclusive) {
-      const reader = path.join(dir, `r.${whoAmI().id}.${randomBytes(8).toString('hex')}`);
+      const reader = path.join(dir, `r.${whoAmI().id}.${crypto().randomBytes(8).toString('hex')}`);
       try {
         fs.closeSync(fs.openSync(reader, 'wx', 0o600));
       } finally {
@@ -258,7 +259,7 @@ export class FileLocks implements Locks {
 
   /** A finished file with this content, named after its (live) owner. */
   #temp(dir: string, text: string): string {
-    const file = path.join(dir, `t.${whoAmI().id}.${randomBytes(8).toString('hex')}`);
+    const file = path.join(dir, `t.${whoAmI().id}.${crypto().randomBytes(8).toString('hex')}`);
     fs.writeFileSync(file, text, { flag: 'wx', mode: 0o600 });
     return file;
   }

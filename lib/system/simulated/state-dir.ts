@@ -13,7 +13,8 @@
  * anyone who can write there could replace the state or plant lock files. Read permission for
  * others is tolerated: the files in it are 0600.
  */
-import { randomBytes } from 'node:crypto';
+/** node:crypto, loaded when a state is first saved (a read-only mkctl command never needs it) */
+const randomBytes = (n: number): Buffer => (require('node:crypto') as typeof import('node:crypto')).randomBytes(n);
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadBinding } from '../../binding';
