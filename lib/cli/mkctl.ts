@@ -79,6 +79,13 @@ export async function main(argv: readonly string[], io: CliIo, commands: readonl
     .sort((a, b) => b.path.length - a.path.length)
     .find((c) => c.path.every((w, i) => argv[i] === w));
   if (match === undefined) {
+    // a group such as "pool" without its subcommand: name the subcommands
+    const group = commands.filter((c) => c.path.length > 1 && c.path[0] === argv[0]);
+    if (group.length > 0) {
+      const wanted = argv[1] === undefined || argv[1].startsWith('-') ? `needs a subcommand` : `has no subcommand "${argv[1]}"`;
+      io.stderr.write(`mkctl ${argv[0]} ${wanted}: ${group.map((c) => c.path.join(' ')).join(', ')}\n`);
+      return EXIT.usage;
+    }
     io.stderr.write(`mkctl: unknown command "${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}"\n\n${usage(commands)}`);
     return EXIT.usage;
   }

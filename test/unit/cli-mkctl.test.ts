@@ -63,6 +63,15 @@ t.test('top level: usage, help, unknown commands', async (t) => {
   o = io();
   t.equal(await main(['frobnicate', '--x', 'now'], o), EXIT.usage);
   t.match(o.stderr.text, 'unknown command "frobnicate now"');
+  o = io();
+  t.equal(await main(['pool'], o), EXIT.usage);
+  t.equal(o.stderr.text, 'mkctl pool needs a subcommand: pool init, pool grow, pool shrink, pool teardown\n');
+  o = io();
+  t.equal(await main(['qemu', 'boot'], o), EXIT.usage);
+  t.equal(o.stderr.text, 'mkctl qemu has no subcommand "boot": qemu run\n');
+  o = io();
+  t.equal(await main(['pool', '--json'], o), EXIT.usage);
+  t.match(o.stderr.text, /^mkctl pool needs a subcommand/);
   t.same(COMMANDS.map((c) => c.path.join(' ')), [
     'status', 'list',
     'pool init', 'pool grow', 'pool shrink', 'pool teardown',
