@@ -8,8 +8,8 @@
  * the pool tree (compared as bytes), and `overlays/` (a transaction's status and tag until final).
  * When it can read the kernel log (`/dev/kmsg`, which wakes a reader on every new record) it reads
  * the files when a kernel record about instances, overlays, the pool or kexec arrives, once more
- * `SETTLE_MS` later (for a record logged just before its change shows), and every
- * `safetyIntervalMs` for what the kernel does not log (a kexec load logs nothing without
+ * `SETTLE_MS` later (for a record logged just before its change shows), and reads the statuses
+ * every `safetyIntervalMs` for what the kernel does not log (a kexec load logs nothing without
  * KEXEC_FILE_DEBUG). Without the log (EPERM under dmesg_restrict, or `wake: 'poll'`) it reads them
  * every `intervalMs`. `mode` says which.
  *
@@ -56,7 +56,7 @@ export interface WatchOptions {
   wake?: 'kmsg' | 'poll';
   /** polling: how often the kernel's files are read, ms (default 250) */
   intervalMs?: number;
-  /** following the kernel log: how often the files are read anyway, ms (default 2000) */
+  /** following the kernel log: how often the statuses are read anyway, for a kexec load the kernel does not log, ms (default 5000) */
   safetyIntervalMs?: number;
   /** probe `active` instances and report `hung` and `responsive` events (default off; `true` for the defaults) */
   liveness?: boolean | LivenessWatchOptions;
@@ -200,7 +200,7 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
     this.#system = system;
     this.#requests = requests;
     this.#intervalMs = positive('intervalMs', options.intervalMs ?? 250);
-    this.#safetyIntervalMs = positive('safetyIntervalMs', options.safetyIntervalMs ?? 2000);
+    this.#safetyIntervalMs = positive('safetyIntervalMs', options.safetyIntervalMs ?? 5000);
     const wake = options.wake ?? 'kmsg';
     if (wake !== 'kmsg' && wake !== 'poll') throw new RangeError(`wake must be 'kmsg' or 'poll', got ${String(wake)}`);
     this.#mode = wake;
@@ -281,13 +281,18 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
     void this.#scan();
   }
 
-  /** Reads the files and reports differences, again while asked to meanwhile; then arms the timer. */
-  async #scan(): Promise<void> {
+  /**
+   * Reads the files and reports differences, again while asked to meanwhile; then arms the timer.
+   * `light`: the safety reading, for what the kernel does not log (a kexec load changes a status):
+   * only the listing and the statuses; ids, the pool and the transactions change with a log record.
+   */
+  async #scan(light = false): Promise<void> {
     this.#scanning = true;
     do {
       this.#again = false;
       const since = this.#requests.seq;
-      const now = await this.#read();
+      const now = await this.#read(light);
+      light = false;
       if (this.#closed) return;
       const was = this.#seen;
       // A halt nobody here asked for: the log says whether a tool halted it or it crashed, and its
@@ -309,7 +314,8 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
 
   #arm(): void {
     clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => void this.#scan(), this.#mode === 'kmsg' ? this.#safetyIntervalMs : this.#intervalMs);
+    const kmsg = this.#mode === 'kmsg';
+    this.#timer = setTimeout(() => void this.#scan(kmsg), kmsg ? this.#safetyIntervalMs : this.#intervalMs);
   }
 
   /** Probes every active instance; reports the ones that stop or start answering again. */
@@ -333,16 +339,21 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
     if (!this.#closed) this.#livenessTimer = setTimeout(() => void this.#probe(), live.intervalMs);
   }
 
-  /** What the files show now; a listing that cannot be read keeps what was seen (a read error is no change). */
-  async #read(): Promise<Seen> {
+  /**
+   * What the files show now; a listing that cannot be read keeps what was seen (a read error is no
+   * change). `light`: statuses only, for names already seen (see #scan).
+   */
+  async #read(light: boolean): Promise<Seen> {
     const names = await this.#system.readdir(MK_INSTANCES).catch(() => undefined);
     const instances = names === undefined ? new Map(this.#seen?.instances) : new Map<string, { id: number; status: InstanceStatus }>();
     for (const name of names ?? []) {
-      const id = await text(this.#system, `${instanceDir(name)}/id`);
+      const known = light ? this.#seen!.instances.get(name) : undefined;
+      const id = known !== undefined ? String(known.id) : await text(this.#system, `${instanceDir(name)}/id`);
       const status = await text(this.#system, `${instanceDir(name)}/status`);
       // gone between the listing and the reads: it is not there (an unreadable one shows up once readable)
       if (id !== undefined && status !== undefined) instances.set(name, { id: Number(id), status: status as InstanceStatus });
     }
+    if (light) return { instances, pool: this.#seen!.pool, txs: this.#seen!.txs };
     const pool = (await this.#system.readFile(MK_DEVICE_TREE).catch(() => undefined)) ?? this.#seen?.pool;
     const listed = await this.#system.readdir(MK_OVERLAYS).catch(() => undefined);
     const txs = listed === undefined ? new Map(this.#seen?.txs) : new Map<number, { status: string; resources?: string }>();
