@@ -93,18 +93,31 @@ function report(name: string, xs: number[]): string {
 export async function run(): Promise<void> {
   const { system, host, ids } = await host64();
   try {
-    // idle: nothing changes. First the process alone (after the setup's garbage is collected and
-    // the simulator is warm), then with the watcher: its share is the difference.
+    // idle: nothing changes. The process alone and with a watcher, in alternating windows (this
+    // process's own background work, garbage collection included, is of the same order as the
+    // watcher's): the watcher's share is the difference of the medians.
     await new Promise((r) => setTimeout(r, 3000));
-    const alone = await cpuShare(IDLE_MS);
-    const watcher = host.watch();
+    const alone: number[] = [];
+    const watching: number[] = [];
+    let watcher = host.watch();
     await watcher.ready;
-    const watching = await cpuShare(IDLE_MS);
-    const share = watching - alone;
+    const mode = watcher.mode;
+    watcher.close();
+    for (let round = 0; round < 3; round++) {
+      alone.push(await cpuShare(IDLE_MS / 2));
+      watcher = host.watch();
+      await watcher.ready;
+      watching.push(await cpuShare(IDLE_MS / 2));
+      watcher.close();
+    }
+    const [a, w] = [percentile(alone, 50), percentile(watching, 50)];
+    const share = Math.max(0, w - a);
     console.log(
-      `idle, ${INSTANCES} instances, mode ${watcher.mode}: the process uses ${alone.toFixed(2)}% of one core alone, ${watching.toFixed(2)}% watching: ` +
-        `the watcher ${share.toFixed(2)}% over ${(IDLE_MS / 1000).toFixed(0)} s (target <= 1%: ${share <= 1 ? 'met' : 'NOT met'})`,
+      `idle, ${INSTANCES} instances, mode ${mode}: medians of 3 windows of ${(IDLE_MS / 2000).toFixed(0)} s: the process ${a.toFixed(2)}% of one core alone, ` +
+        `${w.toFixed(2)}% watching: the watcher ${share.toFixed(2)}% (target <= 1%: ${share <= 1 ? 'met' : 'NOT met'})`,
     );
+    watcher = host.watch();
+    await watcher.ready;
     const kmsg = await delays(system, watcher, ids, CHANGES);
     const p99 = percentile(kmsg, 99);
     console.log(`${report('detection delay, kernel log', kmsg)} (target p99 <= 50 ms: ${p99 <= 50 ? 'met' : 'NOT met'})`);
