@@ -6,8 +6,8 @@ import { parseArgs } from 'node:util';
 import { formatCpuList } from '../../kernfs';
 import type { HostReport, InstanceReport } from '../../report';
 import { formatBytes } from '../../units';
-import { type CliIo, type Command, EXIT, UsageError } from '../command';
-import { HOST_OPTIONS, HOST_OPTIONS_HELP, type HostContext, jsonDocument, styles, table, withHost } from '../common';
+import { type CliIo, type Command, EXIT } from '../command';
+import { HOST_OPTIONS, HOST_OPTIONS_HELP, type HostContext, jsonDocument, positionalArgs, styles, table, withHost } from '../common';
 
 const STATUS_HELP = `usage: mkctl status [--probe] [options]
 
@@ -47,10 +47,6 @@ function instanceRows(instances: readonly InstanceReport[], liveness: boolean): 
   ];
 }
 
-function noPositionals(positionals: string[]): void {
-  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-}
-
 /** The text view of a report (exported for tests of what a simulated host never shows). */
 export function printStatus(io: CliIo, ctx: Pick<HostContext, 'backend'>, r: HostReport, probe: boolean): void {
   const s = styles(io);
@@ -80,7 +76,7 @@ export const status: Command = {
   help: STATUS_HELP,
   async run(args: string[], io: CliIo): Promise<number> {
     const { values, positionals } = parseArgs({ args, options: { ...HOST_OPTIONS, probe: { type: 'boolean' } }, allowPositionals: true, strict: true });
-    noPositionals(positionals);
+    positionalArgs(positionals, []);
     return withHost(values, io, async (ctx) => {
       const { hostReport } = await import('../../report');
       const r = await hostReport(ctx.host, { probe: values.probe === true, signal: io.signal });
@@ -97,7 +93,7 @@ export const list: Command = {
   help: LIST_HELP,
   async run(args: string[], io: CliIo): Promise<number> {
     const { values, positionals } = parseArgs({ args, options: HOST_OPTIONS, allowPositionals: true, strict: true });
-    noPositionals(positionals);
+    positionalArgs(positionals, []);
     return withHost(values, io, async ({ host }) => {
       const infos = await Promise.all((await host.instances()).map((i) => i.info()));
       if (values.json) {
