@@ -127,3 +127,29 @@ export interface Plan {
 
 /** The status a spec entry asks for on the live host. */
 export type WantedStatus = Extract<InstanceStatus, 'ready' | 'loaded' | 'active'>;
+
+export interface ApplyOptions {
+  /** delete instances the spec does not name (default false: they are left alone and listed as unmanaged) */
+  prune?: boolean;
+  signal?: AbortSignal;
+  /** called after each step, with the error when it failed */
+  onStep?: (step: PlanStep, error?: Error) => void;
+}
+
+export interface ApplyResult {
+  /** the plan apply started from */
+  plan: Plan;
+  /** the steps run, in order, each with its error when it failed */
+  done: { step: PlanStep; error?: Error }[];
+  /** true when a plan made after the last step has no steps left */
+  converged: boolean;
+}
+
+/**
+ * The library's entry points (lib/spec/index.ts, subpath export `multikernel/spec`):
+ *   parseSpec(text: string, file?: string): HostSpec              throws SpecError
+ *   loadSpecFile(path: string): Promise<HostSpec>                  throws SpecError (or the fs error)
+ *   plan(host: Host, spec: HostSpec, options?: { prune?: boolean; signal?: AbortSignal }): Promise<Plan>
+ *   apply(host: Host, spec: HostSpec, options?: ApplyOptions): Promise<ApplyResult>
+ * SpecError is a MultikernelError with code ERR_MK_INVALID_SPEC and `issues: SpecIssue[]`.
+ */
