@@ -10,7 +10,8 @@
  * name, and writes one compensating transaction for what is still in effect.
  */
 import { MK_DEVICE_TREE, instanceDir } from './kernfs';
-import { parseInstance, parsePool, type InstanceTree, type OverlayOp, type PoolState } from './model';
+import { parseInstance, parsePool, type InstanceTree, type PoolState } from './model/trees';
+import type { OverlayOp } from './model/overlay';
 import { allInstanceRegions, pciIds } from './readback';
 import type { System } from './system/system';
 

@@ -7,17 +7,20 @@
 import { MultikernelError, isSystemError } from './errors';
 import { Instance, notFound, type InstanceHost } from './instance';
 import { DEFAULT_LOCK_PATH, MK_CONSOLE_DEVICE, MK_DEVICE_TREE, MK_INSTANCES, MK_OVERLAYS, PROC_KIMAGE, instanceDir, txDir, txIds } from './kernfs';
-import { decodeFdt, getChild, getProperty } from './fdt';
-import { checkInstanceName, parseInstance, parsePool, type OverlayOp, type VirtioDevice } from './model';
+import { decodeFdt } from './fdt/codec';
+import { getChild, getProperty } from './fdt/tree';
+import { checkInstanceName, type OverlayOp, type VirtioDevice } from './model/overlay';
+import { parseInstance, parsePool } from './model/trees';
 import { Pool, type PoolHost } from './pool';
 import { pciIds } from './readback';
 import { candidateOf, selectCpus, checkCpuRequest, type CpuCandidate, type CpuRequest } from './select';
 import { probeMultikernelSupport } from './support';
 import type { System, VsockServer } from './system/system';
 import { listenChannel } from './channels';
-import { HostWatcher, RequestLog, type WatchOptions } from './watch';
+import type { HostWatcher, WatchOptions } from './watch';
+import { RequestLog } from './requests';
 import { readTopology, type HostTopology } from './topology';
-import { applyOverlay, withWriterLocks, type TxResult } from './transaction';
+import type { TxResult } from './transaction';
 import { VMADDR_PORT_ANY, isValidMkId } from './uapi';
 import { formatBytes, parseBytes } from './units';
 
@@ -193,7 +196,9 @@ export class Host {
    * transactions, as `event` events and an async iterator. Stops on close() or the signal.
    */
   watch(options: WatchOptions = {}): HostWatcher {
-    return new HostWatcher(this.system, this.#requests, options);
+    // loaded here: a process that never watches (a short mkctl command) does not pay for it
+    const { HostWatcher: Watcher } = require('./watch') as typeof import('./watch');
+    return new Watcher(this.system, this.#requests, options);
   }
 
   /** The host's CPUs, cores and NUMA nodes, read now (a CPU in the pool departs from the host's lists). */
@@ -334,12 +339,14 @@ export class Host {
   }
 
   async #apply(ops: OverlayOp[], description: string, signal?: AbortSignal): Promise<TxResult> {
+    const { applyOverlay } = await import('./transaction');
     return applyOverlay(this.system, ops, { ...this.#txOptions, description, signal });
   }
 
   async #writeBaseline(blob: Uint8Array, signal?: AbortSignal): Promise<void> {
     // set inside the callback: a plain annotation would be narrowed to 'not tried' here
     let state = 'not tried' as 'not tried' | 'failed' | 'written';
+    const { withWriterLocks } = await import('./transaction');
     try {
       await withWriterLocks(
         this.system,

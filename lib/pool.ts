@@ -7,7 +7,9 @@
 import { MultikernelError } from './errors';
 import { allInstanceRegions, pciIds } from './readback';
 import { MK_DEVICE_TREE } from './kernfs';
-import { encodeBaseline, parsePool, type OverlayOp, type PoolState, type TreeDevice } from './model';
+import { encodeBaseline } from './model/baseline';
+import { parsePool, type PoolState, type TreeDevice } from './model/trees';
+import type { OverlayOp } from './model/overlay';
 import { candidateOf, selectCpus, checkCpuRequest, wholePieces, type CpuCandidate, type CpuRequest } from './select';
 import type { System } from './system/system';
 import type { HostTopology } from './topology';

@@ -18,7 +18,8 @@
 import { compensatingOps, readView, type Compensation, type StateView } from './compensate';
 import { MultikernelError, isSystemError } from './errors';
 import { DEFAULT_LOCK_PATH, KERF_LOCK_PATHS, MK_OVERLAYS, MK_OVERLAY_NEW, txDir, txIds } from './kernfs';
-import { MAX_OVERLAY_WRITE_BYTES, MAX_RESOURCES_DESCRIPTION, encodeOverlay, type OverlayOp } from './model';
+import { MAX_OVERLAY_WRITE_BYTES, MAX_RESOURCES_DESCRIPTION, type OverlayOp } from './model/overlay';
+import { encodeOverlay } from './model/overlay-encode';
 import type { System } from './system/system';
 
 export type { TxStatus } from './kernfs';

@@ -3,7 +3,8 @@
  * kernel/multikernel/baseline.c): a request for the CPUs, memory and devices the host hands
  * to the multikernel pool.
  */
-import { decodeFdt, encodeFdt, getChild, getProperty, node, prop, readU32, readU64, readU64s } from '../fdt';
+import { decodeFdt, encodeFdt } from '../fdt/codec';
+import { getChild, getProperty, node, prop, readU32, readU64, readU64s } from '../fdt/tree';
 import type { Fdt, FdtLimits, FdtNode } from '../fdt/types';
 import { OldKerfFormatError } from './errors';
 import {

@@ -4,7 +4,7 @@
  * sections 3.3 to 3.6 (kernel/multikernel/baseline.c, overlay.c, dts.c, include/linux/multikernel.h).
  */
 import { MultikernelError } from '../errors';
-import { getChild, getProperty, node, prop, readString, readU32 } from '../fdt';
+import { getChild, getProperty, node, prop, readString, readU32 } from '../fdt/tree';
 import type { FdtNode, FdtProperty } from '../fdt/types';
 
 /** The page size every memory size and base must be a multiple of (x86_64, arm64 4K, riscv). */

@@ -5,7 +5,8 @@
  * index. So the ops parseOverlay reads from a kerf blob re-encode to the same tree, and with
  * `strings: 'libfdt'` to the same bytes.
  */
-import { encodeFdt, node, prop } from '../fdt';
+import { encodeFdt } from '../fdt/codec';
+import { node, prop } from '../fdt/tree';
 import type { Fdt, FdtNode, FdtProperty } from '../fdt/types';
 import { devicesNode, invalid } from './common';
 import {

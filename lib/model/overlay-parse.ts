@@ -4,7 +4,8 @@
  * an op; kerf's `cpu-affinity`, `memory-policy` and `device-names` are kept too, so a kerf blob
  * re-encodes to the same tree; what the model does not carry is listed in `ignored`.
  */
-import { decodeFdt, getChild, getProperty, readStrings, readU32, readU32s, readU64, readU64s } from '../fdt';
+import { decodeFdt } from '../fdt/codec';
+import { getChild, getProperty, readStrings, readU32, readU32s, readU64, readU64s } from '../fdt/tree';
 import type { FdtLimits, FdtNode } from '../fdt/types';
 import { cpuNumber, malformed, optString, optU32, readDevicesNode, reqProp, reqString, reqU32, show } from './common';
 import { OldKerfFormatError } from './errors';

@@ -5,7 +5,8 @@
  * Both are tolerant of nodes they do not know and strict about the length of the properties
  * they read (ERR_MK_INVALID_FDT from the fdt readers).
  */
-import { decodeFdt, getChild, node, getProperty, readStrings, readU32s, readU64, readU64s } from '../fdt';
+import { decodeFdt } from '../fdt/codec';
+import { getChild, node, getProperty, readStrings, readU32s, readU64, readU64s } from '../fdt/tree';
 import type { FdtLimits, FdtNode } from '../fdt/types';
 import { cpuNumber, malformed, optString, optU32, readAliases, readDevicesNode, reqProp, reqU32 } from './common';
 

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { FileLocks, ownerGone } from '../../lib/system/simulated/lockfile';
+import { FileLocks, STATE_KEY_NAME, keyName, ownerGone } from '../../lib/system/simulated/lockfile';
 
 const KEY = 'user:/run/k';
 const opts = { exclusive: true, wait: false, errorPath: '/run/k' };
@@ -173,4 +173,11 @@ t.test('a failure to link other than EEXIST is an error, not contention', async 
   });
   await t.rejects(new Failing(dir).acquire(KEY, opts), { code: 'EMLINK' });
   t.same(fs.readdirSync(keyDir), [], 'its temp file is removed');
+});
+
+t.test('lock file names: SHA-1 of the key, the state lock written out the same', async (t) => {
+  const sha = (key: string): string => createHash('sha1').update(key).digest('hex').slice(0, 20);
+  t.equal(STATE_KEY_NAME, sha('state'));
+  t.equal(keyName('state'), sha('state'));
+  t.equal(keyName(KEY), sha(KEY));
 });

@@ -8,11 +8,11 @@
  * system errors, or into a failed transaction, by the caller.
  */
 import { MemoryAllocator } from './allocator';
-import { Baseline } from './baseline';
-import { Boot } from './boot';
+import type { Baseline } from './baseline';
+import type { Boot } from './boot';
 import type { SimStopCause } from './channels';
 import type { FaultInjector } from './faults';
-import { OverlayEngine } from './overlay-engine';
+import type { OverlayEngine } from './overlay-engine';
 import type { SimInstance, SimState, SimTx } from './state';
 
 export { KErr, PAGE_SIZE } from './props';
@@ -41,9 +41,20 @@ export interface ImageFile {
 
 export class Kernel {
   readonly mem: MemoryAllocator;
-  readonly baseline = new Baseline(this);
-  readonly overlays = new OverlayEngine(this);
-  readonly boot = new Boot(this);
+  // The writers of the kernel, loaded and made when a call first needs them: most calls read a
+  // file, and a short mkctl command that only reads does not pay for loading them.
+  #baseline: Baseline | undefined;
+  #overlays: OverlayEngine | undefined;
+  #boot: Boot | undefined;
+  get baseline(): Baseline {
+    return (this.#baseline ??= new (require('./baseline') as typeof import('./baseline')).Baseline(this));
+  }
+  get overlays(): OverlayEngine {
+    return (this.#overlays ??= new (require('./overlay-engine') as typeof import('./overlay-engine')).OverlayEngine(this));
+  }
+  get boot(): Boot {
+    return (this.#boot ??= new (require('./boot') as typeof import('./boot')).Boot(this));
+  }
 
   constructor(readonly s: SimState, readonly env: KernelEnv) {
     this.mem = new MemoryAllocator(s, (line) => this.log(line));
