@@ -3,6 +3,8 @@
  * the process's streams, and resolves with the exit code. Commands never call process.exit and
  * never touch process.stdout directly, so tests drive them with in-memory streams.
  */
+import type { Readable } from 'node:stream';
+
 export interface CliOutput {
   /** text, or bytes (`mkctl dump`, console and exec output) */
   write(data: string | Uint8Array): unknown;
@@ -20,7 +22,7 @@ export interface CliOutput {
  * What a command reads (`mkctl console`, `mkctl exec -i`): a byte stream; on a terminal it has
  * isTTY and setRawMode, as process.stdin.
  */
-export type CliInput = NodeJS.ReadableStream & {
+export type CliInput = Readable & {
   readonly isTTY?: boolean;
   setRawMode?(mode: boolean): unknown;
   readonly isRaw?: boolean;

@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream';
 import t, { type Test } from 'tap';
 import type { CliInput, CliIo } from '../../lib/cli/command';
 import { consoleCommand, EscapeDetector } from '../../lib/cli/commands/console';
-import { parseEnv, parseUser, relayInput, splitExecArgs } from '../../lib/cli/commands/exec';
+import { parseEnv, parseUser, splitExecArgs } from '../../lib/cli/commands/exec';
 import { describeDevice, showText } from '../../lib/cli/commands/show';
 import { eventJson, eventLine } from '../../lib/cli/commands/watch';
 import { rawMode, styles, terminalSize } from '../../lib/cli/common';
@@ -334,24 +334,6 @@ t.test('exec: argument parsing', async (t) => {
   rawMode(term)!.restore();
   t.same(term.modes, [true, true], 'restored as it was');
 
-  // stdin reaches the session through a relay with back-pressure, and lets go of it at the end
-  const source = new PassThrough();
-  const relay = relayInput(source);
-  source.write(Buffer.alloc(64 * 1024, 1));
-  await new Promise((r) => setImmediate(r));
-  t.ok(source.isPaused(), 'a full relay pauses its source');
-  let got = 0;
-  relay.stream.on('data', (c: Buffer) => (got += c.length));
-  await until(() => got === 64 * 1024);
-  t.notOk(source.isPaused(), 'and resumes it once drained');
-  relay.detach();
-  t.same([source.listenerCount('data'), source.isPaused(), relay.stream.writableEnded], [0, true, true]);
-  const ending = new PassThrough();
-  const second = relayInput(ending);
-  ending.end('x');
-  second.stream.resume();
-  await new Promise((r) => second.stream.once('end', r));
-  t.pass('the end of the source ends the relay');
 });
 
 t.test('exec: output, status, env, cwd, user, stdin, terminals, --json, errors', async (t) => {

@@ -3,8 +3,7 @@
  * `docker exec` and `kerf exec`: its output here, its exit status as ours.
  */
 import { parseArgs } from 'node:util';
-import { PassThrough } from 'node:stream';
-import { type CliInput, type CliIo, type Command, UsageError } from '../command';
+import { type CliIo, type Command, UsageError } from '../command';
 import { HOST_OPTIONS, HOST_OPTIONS_HELP, jsonDocument, rawMode, terminalSize, withHost } from '../common';
 
 const EXEC_HELP = `usage: mkctl exec NAME [-i] [-t] [-e K=V]... [-w DIR] [-u UID[:GID]] [options] -- CMD [ARG...]
@@ -75,33 +74,6 @@ export function parseUser(text: string): { uid: number; gid?: number } {
   return { uid: Number(m[1]), ...(m[2] !== undefined ? { gid: Number(m[2]) } : {}) };
 }
 
-/**
- * Relays `input` into a stream of its own, with back-pressure, until `detach()`. The session gets
- * that stream, never `input`: a command that exits while the terminal is idle leaves no read
- * pending on the terminal, which would keep mkctl alive until the next key.
- */
-export function relayInput(input: CliInput): { stream: PassThrough; detach(): void } {
-  const stream = new PassThrough();
-  const onDrain = (): void => void input.resume();
-  const onData = (chunk: Buffer): void => {
-    if (!stream.write(chunk)) input.pause();
-  };
-  const onEnd = (): void => void stream.end();
-  stream.on('drain', onDrain);
-  input.on('data', onData);
-  input.on('end', onEnd);
-  return {
-    stream,
-    detach: () => {
-      input.removeListener('data', onData);
-      input.removeListener('end', onEnd);
-      stream.removeListener('drain', onDrain);
-      input.pause();
-      stream.end();
-    },
-  };
-}
-
 export const exec: Command = {
   path: ['exec'],
   summary: 'run a command in an instance (-i stdin, -t terminal), exit with its status',
@@ -120,9 +92,9 @@ export const exec: Command = {
     const settings = { env, ...(values.workdir !== undefined ? { cwd: values.workdir } : {}), ...user, signal: io.signal };
     return withHost(values, io, async ({ host }) => {
       const instance = await host.instance(/^\d+$/.test(name) ? Number(name) : name);
-      const input = stdin !== undefined ? relayInput(stdin) : undefined;
       if (values.json === true) {
-        const r = await instance.execFile(command, { ...settings, ...(input !== undefined ? { stdin: input.stream } : {}) }).finally(() => input?.detach());
+        // the exec client lets go of stdin when the session ends (no read left pending on a terminal)
+        const r = await instance.execFile(command, { ...settings, ...(stdin !== undefined ? { stdin } : {}) });
         io.stdout.write(
           jsonDocument({ name: instance.name, id: instance.id, code: r.code, signal: r.signal, pid: r.pid, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8') }),
         );
@@ -130,10 +102,7 @@ export const exec: Command = {
       }
       const out = io.stdout;
       const tty = values.tty === true ? terminalSize(out) : undefined;
-      const proc = await instance.exec(command, { ...settings, ...(tty ? { tty } : {}), stdin: input?.stream ?? 'ignore' }).catch((err: unknown) => {
-        input?.detach();
-        throw err;
-      });
+      const proc = await instance.exec(command, { ...settings, ...(tty ? { tty } : {}), stdin: stdin ?? 'ignore' });
       const ended = Promise.all([proc.stdout, proc.stderr].map((s) => new Promise((resolve) => s.once('end', resolve))));
       proc.stdout.on('data', (chunk: Buffer) => io.stdout.write(chunk));
       proc.stderr.on('data', (chunk: Buffer) => io.stderr.write(chunk));
@@ -151,7 +120,6 @@ export const exec: Command = {
       );
       if (follow) out.removeListener!('resize', onResize);
       terminal?.restore();
-      input?.detach();
       if (typeof status === 'number') return status;
       // the agent could not start it: 127 not found, 126 otherwise, as a shell says
       if ((status as { code?: unknown }).code !== 'ERR_MK_EXEC_REMOTE') throw status;
