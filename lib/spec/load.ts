@@ -123,7 +123,7 @@ function suggestion(key: string, accepted: string[]): string {
     return row[b.length]!;
   };
   const best = accepted.map((a) => ({ a, d: distance(key, a) })).sort((x, y) => x.d - y.d)[0];
-  return best !== undefined && best.d <= 2 ? `did you mean "${best.a}"? ` : '';
+  return best!.d <= 2 ? `did you mean "${best.a}"? ` : '';
 }
 
 /** Where each value (and its key) of the document starts, by JSON pointer; the problems found. */
@@ -136,15 +136,16 @@ class Issues {
     readonly doc: Document,
     readonly lines: LineCounter,
   ) {
-    this.#index(doc.contents, '', doc.contents?.range?.[0] ?? 0);
+    this.#index(doc.contents, '', range(doc.contents)?.[0] ?? 0);
   }
 
   #index(node: unknown, pointer: string, keyOffset: number): void {
-    const value = (node as { range?: [number, number, number] } | null)?.range?.[0] ?? keyOffset;
+    const value = range(node)?.[0] ?? keyOffset;
     this.#offsets.set(pointer, { key: keyOffset, value });
     if (isMap(node)) {
       for (const pair of node.items) {
-        this.#index(pair.value, `${pointer}/${escape(keyString(pair.key))}`, (pair.key as { range: [number] }).range[0]);
+        if (!isScalar(pair.key)) this.list.push({ pointer, at: this.position(range(pair.key)![0]), message: 'this key is a list or a mapping: keys are names' });
+        this.#index(pair.value, `${pointer}/${escape(keyString(pair.key))}`, range(pair.key)![0]);
       }
     } else if (isSeq(node)) {
       node.items.forEach((item, i) => this.#index(item, `${pointer}/${i}`, value));
@@ -173,30 +174,28 @@ class Issues {
     this.#pointers.add(pointer);
     this.list.push({ pointer, at: this.at(pointer, where), message });
   }
-
-  has(pointer: string): boolean {
-    return this.#pointers.has(pointer);
-  }
 }
 
+/** A map key as toJS writes it (a list or mapping key is an issue of its own). */
 function keyString(key: unknown): string {
-  return String(isScalar(key) ? key.value : key);
+  return isScalar(key) ? String(key.value ?? '') : '';
 }
+
+const range = (n: unknown): [number, number, number] | undefined => (n as { range?: [number, number, number] } | null)?.range;
 
 /** The JSON pointer of the innermost key or value written at `offset` (for the parser's errors). */
 function pointerAt(node: unknown, offset: number, pointer = ''): string {
-  const inside = (n: unknown): boolean => {
-    const range = (n as { range?: [number, number, number] } | null)?.range;
-    return range !== undefined && offset >= range[0] && offset < range[2];
-  };
   if (isMap(node)) {
     for (const pair of node.items) {
-      const child = `${pointer}/${escape(keyString(pair.key))}`;
-      if (inside(pair.key)) return child;
-      if (inside(pair.value)) return pointerAt(pair.value, offset, child);
+      const key = range(pair.key)!;
+      // a pair spans its key, any tag or anchor, and its value
+      if (offset >= key[0] && offset < (range(pair.value) ?? key)[2]) {
+        const child = `${pointer}/${escape(keyString(pair.key))}`;
+        return offset < key[2] ? child : pointerAt(pair.value, offset, child);
+      }
     }
   } else if (isSeq(node)) {
-    const i = node.items.findIndex(inside);
+    const i = node.items.findIndex((item) => offset >= range(item)![0] && offset < range(item)![2]);
     if (i >= 0) return pointerAt(node.items[i], offset, `${pointer}/${i}`);
   }
   return pointer;
@@ -231,8 +230,8 @@ function schemaIssue(issues: Issues, e: ErrorObject, kinds: Map<object, Kind>): 
       return;
     case 'minimum':
     case 'maximum': {
-      const range = parent.maximum === undefined ? `at least ${parent.minimum}` : `${parent.minimum} to ${parent.maximum}`;
-      issues.add(e.instancePath, `${show(e.data)} is out of range: use ${range}`);
+      const bounds = parent.maximum === undefined ? `at least ${parent.minimum}` : `${parent.minimum} to ${parent.maximum}`;
+      issues.add(e.instancePath, `${show(e.data)} is out of range: use ${bounds}`);
       return;
     }
     case 'minLength':
@@ -388,7 +387,7 @@ class Semantics {
 }
 
 function fail(file: string, issues: SpecIssue[]): never {
-  issues.sort((a, b) => a.at.line - b.at.line || a.at.column - b.at.column || (a.pointer < b.pointer ? -1 : 1));
+  issues.sort((a, b) => a.at.line - b.at.line || a.at.column - b.at.column || a.pointer.localeCompare(b.pointer));
   throw new SpecError(file, issues);
 }
 
