@@ -133,7 +133,7 @@ class Issues {
   readonly #offsets = new Map<string, { key: number; value: number }>();
   constructor(
     readonly file: string,
-    readonly doc: Document,
+    doc: Document,
     readonly lines: LineCounter,
   ) {
     this.#index(doc.contents, '', range(doc.contents)?.[0] ?? 0);
