@@ -1,6 +1,6 @@
 /**
- * FDT codec benchmark: decode + encode of a ~1 MiB DTB, side by side with `dtc -I dtb -O dtb`
- * on the same blob. Prints medians; not a test, no threshold.
+ * FDT codec benchmark (issue 13): decode + encode of a ~1 MiB DTB against libfdt in-process and
+ * against `dtc -I dtb -O dtb`. Returns the cases; not a test.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { decodeFdt, encodeFdt, node, prop, type FdtNode } from '../lib/fdt';
+import { type BenchCase, median, notRun } from './results';
 
 /** A realistic tree of about `targetBytes`: CPUs, memory, PCI-like devices with u32/u64/string props. */
 export function buildTree(targetBytes: number): FdtNode {
@@ -35,18 +36,29 @@ export function buildTree(targetBytes: number): FdtNode {
   return root;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[s.length >> 1];
+/** Builds a C program of bench/c with cc -O2 (and `libs`); undefined with the reason when it cannot. */
+function buildC(dir: string, source: string, libs: string[]): { exe?: string; why?: string } {
+  const exe = join(dir, source.replace(/\.c$/, ''));
+  const r = spawnSync('cc', ['-O2', '-o', exe, join(__dirname, 'c', source), ...libs], { encoding: 'utf8' });
+  if (r.error !== undefined || r.status !== 0) return { why: `cc ${source} failed (${(r.error?.message ?? r.stderr).trim().split('\n')[0]}; apt-get install libfdt-dev)` };
+  return { exe };
 }
 
-export function run(): void {
+const LIBFDT = 'device trees: decode+encode of a 1 MiB DTB vs libfdt in-process';
+const DTC = 'device trees: round trip vs dtc -I dtb -O dtb (process)';
+
+/**
+ * Decode + encode of a ~1 MiB DTB (medians of ROUNDS after warm-up), against libfdt doing the same
+ * in one process (bench/c/fdt-roundtrip.c: open into a buffer, walk every node and property, pack)
+ * and against dtc for the whole round trip (a process each, start-up included, as a user runs it).
+ */
+export function run(): BenchCase[] {
   const blob = encodeFdt(buildTree(1 << 20));
-  const runs = 21;
-  for (let i = 0; i < 10; i++) encodeFdt(decodeFdt(blob));
+  const rounds = 31;
+  for (let i = 0; i < 20; i++) encodeFdt(decodeFdt(blob));
   const ours: number[] = [];
   const dec: number[] = [];
-  for (let i = 0; i < runs; i++) {
+  for (let i = 0; i < rounds; i++) {
     const t0 = performance.now();
     const tree = decodeFdt(blob);
     const t1 = performance.now();
@@ -55,30 +67,53 @@ export function run(): void {
     dec.push(t1 - t0);
     if (!out.equals(blob)) throw new Error('benchmark round trip changed the blob');
   }
-  console.log(`fdt: blob ${blob.length} bytes (${(blob.length / 1048576).toFixed(2)} MiB)`);
-  console.log(`fdt: ours decode+encode   median ${median(ours).toFixed(2)} ms (decode ${median(dec).toFixed(2)} ms) over ${runs} runs after 10 warm-up`);
-  const probe = spawnSync('dtc', ['--version'], { encoding: 'utf8' });
-  if (probe.error !== undefined || probe.status !== 0) {
-    console.log('fdt: dtc not found (apt-get install device-tree-compiler); no dtc figure');
-    return;
-  }
+  const mine = median(ours);
+  const size = `${(blob.length / 1048576).toFixed(2)} MiB`;
+  const cases: BenchCase[] = [];
   const dir = mkdtempSync(join(tmpdir(), 'fdt-bench-'));
   try {
     const file = join(dir, 'bench.dtb');
     writeFileSync(file, blob);
-    const spawns = 9;
-    const times: number[] = [];
-    for (let i = 0; i < spawns + 1; i++) {
-      const t0 = performance.now();
-      const r = spawnSync('dtc', ['-q', '-I', 'dtb', '-O', 'dtb', '-o', join(dir, 'out.dtb'), file]);
-      const t = performance.now() - t0;
-      if (r.status !== 0) throw new Error(`dtc failed: ${r.stderr.toString()}`);
-      if (i > 0) times.push(t);
+    const c = buildC(dir, 'fdt-roundtrip.c', ['-lfdt']);
+    if (c.exe === undefined) {
+      cases.push(notRun(LIBFDT, 'x libfdt', '<= 3', c.why!));
+    } else {
+      const r = spawnSync(c.exe, [file, String(rounds)], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`fdt-roundtrip: ${r.stderr}`);
+      const libfdt = Number(r.stdout.split(' ')[0]);
+      cases.push({
+        name: LIBFDT,
+        value: mine / libfdt,
+        unit: 'x libfdt',
+        target: '<= 3',
+        met: mine / libfdt <= 3,
+        context: `${size}: ours ${mine.toFixed(2)} ms (decode ${median(dec).toFixed(2)} ms), libfdt ${libfdt.toFixed(2)} ms (medians of ${rounds} rounds)`,
+      });
     }
-    const d = median(times);
-    console.log(`fdt: dtc -I dtb -O dtb    median ${d.toFixed(2)} ms over ${spawns} spawns (${probe.stdout.trim()}, includes process start)`);
-    console.log(`fdt: ours is ${(d / median(ours)).toFixed(1)}x faster than dtc`);
+    const probe = spawnSync('dtc', ['--version'], { encoding: 'utf8' });
+    if (probe.error !== undefined || probe.status !== 0) {
+      cases.push(notRun(DTC, 'x faster', '>= 1', 'dtc not found (apt-get install device-tree-compiler)'));
+    } else {
+      const times: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        const t0 = performance.now();
+        const r = spawnSync('dtc', ['-q', '-I', 'dtb', '-O', 'dtb', '-o', join(dir, 'out.dtb'), file]);
+        const t = performance.now() - t0;
+        if (r.status !== 0) throw new Error(`dtc failed: ${r.stderr.toString()}`);
+        if (i > 0) times.push(t);
+      }
+      const d = median(times);
+      cases.push({
+        name: DTC,
+        value: d / mine,
+        unit: 'x faster',
+        target: '>= 1',
+        met: d / mine >= 1,
+        context: `dtc ${d.toFixed(2)} ms per process (${probe.stdout.trim()}, median of 9), ours ${mine.toFixed(2)} ms in-process`,
+      });
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+  return cases;
 }

@@ -1,27 +1,22 @@
 /**
  * mkctl start-up (issue 11: `mkctl status --json` on a simulated host in at most 1.2 times
  * `node -e 0`, measured in the same run). Spawns each command 15 times, alternating, and compares
- * medians of wall time; also `mkctl --help`. Prints figures; not a test.
+ * medians of wall time; also `mkctl --help` (context). Returns the case; not a test.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { type BenchCase, median, notRun } from './results';
 
 const RUNS = 15;
 const MKCTL = path.join(__dirname, '..', 'dist', 'cli', 'mkctl.js');
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[s.length >> 1]!;
-}
+const NAME = 'CLI start: mkctl status --json, simulated host';
 
-export function run(): void {
-  if (!fs.existsSync(MKCTL)) {
-    console.log(`startup: ${MKCTL} is not built (npm run build:ts)`);
-    return;
-  }
+export function run(): BenchCase[] {
+  if (!fs.existsSync(MKCTL)) return [notRun(NAME, 'x node -e 0', '<= 1.2', `${MKCTL} is not built (npm run build:ts)`)];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mk-bench-startup-'));
   const env = { ...process.env, MULTIKERNEL_BACKEND: 'simulated', MULTIKERNEL_SIM_DIR: path.join(dir, 'sim') };
   try {
@@ -40,13 +35,19 @@ export function run(): void {
     ];
     const samples = new Map<string, number[]>(cases.map(([name]) => [name, []]));
     for (let i = 0; i < RUNS; i++) for (const [name, args] of cases) samples.get(name)!.push(time(args));
-    const base = median(samples.get('node -e 0')!);
-    for (const [name] of cases) {
-      const m = median(samples.get(name)!);
-      console.log(`startup: ${name.padEnd(20)} median ${m.toFixed(1)} ms (${(m / base).toFixed(2)}x node -e 0)`);
-    }
-    const ratio = median(samples.get('mkctl status --json')!) / base;
-    console.log(`startup: mkctl status --json target <= 1.2x node -e 0: ${ratio <= 1.2 ? 'met' : 'NOT met'} (${ratio.toFixed(2)}x)`);
+    const m = (name: string): number => median(samples.get(name)!);
+    const base = m('node -e 0');
+    const ratio = m('mkctl status --json') / base;
+    return [
+      {
+        name: NAME,
+        value: ratio,
+        unit: 'x node -e 0',
+        target: '<= 1.2',
+        met: ratio <= 1.2,
+        context: `medians of ${RUNS} alternating spawns: node -e 0 ${base.toFixed(1)} ms, mkctl status --json ${m('mkctl status --json').toFixed(1)} ms, mkctl --help ${m('mkctl --help').toFixed(1)} ms (${(m('mkctl --help') / base).toFixed(2)}x)`,
+      },
+    ];
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -1,5 +1,5 @@
 import { MultikernelError } from '../errors';
-import type { Fdt, FdtLimits, FdtNode, FdtProperty, FdtReservation } from './types';
+import type { Fdt, FdtLimits, FdtNode, FdtReservation } from './types';
 
 /** Flattened device tree constants (devicetree specification, chapter 5). */
 export const FDT_MAGIC = 0xd00dfeed;
@@ -35,6 +35,9 @@ function invalid(message: string, offset: number): MultikernelError {
 function limit(message: string, offset: number): MultikernelError {
   return new MultikernelError('ERR_MK_FDT_LIMIT', `FDT limit exceeded: ${message} (at byte offset ${offset})`, { details: { offset } });
 }
+
+/** Names up to this many bytes are decoded in JS; longer ones by Buffer (one call). */
+const SHORT_NAME = 64;
 
 /** Characters a node or property name can never hold (it would not survive encoding). */
 const BAD_NAME_CHAR = /[\0\u0100-\uffff]/;
@@ -126,8 +129,9 @@ export function decodeFdt(blob: Uint8Array, limits?: FdtLimits): Fdt {
   };
 
   // Structure block: one private copy; values are views into it.
-  const struct = Buffer.allocUnsafe(structSize);
-  src.copy(struct, 0, structOff, structOff + structSize);
+  // (TypedArray slice is one memcpy; Buffer.copy goes through a slower generic path)
+  const copy = Uint8Array.prototype.slice.call(blob, structOff, structOff + structSize);
+  const struct = Buffer.from(copy.buffer, copy.byteOffset, structSize);
   const sview = new DataView(struct.buffer, struct.byteOffset, structSize);
   const sbuf = struct.buffer;
   const sbase = struct.byteOffset;
@@ -142,10 +146,19 @@ export function decodeFdt(blob: Uint8Array, limits?: FdtLimits): Fdt {
     pos += 4;
     if (token === FDT_BEGIN_NODE) {
       if (root !== undefined && stack.length === 0) throw invalid('a second root node follows the first', at);
-      const end = struct.indexOf(0, pos);
-      if (end === -1) throw invalid('node name is not NUL-terminated inside the structure block', at + 4);
-      const name = struct.toString('latin1', pos, end);
-      if (stack.length === 0 ? name !== '' : name === '' || name.includes('/')) {
+      // Node names are short: read in JS, a call into Buffer's C++ per node costs more than the name.
+      let end = pos;
+      let slash = false;
+      let name = '';
+      for (; end < structSize; end++) {
+        const c = struct[end]!;
+        if (c === 0) break;
+        if (c === 0x2f) slash = true;
+        if (end - pos < SHORT_NAME) name += String.fromCharCode(c);
+      }
+      if (end === structSize) throw invalid('node name is not NUL-terminated inside the structure block', at + 4);
+      if (end - pos >= SHORT_NAME) name = struct.toString('latin1', pos, end);
+      if (stack.length === 0 ? name !== '' : name === '' || slash) {
         throw invalid(stack.length === 0 ? `root node has the name ${JSON.stringify(name)}` : `node name ${JSON.stringify(name)} is empty or holds '/'`, at + 4);
       }
       if (++nodes > maxNodes) throw limit(`more than maxNodes ${maxNodes} nodes`, at);
@@ -178,19 +191,38 @@ export function decodeFdt(blob: Uint8Array, limits?: FdtLimits): Fdt {
   }
 }
 
-/** Structure-block bytes of a subtree; collects property names in encounter order. */
-function measure(n: FdtNode, root: FdtNode, path: string, strings: { add(name: string): unknown }): number {
+/**
+ * Structure-block bytes of a subtree; adds every property name to `strings` in encounter order
+ * and records the handle it got in `handles` (one per property, in the order they are written).
+ */
+function measure(n: FdtNode, root: FdtNode, path: string, strings: StringTable, handles: number[]): number {
   let size = 8 + ((n.name.length + 4) & ~3);
   if (n !== root && (n.name === '' || n.name.includes('/'))) throw cannotEncode(`node name ${JSON.stringify(n.name)} is empty or holds '/'`, path);
   if (BAD_NAME_CHAR.test(n.name)) throw cannotEncode(`node name ${JSON.stringify(n.name)} holds NUL or a character above U+00FF`, path);
-  for (const p of n.properties) {
-    if (p.name === '' || BAD_NAME_CHAR.test(p.name)) throw cannotEncode(`property name ${JSON.stringify(p.name)} is empty, holds NUL or a character above U+00FF`, path);
-    strings.add(p.name);
+  const props = n.properties;
+  for (let i = 0; i < props.length; i++) {
+    const p = props[i]!;
+    // (the characters of each distinct name are checked once, by encodeFdt)
+    if (p.name === '') throw cannotEncode('property name "" is empty, holds NUL or a character above U+00FF', path);
+    handles.push(strings.add(p.name));
     size += 12 + ((p.value.length + 3) & ~3);
   }
-  const base = n === root ? '/' : `${path}/`;
-  for (const c of n.children) size += measure(c, root, base + c.name, strings);
+  const children = n.children;
+  if (children.length > 0) {
+    const base = n === root ? '/' : `${path}/`;
+    for (let i = 0; i < children.length; i++) size += measure(children[i]!, root, base + children[i]!.name, strings, handles);
+  }
   return size;
+}
+
+/** The path of the first node with a property named `name` (for the message of a name that cannot be written). */
+function pathOfProperty(n: FdtNode, name: string, path: string): string | undefined {
+  if (n.properties.some((p) => p.name === name)) return path;
+  for (const c of n.children) {
+    const found = pathOfProperty(c, name, path === '/' ? `/${c.name}` : `${path}/${c.name}`);
+    if (found !== undefined) return found;
+  }
+  return undefined;
 }
 
 function cannotEncode(what: string, path: string): MultikernelError {
@@ -216,14 +248,14 @@ class DtcStrings implements StringTable {
   readonly list: string[] = [];
   size = 0;
   add(name: string): number {
-    if (!this.offsets.has(name)) {
-      this.list.push(name);
-      for (let i = 0; i < name.length; i++) {
-        const suffix = i === 0 ? name : name.slice(i);
-        if (!this.offsets.has(suffix)) this.offsets.set(suffix, this.size + i);
-      }
-      this.size += name.length + 1;
+    const known = this.offsets.get(name);
+    if (known !== undefined) return known;
+    this.list.push(name);
+    for (let i = 0; i < name.length; i++) {
+      const suffix = i === 0 ? name : name.slice(i);
+      if (!this.offsets.has(suffix)) this.offsets.set(suffix, this.size + i);
     }
+    this.size += name.length + 1;
     return this.offsets.get(name)!;
   }
   offset(handle: number): number {
@@ -280,7 +312,11 @@ export function encodeFdt(tree: Fdt | FdtNode, options: EncodeFdtOptions = {}): 
   if (fdt.root.name !== '') throw cannotEncode(`root node has the name ${JSON.stringify(fdt.root.name)}`, '/');
   const strings: StringTable = options.strings === 'libfdt' ? new LibfdtStrings() : new DtcStrings();
   const handles: number[] = [];
-  const structSize = measure(fdt.root, fdt.root, '/', { add: (name) => handles.push(strings.add(name)) }) + 4;
+  const structSize = measure(fdt.root, fdt.root, '/', strings, handles) + 4;
+  // every distinct name is in the table's list, or is a suffix of a name in it
+  for (const name of strings.list) {
+    if (BAD_NAME_CHAR.test(name)) throw cannotEncode(`property name ${JSON.stringify(name)} is empty, holds NUL or a character above U+00FF`, pathOfProperty(fdt.root, name, '/')!);
+  }
   const rsvOff = FDT_HEADER_SIZE;
   const structOff = rsvOff + 16 * (fdt.reservations.length + 1);
   const stringsOff = structOff + structSize;
@@ -304,29 +340,48 @@ export function encodeFdt(tree: Fdt | FdtNode, options: EncodeFdtOptions = {}): 
     view.setBigUint64(off + 8, r.size);
     off += 16;
   }
-  let next = 0;
-  let pos = structOff;
-  const write = (n: FdtNode): void => {
-    view.setUint32(pos, FDT_BEGIN_NODE);
-    out.write(n.name, pos + 4, 'latin1');
-    pos += 8 + ((n.name.length + 4) & ~3) - 4;
-    const props: FdtProperty[] = n.properties;
-    for (let i = 0; i < props.length; i++) {
-      const p = props[i];
-      const len = p.value.length;
-      view.setUint32(pos, FDT_PROP);
-      view.setUint32(pos + 4, len);
-      view.setUint32(pos + 8, strings.offset(handles[next++]!));
-      out.set(p.value, pos + 12);
-      pos += 12 + ((len + 3) & ~3);
-    }
-    for (const c of n.children) write(c);
-    view.setUint32(pos, FDT_END_NODE);
-    pos += 4;
-  };
-  write(fdt.root);
-  view.setUint32(pos, FDT_END);
+  const w: StructWriter = { out, view, strings, handles, next: 0 };
+  const end = writeNode(w, fdt.root, structOff);
+  view.setUint32(end, FDT_END);
+  let pos: number;
   pos = stringsOff;
   for (const s of strings.list) pos += out.write(s, pos, 'latin1') + 1;
   return out;
+}
+
+/** What writeNode needs, in one object (fields, not closure variables: the hot loop stays fast). */
+interface StructWriter {
+  out: Buffer;
+  view: DataView;
+  strings: StringTable;
+  /** the string handle of every property, in writing order */
+  handles: number[];
+  /** the next handle to use */
+  next: number;
+}
+
+/** Writes a node and its subtree at `pos`; returns the position after it. */
+function writeNode(w: StructWriter, n: FdtNode, pos: number): number {
+  const { out, view } = w;
+  view.setUint32(pos, FDT_BEGIN_NODE);
+  const name = n.name;
+  // names are short: written in JS rather than by a call into Buffer.write
+  for (let i = 0; i < name.length; i++) out[pos + 4 + i] = name.charCodeAt(i);
+  pos += 4 + ((name.length + 4) & ~3);
+  const props = n.properties;
+  for (let i = 0; i < props.length; i++) {
+    const value = props[i]!.value;
+    const len = value.length;
+    view.setUint32(pos, FDT_PROP);
+    view.setUint32(pos + 4, len);
+    view.setUint32(pos + 8, w.strings.offset(w.handles[w.next++]!));
+    // most values are a few cells: a loop beats a call into TypedArray.prototype.set
+    if (len <= 16) for (let j = 0; j < len; j++) out[pos + 12 + j] = value[j]!;
+    else out.set(value, pos + 12);
+    pos += 12 + ((len + 3) & ~3);
+  }
+  const children = n.children;
+  for (let i = 0; i < children.length; i++) pos = writeNode(w, children[i]!, pos);
+  view.setUint32(pos, FDT_END_NODE);
+  return pos + 4;
 }

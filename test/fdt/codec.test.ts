@@ -137,6 +137,9 @@ t.test('encode rejects trees it cannot represent', async (t) => {
     [node('', [], [node('\u0101')]), /holds NUL or a character above U\+00FF/],
     [node('', [prop.empty('')]), /property name "" is empty/],
     [node('', [], [node('x', [prop.empty('\u20ac')])]), /cannot encode \/x: property name "€"/],
+    // the path named is that of the first node with the name, past subtrees without it
+    [node('', [], [node('a', [], [node('b')]), node('c', [], [node('d', [prop.empty('\u20ac')])])]), /cannot encode \/c\/d: property name "€"/],
+    [node('', [], [node('a', [prop.empty('n\0')])]), /cannot encode \/a: property name "n\\u0000"/],
   ];
   for (const [root, re] of cases) {
     const e = mkError(() => encodeFdt(root));
