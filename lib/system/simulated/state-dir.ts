@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import { loadBinding } from '../../binding';
 import { FileLocks, type FlockBinding, FlockLocks, type Locks } from './lockfile';
 import type { SimState } from './state';
+import { StateShapeError, checkStateShape } from './state-check';
 
 /** The state version this code reads and writes (a type error here when the state's changes). */
 const STATE_VERSION: SimState['version'] = 1;
@@ -59,6 +60,8 @@ const TEMP = /^\.state\.json\.[0-9a-f]+\.tmp$/;
 export class StateDir {
   readonly statePath: string;
   readonly locks: Locks;
+  /** the text of state.json the last load found well formed */
+  #checked: string | undefined;
 
   constructor(readonly dir: string) {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -102,6 +105,17 @@ export class StateDir {
     const version = (state as { version?: unknown }).version;
     if (version !== STATE_VERSION) {
       throw new SimStateError('ERR_MK_SIM_STATE_VERSION', this.statePath, `the simulated host's state ${this.statePath} has version ${JSON.stringify(version) ?? 'none'}, this multikernel reads version ${STATE_VERSION}: use the multikernel release that wrote it, or ${remedy}`);
+    }
+    // The same text as the last load passed: every simulated call loads the state, and most find
+    // it unchanged.
+    if (text !== this.#checked) {
+      try {
+        checkStateShape(state);
+      } catch (e) {
+        if (!(e instanceof StateShapeError)) throw e;
+        throw new SimStateError('ERR_MK_SIM_STATE_CORRUPT', this.statePath, `the simulated host's state ${this.statePath} is not one this simulator wrote: ${e.message}: ${remedy}`, { cause: e });
+      }
+      this.#checked = text;
     }
     // Written before host files were modelled: the same version, with no host files.
     (state as Partial<SimState>).hostFiles ??= {};
