@@ -85,6 +85,7 @@ function cpuRequest(cpus: SpecCpus): CpuRequest {
   return 'count' in cpus ? cpus.count : { physical: cpus.physical };
 }
 
+const orNone = (text: string): string => (text === '' ? 'none' : text);
 const sorted = (ids: number[]): number[] => ids.slice().sort((a, b) => a - b);
 const sameSet = <T>(a: T[], b: T[]): boolean => a.length === b.length && a.every((x) => b.includes(x));
 
@@ -123,7 +124,7 @@ function validate(spec: HostSpec, prune: boolean, named: Set<string>, pool: { ex
     if (holder !== undefined && holder !== entry.name && (named.has(holder) || !prune)) issues.push(issue(entry, 'id', `id ${entry.id} is taken by instance "${holder}"`));
     if ('physical' in entry.cpus) {
       const outside = poolCpus === undefined ? [] : entry.cpus.physical.filter((id) => !poolCpus.includes(id));
-      if (outside.length > 0) issues.push(issue(entry, 'cpus', `physical CPU ${formatCpuList(outside)} is not in the pool (pool CPUs: ${formatCpuList(sorted(poolCpus!)) || 'none'})`));
+      if (outside.length > 0) issues.push(issue(entry, 'cpus', `physical CPU ${formatCpuList(outside)} is not in the pool (pool CPUs: ${orNone(formatCpuList(sorted(poolCpus!)))})`));
       for (const id of entry.cpus.physical) {
         const other = cpuOwner.get(id);
         if (other !== undefined) issues.push(issue(entry, 'cpus', `physical CPU ${id} is given to instance "${other}" too`));
@@ -135,7 +136,7 @@ function validate(spec: HostSpec, prune: boolean, named: Set<string>, pool: { ex
     memorySum += entry.memoryBytes;
     if (memorySum > poolMemory) issues.push(issue(entry, 'memory', `the instances up to this one want ${formatBytes(memorySum)}; the pool has ${formatBytes(poolMemory)}`));
     for (const d of entry.devices.map((x) => x.toLowerCase())) {
-      if (!poolDevices.includes(d)) issues.push(issue(entry, 'devices', `${d} is not in the pool (pool devices: ${poolDevices.join(', ') || 'none'})`));
+      if (!poolDevices.includes(d)) issues.push(issue(entry, 'devices', `${d} is not in the pool (pool devices: ${orNone(poolDevices.join(', '))})`));
       const other = deviceOwner.get(d);
       if (other !== undefined) issues.push(issue(entry, 'devices', `${d} is given to instance "${other}" too`));
       deviceOwner.set(d, entry.name);
@@ -257,12 +258,7 @@ export async function computePlan(host: Host, spec: HostSpec, options: PlanOptio
       await host.system.reboot(LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE, info.id);
     },
   });
-  const tags = new Map<string, string>();
-  const expected = async (entry: InstanceSpecEntry & { kernel: string }): Promise<string> => {
-    const tag = tags.get(entry.name) ?? (await tagOf(entry));
-    tags.set(entry.name, tag);
-    return taggedCmdline(entry.cmdline, tag);
-  };
+  const expected = async (entry: InstanceSpecEntry & { kernel: string }): Promise<string> => taggedCmdline(entry.cmdline, await tagOf(entry));
   const load = async (entry: InstanceSpecEntry & { kernel: string }, target: Instance): Promise<void> => {
     // the tag is computed again now: a file changed since the plan gets its own tag
     await target.load(entry.kernel, { cmdline: taggedCmdline(entry.cmdline, await tagOf(entry)), initrd: entry.initrd, signal });
@@ -345,7 +341,7 @@ export async function computePlan(host: Host, spec: HostSpec, options: PlanOptio
           expected: formatBytes(entry.memoryBytes),
           actual: formatBytes(info.memoryBytes),
           message:
-            `instance "${entry.name}" can give back whole memory regions only, never its first (regions: ${info.memory.map((r) => formatBytes(r.size)).join(', ') || 'unreadable'}): ` +
+            `instance "${entry.name}" can give back whole memory regions only, never its first (regions: ${orNone(info.memory.map((r) => formatBytes(r.size)).join(', '))}): ` +
             `apply cannot take it to ${formatBytes(entry.memoryBytes)}; delete it to have apply create it again`,
         });
       } else {
@@ -461,10 +457,7 @@ export async function computePlan(host: Host, spec: HostSpec, options: PlanOptio
     if (info.status !== 'ready') {
       pruned.push({
         step: { action: 'unload', subject: info.name, reason },
-        run: async () => {
-          const target = await instance(info.name);
-          if ((await target.status()) === 'loaded') await target.unload(at);
-        },
+        run: async () => (await instance(info.name)).unload(at),
       });
     }
     deletes.push({

@@ -40,6 +40,7 @@ export function entry(name: string, fields: Partial<InstanceSpecEntry> = {}): In
   };
 }
 
-export function spec(instances: InstanceSpecEntry[], pool: PoolSpec | undefined = { cpus: { count: 4 }, memoryBytes: 2n << 30n, devices: [] }): HostSpec {
+/** A spec; `null`: the spec does not manage the pool. */
+export function spec(instances: InstanceSpecEntry[], pool: PoolSpec | null = { cpus: { count: 4 }, memoryBytes: 2n << 30n, devices: [] }): HostSpec {
   return { version: 1, ...(pool ? { pool } : {}), instances, source: 'host.yaml' };
 }
