@@ -122,6 +122,12 @@ t.test('--json: plan, apply with each step, and apply again', async (t) => {
   t.notMatch(r.stdout, /"error"/);
   r = await inProcess(['apply', '-f', file, '--json', '--dry-run'], env);
   t.same(r.json(), { version: 1, steps: [], drift: [], unmanaged: [], converged: true });
+  // one step
+  t.equal((await inProcess(['update', 'web', '--cpu-count', '1'], env)).code, 0);
+  r = await inProcess(['plan', '-f', file], env);
+  t.equal(r.stdout, `~ update web: CPUs 1 -> 2\n1 step: mkctl apply -f ${file} makes them\n`);
+  r = await inProcess(['apply', '-f', file, '--json'], env);
+  t.same(r.json(), { version: 1, steps: [{ action: 'update', subject: 'web', reason: 'CPUs 1 -> 2' }], remaining: [], drift: [], unmanaged: [], converged: true });
 });
 
 t.test('a kernel error: the step fails twice, apply exits 1 with what is left', async (t) => {
@@ -144,12 +150,18 @@ t.test('a kernel error: the step fails twice, apply exits 1 with what is left', 
     /^ {2}> load db: /,
     '',
   ]);
-  r = await spawnMkctl(['apply', '-f', file, '--json'], env);
+  r = await inProcess(['apply', '-f', file, '--json'], env);
   t.equal(r.code, 1);
   const doc = r.json<{ steps: { action: string; error?: { code: string; message: string } }[]; remaining: unknown[]; converged: boolean }>();
   t.match(doc.steps, [{ action: 'load', error: { code: 'ERR_MK_IMAGE', message: String } }, { action: 'load', error: { code: 'ERR_MK_IMAGE' } }, { action: 'load' }, { action: 'load' }]);
   t.equal(doc.remaining.length, 3);
   t.equal(doc.converged, false);
+  // one step left
+  const one = path.join(dir, 'one.yaml');
+  fs.writeFileSync(one, 'version: 1\ninstances:\n  db:\n    cpus: 1\n    memory: 256M\n    kernel: vmlinux\n    autostart: false\n');
+  r = await inProcess(['apply', '-f', one, '--prune'], env);
+  t.equal(r.code, 1);
+  t.match(r.stdout, /\nnot converged: 1 step left:\n {2}> load db: kernel .*\n$/);
 });
 
 t.test('a spec that cannot be used: exit 2, each problem on its own line', async (t) => {
@@ -158,7 +170,7 @@ t.test('a spec that cannot be used: exit 2, each problem on its own line', async
   t.equal(r.code, 2);
   t.equal(r.stdout, '');
   t.match(r.stderr.split('\n'), [new RegExp(`^${file}:9:13: .*512X`), new RegExp(`^${file}:17:16: `), '']);
-  r = await spawnMkctl(['apply', '-f', file, '--json'], env);
+  r = await inProcess(['apply', '-f', file, '--json'], env);
   t.equal(r.code, 2);
   t.match(r.json(), { version: 1, error: { code: 'ERR_MK_INVALID_SPEC', exitCode: 2, issues: [{ pointer: '/instances/web/memory', at: { line: 9, column: 13 } }, { pointer: '/instances/db/autostart' }] } });
 

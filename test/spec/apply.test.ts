@@ -4,7 +4,7 @@
 import * as path from 'node:path';
 import t from 'tap';
 import { SimulatedSystem } from '../../lib/simulated';
-import { apply, plan } from '../../lib/spec/engine';
+import { apply, APPLY_ATTEMPTS, APPLY_STOP_GRACE_MS, plan, SPEC_TAG_PARAM } from '../../lib/spec/engine';
 import type { PlanStep } from '../../lib/spec/types';
 import { wrap } from '../lifecycle/helpers';
 import { entry, kernels, simHost, spec } from './helpers';
@@ -34,6 +34,17 @@ t.test('converges, reports each step, and a second apply has nothing to do', asy
   t.same((await plan(host, more)).steps.map((x) => `${x.action} ${x.subject}`), ['load c', 'start c', 'load d']);
   t.equal((await apply(host, more)).converged, true);
   t.same(await Promise.all((await host.instances()).map((i) => i.status())), ['active', 'active', 'active', 'loaded']);
+  // more memory for a running instance, in a step of 128 MiB: live
+  const bigger = spec([entry('web', { kernel: k.kernel, memoryBytes: 384n * MiB }), ...more.instances.slice(1)]);
+  t.same((await plan(host, bigger)).steps.map((x) => `${x.action} ${x.subject}: ${x.reason}`), ['update web: memory 256 MiB -> 384 MiB']);
+  t.equal((await apply(host, bigger)).converged, true);
+  t.match(await (await host.instance('web')).info(), { status: 'active', memoryBytes: 384n * MiB });
+});
+
+t.test('the constants', async (t) => {
+  t.equal(APPLY_ATTEMPTS, 2);
+  t.equal(APPLY_STOP_GRACE_MS, 10_000);
+  t.equal(SPEC_TAG_PARAM, 'multikernel.spec');
 });
 
 t.test('a failed step: re-plan, its instance put last, retried once, then given up', async (t) => {
@@ -104,7 +115,7 @@ t.test('an error that is no Error, a step that changes nothing, an abort', async
 
   // the kernel keeps saying "failed" after the forced halt: apply stops after a bounded number of rounds
   failed = true;
-  r = await apply(host, spec([entry('a', { kernel: k.kernel }), entry('b')]));
+  r = await apply(host, spec([entry('a', { kernel: k.kernel }), entry('b')]), { signal: new AbortController().signal });
   t.equal(r.converged, false);
   t.equal(r.done.filter((d) => d.step.action === 'stop').length, 8 + 3 * 2, 'stopped again in each round, 8 + 3 x (steps of the first plan) rounds');
   t.same(short(r.done.slice(0, 3)), ['stop a', 'create b', 'stop a']);
