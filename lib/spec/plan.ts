@@ -467,10 +467,20 @@ export async function computePlan(host: Host, spec: HostSpec, options: PlanOptio
   }
 
   // ---------------------------------------------------------------- what apply does not fix
-  for (const a of report.attention) {
-    if (a.kind === 'transaction-failed') drift.push({ subject: a.subject, expected: 'no failed transaction', actual: 'failed', message: a.message });
-    if (a.kind === 'kerf-lock') drift.push({ subject: a.subject, expected: 'no kerf lock left behind', actual: 'present', message: a.message });
+  for (const tx of report.transactions.filter((x) => x.status === 'failed')) {
+    // Not removed by apply: without the view from before it (which only its writer had), its
+    // rollback cannot be checked, and it runs the inverse of every operation against the host as
+    // it is now, which apply has converged since (docs/spec-apply.md, "Crash safety").
+    drift.push({
+      subject: `tx_${tx.id}`,
+      expected: 'no failed transaction',
+      actual: 'failed',
+      message:
+        `transaction ${tx.id}${tx.resources === '' ? '' : ` (${tx.resources})`} is left "failed": its writer stopped before rolling it back (killed?), or the rollback failed. ` +
+        'What it did is part of what plan reads; apply leaves it, since its rollback (rmdir) would run the inverse of its operations against the host as it is now: read dmesg before removing it',
+    });
   }
+  for (const a of report.attention.filter((x) => x.kind === 'kerf-lock')) drift.push({ subject: a.subject, expected: 'no kerf lock left behind', actual: 'present', message: a.message });
 
   const planned = [...first, ...existing, ...created, ...pruned, ...deletes, ...last];
   const steps = planned.map((p) => p.step);
