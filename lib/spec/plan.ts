@@ -98,7 +98,14 @@ function issue(entry: InstanceSpecEntry, field: string, message: string): SpecIs
  * Checks the spec against the host before any change: what the pool (the spec's, or the live
  * one when the spec does not manage it) cannot give is refused whole, naming instance and field.
  */
-function validate(spec: HostSpec, prune: boolean, named: Set<string>, pool: { exists: boolean; cpus: number[]; memoryBytes: bigint; devices: string[] }, hostCpus: number[], taken: Map<number, string>): void {
+function validate(
+  spec: HostSpec,
+  prune: boolean,
+  named: Set<string>,
+  pool: { exists: boolean; cpus: number[]; memoryBytes: bigint; devices: string[] },
+  hostCpus: { all: number[]; boot: number[] },
+  taken: Map<number, string>,
+): void {
   const issues: SpecIssue[] = [];
   const at = { file: spec.source, line: 1, column: 1 };
   const poolIssue = (field: string, message: string) => issues.push({ pointer: `/pool/${field}`, at, message: `pool: ${field}: ${message}` });
@@ -106,8 +113,10 @@ function validate(spec: HostSpec, prune: boolean, named: Set<string>, pool: { ex
     issues.push({ pointer: '/pool', at, message: 'the spec does not manage the pool and the host has none: add a pool section, or create the pool first (mkctl pool init)' });
   }
   if (spec.pool !== undefined && 'physical' in spec.pool.cpus) {
-    const unknown = spec.pool.cpus.physical.filter((id) => !hostCpus.includes(id));
-    if (unknown.length > 0) poolIssue('cpus', `the host has no CPU with physical id ${formatCpuList(unknown)} (it has ${formatCpuList(sorted(hostCpus))})`);
+    const unknown = spec.pool.cpus.physical.filter((id) => !hostCpus.all.includes(id));
+    if (unknown.length > 0) poolIssue('cpus', `the host has no CPU with physical id ${formatCpuList(unknown)} (it has ${formatCpuList(sorted(hostCpus.all))})`);
+    const boot = spec.pool.cpus.physical.filter((id) => hostCpus.boot.includes(id));
+    if (boot.length > 0) poolIssue('cpus', `physical CPU ${formatCpuList(boot)} is the host's boot CPU, which never joins a pool`);
   }
   // what instances can take: the pool as the spec will make it, or as it is
   const poolCpus = spec.pool === undefined ? pool.cpus : 'physical' in spec.pool.cpus ? spec.pool.cpus.physical : undefined;
@@ -168,7 +177,8 @@ export async function computePlan(host: Host, spec: HostSpec, options: PlanOptio
   const named = new Set(spec.instances.map((e) => e.name));
   const poolDevices = [...new Set([...pciIds(report.pool.devices), ...report.instances.flatMap((i) => pciIds(i.devices))])];
   const poolCpuIds = report.pool.cpus.map((c) => c.physicalId);
-  const hostCpus = [...new Set([...(await host.topology()).cpus.map((c) => c.physicalId), ...poolCpuIds])];
+  const topology = await host.topology();
+  const hostCpus = { all: [...new Set([...topology.cpus.map((c) => c.physicalId), ...poolCpuIds])], boot: topology.cpus.filter((c) => c.boot).map((c) => c.physicalId) };
   validate(spec, options.prune === true, named, { exists: report.pool.exists, cpus: poolCpuIds, memoryBytes: report.pool.memoryBytes, devices: poolDevices }, hostCpus, new Map(report.instances.map((i) => [i.id, i.name])));
 
   const first: PlannedStep[] = [];
@@ -476,7 +486,7 @@ export async function computePlan(host: Host, spec: HostSpec, options: PlanOptio
       expected: 'no failed transaction',
       actual: 'failed',
       message:
-        `transaction ${tx.id}${tx.resources === '' ? '' : ` (${tx.resources})`} is left "failed": its writer stopped before rolling it back (killed?), or the rollback failed. ` +
+        `transaction ${tx.id} (resources "${tx.resources}") is left "failed": its writer stopped before rolling it back (killed?), or the rollback failed. ` +
         'What it did is part of what plan reads; apply leaves it, since its rollback (rmdir) would run the inverse of its operations against the host as it is now: read dmesg before removing it',
     });
   }

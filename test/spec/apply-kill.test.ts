@@ -165,6 +165,6 @@ t.test('killed while a failed transaction waits for its rollback: the record sta
   const host = await Host.open({ system });
   const p = await plan(host, specs(kernelDir).specB, { prune: true });
   t.same(p.steps, []);
-  t.match(p.drift, [{ subject: `tx_${left.failedTxs[0]}`, actual: 'failed', message: /create web\) is left "failed": its writer stopped before rolling it back/ }]);
+  t.match(p.drift, [{ subject: `tx_${left.failedTxs[0]}`, actual: 'failed', message: /create web"\) is left "failed": its writer stopped before rolling it back/ }]);
   await system.dispose();
 });
