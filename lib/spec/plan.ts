@@ -20,7 +20,7 @@ import type { Host } from '../host';
 import { ACTIVE_MEMORY_ALIGN, type Instance, type InstanceInfo, type InstanceUpdate } from '../instance';
 import { formatCpuList } from '../kernfs';
 import { pciIds } from '../readback';
-import { hostReport } from '../report';
+import { hostReport, type HostReport } from '../report';
 import { wholePieces, type CpuRequest } from '../select';
 import { LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE } from '../uapi';
 import { formatBytes } from '../units';
@@ -168,11 +168,26 @@ async function tagOf(entry: InstanceSpecEntry & { kernel: string }): Promise<str
   }
 }
 
+/**
+ * The host as hostReport reads it. An instance deleted by another process between the listing
+ * and the reading of its details makes the reading fail (ERR_MK_INSTANCE_NOT_FOUND): read again.
+ */
+async function readHost(host: Host, signal: AbortSignal | undefined): Promise<HostReport> {
+  for (let attempt = 1; attempt < 3; attempt++) {
+    try {
+      return await hostReport(host, { signal });
+    } catch (err) {
+      if (!(err instanceof MultikernelError && err.code === 'ERR_MK_INSTANCE_NOT_FOUND')) throw err;
+    }
+  }
+  return hostReport(host, { signal });
+}
+
 /** Computes the plan and what runs each step (apply's view; plan() returns the first part). */
 export async function computePlan(host: Host, spec: HostSpec, options: PlanOptions = {}): Promise<ComputedPlan> {
   const signal = options.signal;
   signal?.throwIfAborted();
-  const report = await hostReport(host, { signal });
+  const report = await readHost(host, signal);
   const live = new Map(report.instances.map((i) => [i.name, i]));
   const named = new Set(spec.instances.map((e) => e.name));
   const poolDevices = [...new Set([...pciIds(report.pool.devices), ...report.instances.flatMap((i) => pciIds(i.devices))])];

@@ -323,3 +323,27 @@ t.test('a step runs against what the kernel shows when it runs', async (t) => {
   t.same(await plan(host, spec([entry('web', { kernel: k.kernel2, autostart: false })])), { steps: [], drift: [], unmanaged: [], converged: true });
   await t.rejects(plan(host, spec([]), { signal: AbortSignal.abort(new Error('stop')) }), { message: 'stop' });
 });
+
+t.test('an instance deleted while the host is read: read again', async (t) => {
+  const base = new SimulatedSystem();
+  let vanish = 0;
+  const system = wrap(base, {
+    readFile: async (p: string) => {
+      // instances() lists b by its id; info() then reads its status: gone by then
+      if (p === '/sys/fs/multikernel/instances/b/status' && vanish > 0) {
+        vanish -= 1;
+        throw Object.assign(new Error(`ENOENT: no such file or directory, open '${p}'`), { code: 'ENOENT', errno: -2, syscall: 'open', path: p });
+      }
+      return base.readFile(p);
+    },
+  });
+  const { host } = await simHost({ system });
+  await converge(host, spec([entry('a'), entry('b')]));
+  vanish = 2;
+  t.same((await plan(host, spec([entry('a'), entry('b')]))).steps, [], 'read again, twice');
+  vanish = 3;
+  await t.rejects(plan(host, spec([entry('a'), entry('b')])), { code: 'ERR_MK_INSTANCE_NOT_FOUND' }, 'not a third time');
+  base.faults.add({ op: 'read', path: '/proc/iomem', times: 1, action: { errno: 'EIO' } });
+  base.faults.add({ op: 'readdir', path: '/sys/fs/multikernel/instances', times: 1, action: { errno: 'EIO' } });
+  await t.rejects(plan(host, spec([entry('a'), entry('b')])), { code: 'EIO' }, 'other errors at once');
+});
