@@ -133,7 +133,7 @@ class Issues {
   readonly #offsets = new Map<string, { key: number; value: number }>();
   constructor(
     readonly file: string,
-    readonly doc: Document,
+    doc: Document,
     readonly lines: LineCounter,
   ) {
     this.#index(doc.contents, '', range(doc.contents)?.[0] ?? 0);
@@ -222,7 +222,7 @@ function schemaIssue(issues: Issues, e: ErrorObject, kinds: Map<object, Kind>): 
       issues.add(`${e.instancePath}/${escape(name)}`, `${JSON.stringify(name)} is not a valid instance name: use 1 to 31 characters from A-Z a-z 0-9 . _ + - starting with a letter or digit`, 'key');
       return;
     }
-    case 'const':
+    case 'const': // only `version` has one
       issues.add(e.instancePath, `${show(e.data)} is not a version of the spec format: write version: 1`);
       return;
     case 'enum':
@@ -234,10 +234,10 @@ function schemaIssue(issues: Issues, e: ErrorObject, kinds: Map<object, Kind>): 
       issues.add(e.instancePath, `${show(e.data)} is out of range: use ${bounds}`);
       return;
     }
-    case 'minLength':
+    case 'minLength': // only the paths have one
       issues.add(e.instancePath, 'the path is empty: give the path of a file');
       return;
-    case 'minItems':
+    case 'minItems': // only a list of CPUs has one
       issues.add(e.instancePath, 'the list is empty: name at least one CPU, or give a count');
       return;
   }
@@ -409,7 +409,13 @@ function parse(text: string, file: string, base: string): HostSpec {
   if (issues.list.length > 0) fail(file, issues.list);
   if (doc.contents === null) fail(file, [{ pointer: '', at: issues.position(0), message: 'the spec is empty: it starts with "version: 1"' }]);
 
-  const data: unknown = doc.toJS();
+  let data: unknown;
+  try {
+    data = doc.toJS();
+  } catch (err) {
+    // yaml refuses to expand aliases past maxAliasCount (100): a "billion laughs" document
+    fail(file, [{ pointer: '', at: issues.position(0), message: `${(err as Error).message}: use fewer aliases (*name)` }]);
+  }
   const { validate, kinds } = validator();
   if (!validate(data)) for (const e of validate.errors!) schemaIssue(issues, e, kinds);
   if (!isObject(data)) fail(file, issues.list);

@@ -42,6 +42,7 @@ instances:
 
 // written out by hand: JSON.stringify would put the integer-like key "3" first, as JS objects do
 const FULL_JSON = `{
+  "$schema": "../schema/spec.schema.json",
   "version": 1,
   "pool": { "cpus": "2-7", "memory": "4G", "devices": ["0000:03:00.0", "0000:04:00.0"] },
   "instances": {
@@ -108,7 +109,7 @@ t.test('a full spec in YAML and the same in JSON load to the same HostSpec', asy
   t.equal(yaml.instances[1]!.memoryBytes, 1n << 30n);
   t.same(yaml.instances[2]!.cpus, { physical: [4] }, 'a quoted single id is a list of one CPU');
   t.same(yaml.instances[2]!.at, { file: 'host.yaml', line: 27, column: 3 });
-  t.same(json.instances[0]!.at, { file: 'host.json', line: 5, column: 2 }, 'a tab is white space in JSON and in YAML flow collections');
+  t.same(json.instances[0]!.at, { file: 'host.json', line: 6, column: 2 }, 'a tab is white space in JSON and in YAML flow collections');
   t.equal(yaml.source, 'host.yaml');
   t.equal(yaml.version, 1);
 });
@@ -193,8 +194,17 @@ const CASES: [string, string, string, number, number, string | RegExp][] = [
   ['unknown key', web('colour: red'), '/instances/web/colour', 6, 5, /^unknown field "colour": the fields here are id, /],
   ['a list as a key', 'version: 1\n? [a, b]\n: 1\n', '', 2, 3, 'this key is a list or a mapping: keys are names'],
   ['a mapping as a key', 'version: 1\ninstances:\n  ? { a: 1 }\n  : {}\n', '/instances', 3, 5, 'this key is a list or a mapping: keys are names'],
-  ['an empty key', 'version: 1\n: x\n', '/', 2, 1, /^unknown field "": the fields here are version, pool, instances$/],
-  ['unknown key at the top', 'version: 1\nhosts: {}\n', '/hosts', 2, 1, 'unknown field "hosts": the fields here are version, pool, instances'],
+  [
+    'an alias bomb',
+    `version: 1\npool: &a { cpus: 1, memory: 1G }\ninstances: {${Array.from({ length: 120 }, (_, i) => `x${i}: *a`).join(', ')}}\n`,
+    '',
+    1,
+    1,
+    'Excessive alias count indicates a resource exhaustion attack: use fewer aliases (*name)',
+  ],
+  ['a circular alias', 'version: 1\npool: &p { cpus: 1, memory: 1G, devices: [*p] }\n', '/pool/devices/0', 2, 43, /^a mapping is not a PCI address/],
+  ['an empty key', 'version: 1\n: x\n', '/', 2, 1, /^unknown field "": the fields here are \$schema, version, pool, instances$/],
+  ['unknown key at the top', 'version: 1\nhosts: {}\n', '/hosts', 2, 1, 'unknown field "hosts": the fields here are $schema, version, pool, instances'],
   ['unknown key in restart', web('restart: { polcy: stop }'), '/instances/web/restart/polcy', 6, 16, 'unknown field "polcy": did you mean "policy"? the fields here are policy, backoff, limit'],
   ['unknown key in a pool', 'version: 1\npool: { cpus: 1, memory: 1G, devicez: [] }\n', '/pool/devicez', 2, 30, /did you mean "devices"\?/],
   ['missing field', 'version: 1\ninstances:\n  web:\n    cpus: 2\n', '/instances/web/memory', 3, 3, '"memory" is missing: it is required here'],
@@ -384,4 +394,21 @@ t.test('lib/units: the CPU list and duration parsers the spec uses', async (t) =
   for (const bad of [-1, 1.5, Number.NaN]) t.throws(() => parseDurationMs(bad, 'interval'), { name: 'RangeError', message: /^interval must be a whole number of milliseconds/ }, String(bad));
   for (const bad of ['10', '1.5s', '10 s', '1d', '']) t.throws(() => parseDurationMs(bad), { message: /^duration must look like 500ms, 10s, 5m or 1h/ }, JSON.stringify(bad));
   t.throws(() => parseDurationMs('9999999999999h'), { message: 'duration is too long: 9999999999999h' });
+});
+
+t.test('docs/spec.md: its example loads, and its error example is what the loader prints', async (t) => {
+  const md = fs.readFileSync(path.resolve(__dirname, '..', '..', 'docs', 'spec.md'), 'utf8');
+  const example = /```yaml\n(# yaml-language-server[\s\S]*?)```/.exec(md)![1]!;
+  const spec = parseSpec(example, 'host.yaml');
+  t.same(
+    spec.instances.map((i) => [i.name, i.autostart, i.kernel]),
+    [
+      ['web', true, path.resolve('images/vmlinuz-mk')],
+      ['batch', false, '/boot/vmlinuz-mk'],
+    ],
+  );
+  t.same(spec.pool, { cpus: { physical: [2, 3, 4, 5, 6, 7] }, memoryBytes: 4n << 30n, devices: ['0000:03:00.0'] });
+  const printed = /```\n(host\.yaml: [\s\S]*?)\n```/.exec(md)![1]!;
+  const bad = 'version: 1\ninstances:\n  web:\n    id: 3\n    cpus: 2\n    kernel: vmlinuz\n    memory: 512X\n    cmdline: quiet\n    restat: {}\n  api:\n    cpus: 1\n    memory: 1G\n    kernel: vmlinuz\n    id: 3\n';
+  t.throws(() => parseSpec(bad, 'host.yaml'), { message: printed });
 });
