@@ -33,7 +33,7 @@ const SUBPATHS: Record<string, string[]> = {
   exec: ['execOverStream', 'AGENT_PORT'],
   qemu: ['runQemu', 'readKernelCache'],
   selftest: ['runSelftest'],
-  spec: ['parseSpec', 'loadSpecFile', 'SpecError'],
+  spec: ['parseSpec', 'loadSpecFile', 'SpecError', 'plan', 'apply'],
 };
 
 t.test('the root exports exactly the lifecycle API, from an ES module, without loading native code', async (t) => {
