@@ -8,8 +8,9 @@
  * error from write() instead: both are handled.
  *
  * Writers are serialised twice: by this library's flock (`DEFAULT_LOCK_PATH`) and by kerf's lock,
- * an empty file created with exclusive create at `/var/run/kerf.lock` (`/tmp/kerf.lock` when
- * /var/run cannot be written), so that kerf and this library do not interleave. Neither lock binds
+ * a file created with exclusive create at `/var/run/kerf.lock` (`/tmp/kerf.lock` when /var/run
+ * cannot be written; kerf's is empty, ours names its writer so that one left by a killed process
+ * of ours can be removed), so that kerf and this library do not interleave. Neither lock binds
  * a writer that takes neither, so a transaction is never taken to be "the newest tx_N": it is the
  * one that appeared during the write whose `tx_N/dtbo` holds exactly the bytes written, and the
  * blob carries a unique `mk,resources` tag, so that two writers of the same operations cannot be
@@ -169,15 +170,76 @@ export async function withWriterLocks<T>(system: System, options: ApplyOverlayBl
 
 // ------------------------------------------------------------------ kerf's lock
 
-/** Creates kerf's lock file (the first usable path), retrying every 100 ms while it exists. */
+/**
+ * Who created a kerf lock file, written into it by this library (kerf writes nothing and reads
+ * nothing of it: kerf:src/kerf/runtime.py DeviceTreeManager.lock only creates and removes it):
+ * `multikernel pid=PID start=STARTTIME boot=BOOT_ID`, STARTTIME being field 22 of /proc/PID/stat.
+ * With it a later writer can tell a file left by a killed process of ours (SIGKILL, a crash, a
+ * power cut of /tmp) from one a live process holds, and remove it instead of waiting for an
+ * operator.
+ */
+const OWNER = /^multikernel pid=(\d+) start=(\d+) boot=(\S+)\n$/;
+
+/** The start time (clock ticks after boot) of process `pid`, or undefined when it does not run. */
+async function startTime(system: System, pid: number | 'self'): Promise<string | undefined> {
+  try {
+    const stat = (await system.readFile(`/proc/${pid}/stat`)).toString('latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch (err) {
+    if (isSystemError(err, 'ENOENT', 'ESRCH')) return undefined;
+    throw err;
+  }
+}
+
+async function bootId(system: System): Promise<string> {
+  return (await system.readFile('/proc/sys/kernel/random/boot_id')).toString('latin1').trim();
+}
+
+/** This process's owner record, or undefined when /proc cannot tell (then the file is left empty, as kerf's). */
+async function ownerRecord(system: System): Promise<Buffer | undefined> {
+  try {
+    const start = await startTime(system, 'self');
+    return start === undefined ? undefined : Buffer.from(`multikernel pid=${process.pid} start=${start} boot=${await bootId(system)}\n`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Removes kerf's lock file at `path` when this library wrote it and its writer is gone: another
+ * boot, or no process with that pid and start time. Never a file kerf made (it is empty), nor one
+ * whose writer still runs. Safe against kerf: kerf cannot create the file while it exists and
+ * never removes one it did not create; against other processes of ours: they take our flock first.
+ */
+async function removeIfStale(system: System, path: string): Promise<boolean> {
+  let m: RegExpExecArray | null;
+  try {
+    m = OWNER.exec((await system.readFile(path)).toString('latin1'));
+  } catch {
+    return false; // gone meanwhile (the create is retried) or unreadable
+  }
+  if (m === null) return false;
+  const gone = m[3] !== (await bootId(system).catch(() => m![3])) || (await startTime(system, Number(m[1])).catch(() => m![2])) !== m[2];
+  if (!gone) return false;
+  await system.unlink(path).catch((err: unknown) => {
+    if (!isSystemError(err, 'ENOENT')) throw err;
+  });
+  return true;
+}
+
+/**
+ * Creates kerf's lock file (the first usable path) with this process's owner record, retrying every
+ * 100 ms while it exists; a file our own killed writer left is removed at once.
+ */
 async function takeKerfLock(system: System, paths: readonly string[], timeoutMs: number, deadline: number, signal: AbortSignal | undefined): Promise<string> {
+  const owner = await ownerRecord(system);
   for (;;) {
     signal?.throwIfAborted();
     let held: string | undefined;
     let unusable: unknown;
     for (const path of paths) {
       try {
-        await system.createExclusive(path);
+        await system.createExclusive(path, owner);
         return path;
       } catch (err) {
         if (isSystemError(err, 'EEXIST')) {
@@ -190,6 +252,7 @@ async function takeKerfLock(system: System, paths: readonly string[], timeoutMs:
     }
     // No directory takes the file: the errno of the last one says why (kerf would fail too).
     if (held === undefined) throw unusable;
+    if (await removeIfStale(system, held)) continue;
     const left = deadline - Date.now();
     if (left <= 0) throw await kerfLockedError(system, held, timeoutMs);
     await sleep(Math.min(KERF_LOCK_RETRY_MS, left), signal);
@@ -210,7 +273,7 @@ async function kerfLockedError(system: System, path: string, timeoutMs: number):
     'ERR_MK_LOCKED',
     `kerf's lock ${path} exists ${since} and was not released within ${timeoutMs} ms: a kerf command holds it, ` +
       'or a kerf that was killed left it behind. kerf writes no pid into it, so whether it is stale cannot be proven, ' +
-      `and this library never removes it. Check that no kerf runs (pgrep -f kerf), then remove it (rm ${path}) and try again`,
+      `and this library removes only those its own killed processes left. Check that no kerf runs (pgrep -f kerf), then remove it (rm ${path}) and try again`,
     { details: { path, ageMs } },
   );
 }

@@ -115,12 +115,12 @@ export interface System {
   /** lstat(2) */
   stat(path: string): Promise<FileStat>;
   /**
-   * open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644), then close: creates an
-   * empty file that must not exist yet, as kerf creates its lock file. Rejects EEXIST when it
-   * exists (a symlink included), ENOENT when the directory is missing, EACCES or EROFS when the
-   * directory is not writable.
+   * open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644), write(2) of `data`
+   * when given, then close: creates a file that must not exist yet, as kerf creates its lock file
+   * (kerf's own is empty). Rejects EEXIST when it exists (a symlink included), ENOENT when the
+   * directory is missing, EACCES or EROFS when the directory is not writable.
    */
-  createExclusive(path: string): Promise<void>;
+  createExclusive(path: string, data?: Uint8Array): Promise<void>;
   /** unlink(2) of a file. */
   unlink(path: string): Promise<void>;
   /** open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC) of a character device. */

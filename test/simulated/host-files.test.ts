@@ -38,6 +38,18 @@ t.test('createExclusive, stat, readdir and unlink of host files, in memory', asy
   await t.rejects(sim.unlink('/proc/cpuinfo'), { code: 'EACCES' });
   await t.rejects(sim.unlink('/tmp'), { code: 'EISDIR' });
   await sim.unlink('/var/run/kerf.lock');
+  // with bytes, read back; empty bytes: an empty file
+  await sim.createExclusive('/var/run/kerf.lock', Buffer.from('multikernel pid=1 start=2 boot=x\n'));
+  t.equal((await sim.readFile('/var/run/kerf.lock')).toString(), 'multikernel pid=1 start=2 boot=x\n');
+  await sim.unlink('/var/run/kerf.lock');
+  await sim.createExclusive('/var/run/kerf.lock', new Uint8Array(0));
+  t.equal((await sim.readFile('/var/run/kerf.lock')).length, 0);
+  await sim.unlink('/var/run/kerf.lock');
+  // this machine's processes, as they are: the library reads them to judge a lock file's writer
+  t.match((await sim.readFile('/proc/self/stat')).toString(), new RegExp(`^${process.pid} \\(`));
+  t.equal((await sim.readFile(`/proc/${process.pid}/stat`)).toString().split(' ')[0], String(process.pid));
+  t.match((await sim.readFile('/proc/sys/kernel/random/boot_id')).toString(), /^[0-9a-f-]{36}\n$/);
+  await t.rejects(sim.readFile('/proc/999999999/stat'), { code: 'ENOENT' }, 'no such process');
   await t.rejects(sim.unlink('/var/run/kerf.lock'), { code: 'ENOENT', syscall: 'unlink' });
   await t.rejects(sim.stat('/var/run/kerf.lock'), { code: 'ENOENT' });
   t.same(await sim.readdir('/var/run'), []);

@@ -227,6 +227,47 @@ t.test('state.json that cannot be used is a typed error naming the file', async 
   await t.rejects(sim.readdir(M), { code: 'EISDIR' }, 'a state file that cannot be read is a system error');
 });
 
+t.test('a state.json of the wrong shape is refused naming the field, before the simulator uses it', async (t) => {
+  const stateDir = stateDirOf(t);
+  const sim = new SimulatedSystem({ stateDir });
+  t.teardown(() => sim.dispose());
+  await sim.mountMultikernel();
+  await sim.writeFile(`${M}/device_tree`, baseline([4, 6], [memoryNode(0, 512 * MiB)]));
+  await sim.createExclusive('/run/x', Buffer.from('owner'));
+  const file = path.join(stateDir, 'state.json');
+  const whole = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  type State = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const cases: [string, (s: State) => void, RegExp][] = [
+    ['a field missing', (s) => delete s.txs, /state\.txs is missing/],
+    ['a string for a number', (s) => (s.txCounter = '3'), /state\.txCounter is "3", not a whole number from 0 to/],
+    ['a fraction', (s) => (s.topology.memoryBytes = 1.5), /state\.topology\.memoryBytes is 1\.5, not a whole number/],
+    ['out of range', (s) => (s.topology.numaNodes = 0), /state\.topology\.numaNodes is 0, not a whole number from 1 to 1024/],
+    ['not true or false', (s) => (s.mounted = 1), /state\.mounted is 1, not true or false/],
+    ['not a string', (s) => (s.dmesg = [1]), /state\.dmesg\[0\] is 1, not a string/],
+    ['not a list', (s) => (s.instances = {}), /state\.instances is not a list/],
+    ['not an object', (s) => (s.topology = []), /state\.topology is not an object/],
+    ['not one of', (s) => (s.version = 1) && (s.pool.memory[0].node = -1), /state\.pool\.memory\[0\]\.node is -1/],
+    ['a record that is not an object', (s) => (s.hostFiles = 3), /state\.hostFiles is not an object/],
+    ['a record entry', (s) => (s.hostFiles['/run/x'].data = 5), /state\.hostFiles\["\/run\/x"\]\.data is 5, not a string/],
+    ['null pool fields', (s) => (s.pool.parkChunk = 'x'), /state\.pool\.parkChunk is "x"/],
+    ['a status', (s) => (s.txs = [{ id: 2, status: 'done', targetPath: '/', resources: '', dtbo: '' }]), /state\.txs\[0\]\.status is "done", not one of "pending", "applied", "failed", "removed"/],
+  ];
+  for (const [what, change, message] of cases) {
+    const s = structuredClone(whole) as State;
+    change(s);
+    fs.writeFileSync(file, JSON.stringify(s));
+    const e = await sim.readdir(M).catch((x: unknown) => x);
+    t.match(e, { name: 'SimStateError', code: 'ERR_MK_SIM_STATE_CORRUPT', path: file, message: /is not one this simulator wrote: / }, what);
+    t.match((e as Error).message, message, what);
+  }
+  const nullPool = structuredClone(whole) as State;
+  nullPool.pool = null;
+  fs.writeFileSync(file, JSON.stringify(nullPool));
+  t.same(await sim.readdir(M), ['device_tree', 'instances', 'overlays'], 'pool null is a state without a pool');
+  fs.writeFileSync(file, JSON.stringify(whole));
+  t.same((await sim.readFile('/run/x')).toString(), 'owner', 'a restored file is read again, host file bytes included');
+});
+
 for (const protocol of PROTOCOLS) {
   t.test(`modes 0700 and 0600 (${protocol})`, async (t) => {
     const stateDir = path.join(t.testdir(), 'deep', 'state');

@@ -132,6 +132,14 @@ t.test('createExclusive and unlink: an empty file that must not exist yet, as ke
   t.notOk(fs.existsSync(file));
   await t.rejects(system.unlink(file), { code: 'ENOENT', syscall: 'unlink', path: file });
   await t.rejects(system.unlink(dir), { code: 'EISDIR' });
+  // with bytes (this library's owner record in kerf's lock file); empty bytes write nothing
+  await system.createExclusive(file, Buffer.from('multikernel pid=1 start=2 boot=x\n'));
+  t.equal(fs.readFileSync(file, 'utf8'), 'multikernel pid=1 start=2 boot=x\n');
+  await system.unlink(file);
+  await system.createExclusive(file, new Uint8Array(0));
+  t.equal(fs.statSync(file).size, 0);
+  await system.unlink(file);
+  t.equal(fs.readdirSync('/proc/self/fd').length, fdsBefore, 'no fd left open');
 });
 
 t.test('this machine has no multikernel support, and the probe says so', async (t) => {

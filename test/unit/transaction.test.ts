@@ -360,13 +360,104 @@ t.test('kerf\'s lock: waited for while it exists, never removed by us, ERR_MK_LO
   t.equal(err.code, 'ERR_MK_LOCKED');
   t.equal(err.details.path, '/var/run/kerf.lock');
   t.ok((err.details.ageMs as number) >= 350, `its age (${err.details.ageMs} ms) is that of the file`);
-  t.match(err.message, /^kerf's lock \/var\/run\/kerf\.lock exists since \d{4}-\d\d-\d\dT[\d:.]+Z \(\d+\.\d s\) and was not released within 250 ms: a kerf command holds it, or a kerf that was killed left it behind\. kerf writes no pid into it, so whether it is stale cannot be proven, and this library never removes it\. Check that no kerf runs \(pgrep -f kerf\), then remove it \(rm \/var\/run\/kerf\.lock\) and try again$/);
+  t.match(err.message, /^kerf's lock \/var\/run\/kerf\.lock exists since \d{4}-\d\d-\d\dT[\d:.]+Z \(\d+\.\d s\) and was not released within 250 ms: a kerf command holds it, or a kerf that was killed left it behind\. kerf writes no pid into it, so whether it is stale cannot be proven, and this library removes only those its own killed processes left\. Check that no kerf runs \(pgrep -f kerf\), then remove it \(rm \/var\/run\/kerf\.lock\) and try again$/);
   t.same(await sim.readdir('/var/run'), ['kerf.lock'], 'not removed');
   t.same(await txs(sim), [], 'nothing written');
   await sim.unlink('/var/run/kerf.lock');
   await leftovers(t, sim, [], before);
   const r = await applyOverlay(sim, create(), { lockPath: LOCK, lockTimeoutMs: 0 });
   t.equal(r.id, 2, 'once it is gone, even a zero timeout takes it');
+});
+
+/** `sim`, calling `before` when an overlay is written (the writer holds kerf's lock then). */
+function spyOnOverlayWrite(sim: SimulatedSystem, before: () => Promise<void>): SimulatedSystem {
+  return new Proxy(sim, {
+    get(target, prop) {
+      if (prop === 'writeFile') {
+        return async (p: string, data: Uint8Array) => {
+          if (p.endsWith('/overlays/new')) await before();
+          return target.writeFile(p, data);
+        };
+      }
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+t.test("kerf's lock written by this library: its writer named; removed once the writer is gone, never while it runs", async (t) => {
+  const sim = await host(t);
+  const boot = (await sim.readFile('/proc/sys/kernel/random/boot_id')).toString().trim();
+  const selfStat = (await sim.readFile('/proc/self/stat')).toString();
+  const myStart = selfStat.slice(selfStat.lastIndexOf(')') + 2).split(' ')[19]!;
+  // what a transaction writes into it: read when the overlay is written
+  let seen = '';
+  await applyOverlay(spyOnOverlayWrite(sim, async () => void (seen = (await sim.readFile('/var/run/kerf.lock')).toString())), create('a', [4]), { lockPath: LOCK });
+  t.equal(seen, `multikernel pid=${process.pid} start=${myStart} boot=${boot}\n`, 'pid, start time and boot id of the writer');
+  t.same(await sim.readdir('/var/run'), [], 'and removed after');
+
+  const record = (pid: number, start: string, bootId = boot): Buffer => Buffer.from(`multikernel pid=${pid} start=${start} boot=${bootId}\n`);
+  const stale: [string, Buffer][] = [
+    ['a pid that runs no process', record(999_999_999, '1')],
+    ['the pid of a process started later (pid reused)', record(process.pid, String(Number(myStart) + 1))],
+    ['another boot', record(process.pid, myStart, '00000000-0000-0000-0000-000000000000')],
+  ];
+  let n = 0;
+  for (const [what, data] of stale) {
+    await sim.createExclusive('/var/run/kerf.lock', data);
+    const t0 = Date.now();
+    const r = await applyOverlay(sim, create(`s${n}`, [6 + 2 * n]), { lockPath: LOCK, lockTimeoutMs: 5000 });
+    n += 1;
+    t.ok(r.id > 0 && Date.now() - t0 < 1000, `${what}: removed at once, the transaction ran`);
+    t.same(await sim.readdir('/var/run'), [], `${what}: nothing left`);
+  }
+  const kept: [string, Buffer][] = [
+    ['a live writer (this process)', record(process.pid, myStart)],
+    ["kerf's own (empty)", Buffer.alloc(0)],
+    ['something else', Buffer.from('1234\n')],
+  ];
+  for (const [what, data] of kept) {
+    await sim.createExclusive('/var/run/kerf.lock', data);
+    await t.rejects(applyOverlay(sim, create('k', [14]), { lockPath: LOCK, lockTimeoutMs: 150 }), { code: 'ERR_MK_LOCKED' }, `${what}: waited for`);
+    t.same(await sim.readdir('/var/run'), ['kerf.lock'], `${what}: not removed`);
+    await sim.unlink('/var/run/kerf.lock');
+  }
+});
+
+t.test("kerf's lock left by a writer of ours: what cannot be read is not removed", async (t) => {
+  const sim = await host(t);
+  const dead = Buffer.from('multikernel pid=999999999 start=1 boot=00000000-0000-0000-0000-000000000000\n');
+  const lockedOut = async (what: string): Promise<void> => {
+    await t.rejects(applyOverlay(sim, create(), { lockPath: LOCK, lockTimeoutMs: 150 }), { code: 'ERR_MK_LOCKED' }, `${what}: waited for`);
+    t.same(await sim.readdir('/var/run'), ['kerf.lock'], `${what}: kept`);
+  };
+  await sim.createExclusive('/var/run/kerf.lock', dead);
+  sim.faults.add({ op: 'read', path: '/var/run/kerf.lock', action: { errno: 'EIO' } });
+  await lockedOut('the file cannot be read');
+  sim.faults.clear();
+  // the boot id cannot be read: the pid decides; the pid's stat cannot be read: taken as running
+  sim.faults.add({ op: 'read', path: '/proc/sys/kernel/random/boot_id', action: { errno: 'EACCES' } });
+  sim.faults.add({ op: 'read', path: '/proc/999999999/stat', action: { errno: 'EACCES' } });
+  await lockedOut('neither boot nor process can be read');
+  sim.faults.clear();
+  // removed by someone else between our read and our unlink: we go on
+  sim.faults.add({ op: 'unlink', path: '/var/run/kerf.lock', action: { errno: 'ENOENT' }, times: 1 });
+  const r = await applyOverlay(sim, create(), { lockPath: LOCK, lockTimeoutMs: 1000 });
+  t.ok(r.id > 0, 'the transaction ran');
+  // an unlink that fails otherwise is the transaction's error
+  await sim.createExclusive('/var/run/kerf.lock', dead);
+  sim.faults.add({ op: 'unlink', path: '/var/run/kerf.lock', action: { errno: 'EROFS' }, times: 1 });
+  await t.rejects(applyOverlay(sim, create('b', [6]), { lockPath: LOCK, lockTimeoutMs: 1000 }), { code: 'EROFS', syscall: 'unlink' });
+});
+
+t.test("kerf's lock: without /proc to name the writer, an empty file as kerf's", async (t) => {
+  const sim = await host(t);
+  for (const [n, errno] of ['EACCES', 'ENOENT'].entries()) {
+    let seen: string | undefined;
+    sim.faults.add({ op: 'read', path: '/proc/self/stat', action: { errno }, times: 1 });
+    await applyOverlay(spyOnOverlayWrite(sim, async () => void (seen = (await sim.readFile('/var/run/kerf.lock')).toString())), create(`p${n}`, [4 + 2 * n]), { lockPath: LOCK });
+    t.equal(seen, '', errno);
+  }
 });
 
 t.test('kerf\'s lock released while we wait: we go on', async (t) => {

@@ -290,9 +290,13 @@ export class LinuxSystem implements System {
     return { type: fileType(st), mode: st.mode & 0o7777, size: st.size, mtimeMs: st.mtimeMs };
   }
 
-  async createExclusive(path: string): Promise<void> {
+  async createExclusive(path: string, data?: Uint8Array): Promise<void> {
     const fh = await fs.promises.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644);
-    await fh.close();
+    try {
+      if (data !== undefined && data.length > 0) await fh.writeFile(data);
+    } finally {
+      await fh.close();
+    }
   }
 
   async unlink(path: string): Promise<void> {

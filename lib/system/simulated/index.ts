@@ -87,6 +87,24 @@ function logEnd(s: SimState): number {
 }
 
 /** The host directory holding `p`, when `p` is a file name directly in one. */
+/**
+ * Files of this machine's processes that the simulated kernel shows as they are (chosen: the
+ * processes sharing a simulated host are this machine's, so /proc/PID/stat is the real one; the
+ * library reads it, with the boot id, to tell whether the writer of a lock file it left still runs).
+ */
+const REAL_PROC = /^\/proc\/(?:self|\d+)\/stat$|^\/proc\/sys\/kernel\/random\/boot_id$/;
+
+function realProcFile(p: string): Node | undefined {
+  if (!REAL_PROC.test(p)) return undefined;
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(p);
+  } catch {
+    return undefined; // no such process: ENOENT, as procfs
+  }
+  return { kind: 'file', mode: 0o444, read: () => bytes };
+}
+
 function hostDirOf(p: string): string | undefined {
   const dir = path.posix.dirname(p);
   return dir in HOST_DIRS ? dir : undefined;
@@ -212,7 +230,9 @@ export class SimulatedSystem implements System {
       return { kind: 'dir', mode: hostMode, entries: () => Object.keys(s.hostFiles).filter((f) => hostDirOf(f) === p).map((f) => path.posix.basename(f)) };
     }
     const hostFile = s.hostFiles[p];
-    if (hostFile) return { kind: 'file', mode: HOST_FILE_MODE, mtimeMs: hostFile.createdMs, read: () => Buffer.alloc(0) };
+    if (hostFile) return { kind: 'file', mode: HOST_FILE_MODE, mtimeMs: hostFile.createdMs, read: () => Buffer.from(hostFile.data ?? '', 'base64') };
+    const real = realProcFile(p);
+    if (real !== undefined) return real;
     if (stock) return undefined;
     if (p === '/proc/kimage') return { kind: 'file', mode: 0o444, read: () => Buffer.from(render.kimage(s)) };
     if (p === '/dev/mktty') return { kind: 'char', mode: 0o600 };
@@ -361,10 +381,10 @@ export class SimulatedSystem implements System {
   }
 
   /**
-   * Host files only: an empty file in /run, /var/run or /tmp (VFS lookup_open; a kernfs, sysfs or
-   * procfs directory has no ->create: EACCES).
+   * Host files only: a file in /run, /var/run or /tmp, with `data` when given (VFS lookup_open; a
+   * kernfs, sysfs or procfs directory has no ->create: EACCES).
    */
-  async createExclusive(p: string): Promise<void> {
+  async createExclusive(p: string, data?: Uint8Array): Promise<void> {
     return this.#fsCall('create', 'open', p, true, (k, n, norm) => {
       if (n) throw new KErr('EEXIST');
       const parent = this.#lookup(k, path.posix.dirname(norm));
@@ -372,7 +392,7 @@ export class SimulatedSystem implements System {
       if (parent.kind !== 'dir') throw new KErr('ENOTDIR');
       const dir = hostDirOf(norm);
       if (dir === undefined || this.#readOnlyHostDirs.has(dir)) throw new KErr('EACCES');
-      k.s.hostFiles[norm] = { createdMs: Date.now() };
+      k.s.hostFiles[norm] = { createdMs: Date.now(), ...(data !== undefined && data.length > 0 ? { data: Buffer.from(data).toString('base64') } : {}) };
     });
   }
 

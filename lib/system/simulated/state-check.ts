@@ -102,7 +102,7 @@ const checkState: Check = obj(
     dmesg: arr(str),
     notified: arr(str),
   },
-  { dmesgDropped: int(), hostFiles: record(obj({ createdMs: int() })) },
+  { dmesgDropped: int(), hostFiles: record(obj({ createdMs: int() }, { data: str })) },
 );
 
 /** Throws StateShapeError unless `state` has the shape of a SimState. */

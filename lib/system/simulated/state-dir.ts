@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import { loadBinding } from '../../binding';
 import { FileLocks, type FlockBinding, FlockLocks, type Locks } from './lockfile';
 import type { SimState } from './state';
-import { StateShapeError, checkStateShape } from './state-check';
+import { type StateShapeError, checkStateShape } from './state-check';
 
 /** The state version this code reads and writes (a type error here when the state's changes). */
 const STATE_VERSION: SimState['version'] = 1;
@@ -112,8 +112,8 @@ export class StateDir {
       try {
         checkStateShape(state);
       } catch (e) {
-        if (!(e instanceof StateShapeError)) throw e;
-        throw new SimStateError('ERR_MK_SIM_STATE_CORRUPT', this.statePath, `the simulated host's state ${this.statePath} is not one this simulator wrote: ${e.message}: ${remedy}`, { cause: e });
+        // (checkStateShape throws nothing but StateShapeError)
+        throw new SimStateError('ERR_MK_SIM_STATE_CORRUPT', this.statePath, `the simulated host's state ${this.statePath} is not one this simulator wrote: ${(e as StateShapeError).message}: ${remedy}`, { cause: e });
       }
       this.#checked = text;
     }

@@ -118,10 +118,12 @@ export interface SimTx {
   reason?: string;
 }
 
-/** An ordinary file of the host (kerf's lock file), in one of HOST_DIRS. Empty. */
+/** An ordinary file of the host (kerf's lock file), in one of HOST_DIRS. */
 export interface SimHostFile {
   /** Date.now() when it was created: its st_mtime */
   createdMs: number;
+  /** its bytes, base64 (absent: empty, as kerf's own lock file) */
+  data?: string;
 }
 
 /** The host directories whose ordinary files the simulator keeps, with their modes. */
