@@ -371,13 +371,14 @@ export const simState: FuzzTarget<string> = {
       const all = paths(state);
       for (let k = 1 + next(3); k > 0; k--) {
         const p = all[next(all.length)]!;
-        let parent: Record<string | number, unknown> = state;
-        for (const key of p.slice(0, -1)) parent = parent[key] as Record<string | number, unknown>;
+        // (an earlier change of this case may have removed or replaced part of the path)
+        let parent: unknown = state;
+        for (const key of p.slice(0, -1)) parent = parent !== null && typeof parent === 'object' ? (parent as Record<string | number, unknown>)[key] : undefined;
         if (parent === undefined || parent === null || typeof parent !== 'object') continue;
         const key = p.at(-1)!;
-        if (kind === 0) parent[key] = randomValue(next);
+        if (kind === 0) (parent as Record<string | number, unknown>)[key] = randomValue(next);
         else if (Array.isArray(parent)) parent.splice(Number(key), 1);
-        else delete parent[key];
+        else delete (parent as Record<string | number, unknown>)[key];
       }
       return JSON.stringify(state);
     }

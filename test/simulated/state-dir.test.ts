@@ -247,6 +247,8 @@ t.test('a state.json of the wrong shape is refused naming the field, before the 
     ['not a list', (s) => (s.instances = {}), /state\.instances is not a list/],
     ['not an object', (s) => (s.topology = []), /state\.topology is not an object/],
     ['not one of', (s) => (s.version = 1) && (s.pool.memory[0].node = -1), /state\.pool\.memory\[0\]\.node is -1/],
+    ['an empty name', (s) => (s.instances = [{ id: 1, name: '', status: 'ready', cpus: [], memory: [], devices: [] }]), /state\.instances\[0\]\.name is "", not a file name/],
+    ['a name with a slash', (s) => (s.instances = [{ id: 1, name: 'a/b', status: 'ready', cpus: [], memory: [], devices: [] }]), /state\.instances\[0\]\.name is "a\/b", not a file name/],
     ['a record that is not an object', (s) => (s.hostFiles = 3), /state\.hostFiles is not an object/],
     ['a record entry', (s) => (s.hostFiles['/run/x'].data = 5), /state\.hostFiles\["\/run\/x"\]\.data is 5, not a string/],
     ['null pool fields', (s) => (s.pool.parkChunk = 'x'), /state\.pool\.parkChunk is "x"/],

@@ -32,6 +32,10 @@ const int =
 const str: Check = (v, at) => {
   if (typeof v !== 'string') fail(at, `is ${JSON.stringify(v)}, not a string`);
 };
+/** a name that is one path component (an instance's directory): not empty, no '/' or NUL, not . or .. */
+const component: Check = (v, at) => {
+  if (typeof v !== 'string' || v === '' || v === '.' || v === '..' || /[/\0]/.test(v)) fail(at, `is ${JSON.stringify(v)}, not a file name`);
+};
 const bool: Check = (v, at) => {
   if (typeof v !== 'boolean') fail(at, `is ${JSON.stringify(v)}, not true or false`);
 };
@@ -87,7 +91,7 @@ const checkState: Check = obj(
     ),
     instances: arr(
       obj(
-        { id: int(1, 2047), name: str, status: oneOf('ready', 'loaded', 'active'), cpus: arr(int(0, 0xffffffff)), memory: arr(memRange), devices: arr(str) },
+        { id: int(1, 2047), name: component, status: oneOf('ready', 'loaded', 'active'), cpus: arr(int(0, 0xffffffff)), memory: arr(memRange), devices: arr(str) },
         {
           hung: bool,
           deviceAliases: record(str),
