@@ -14,17 +14,10 @@
 import { fork } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { TARGETS, type FuzzTarget } from '../test/fuzz/targets';
+import { TARGETS, runCases, setStateSeed, type FuzzTarget, type Tally } from '../test/fuzz/targets';
 import { makeStateSeed } from '../test/fuzz/state-seed';
 
-interface Progress {
-  /** cases finished */
-  done: number;
-  accepted: number;
-  refused: number;
-  slowestMs: number;
-  finding?: { i: number; input: string; error: string };
-}
+type Progress = Tally;
 
 type ToParent = { type: 'ready' } | { type: 'progress'; progress: Progress } | { type: 'end'; progress: Progress };
 
@@ -34,34 +27,11 @@ const START_MS = 120_000;
 /** In the child: runs cases [from, to) of one target, reporting at most every 200 ms. */
 async function child(name: string, seed: number, from: number, to: number): Promise<void> {
   const target = TARGETS[name] as FuzzTarget<unknown>;
-  if (name === 'sim-state') (await import('../test/fuzz/targets')).setStateSeed(await makeStateSeed());
-  const p: Progress = { done: 0, accepted: 0, refused: 0, slowestMs: 0 };
+  if (name === 'sim-state') setStateSeed(await makeStateSeed());
   const send = (m: ToParent): Promise<void> => new Promise((resolve) => process.send!(m, () => resolve()));
   await send({ type: 'ready' });
-  let reported = performance.now();
-  for (let i = from; i < to; i++) {
-    const input = target.input(seed, i);
-    const t0 = performance.now();
-    try {
-      await target.run(input);
-      p.accepted++;
-    } catch (error) {
-      if (!target.typed(error)) {
-        p.finding = { i, input: target.show(input), error: error instanceof Error ? (error.stack ?? String(error)) : String(error) };
-        p.done++;
-        await send({ type: 'end', progress: p });
-        return;
-      }
-      p.refused++;
-    }
-    p.slowestMs = Math.max(p.slowestMs, performance.now() - t0);
-    p.done++;
-    if (performance.now() - reported > 200) {
-      reported = performance.now();
-      await send({ type: 'progress', progress: { ...p } });
-    }
-  }
-  await send({ type: 'end', progress: p });
+  const tally = await runCases(target, seed, from, to, (progress) => send({ type: 'progress', progress }));
+  await send({ type: 'end', progress: tally });
 }
 
 /** Runs cases [from, to) in a child; resolves with its last progress, `hung` when it went silent. */

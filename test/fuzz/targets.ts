@@ -9,6 +9,7 @@ import { deepStrictEqual } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import fc from 'fast-check';
 import { MultikernelError } from '../../lib/errors';
 import { FrameDecoder, FrameType, ProtocolError, decodeError, decodeExit, decodeOpen, decodeResize, decodeSignal, decodeStarted, decodeStdinAck, encodeExit, encodeFrame, encodeOpen } from '../../lib/exec/protocol';
@@ -437,3 +438,44 @@ export const TARGETS: Record<string, FuzzTarget<never>> = {
   spec: spec as FuzzTarget<never>,
   'sim-state': simState as FuzzTarget<never>,
 };
+
+export interface Tally {
+  /** cases finished */
+  done: number;
+  accepted: number;
+  refused: number;
+  slowestMs: number;
+  /** the first exception the contract does not allow, with the case that raised it */
+  finding?: { i: number; input: string; error: string };
+}
+
+/**
+ * Runs cases [from, to) of `target` from `seed`, stopping at the first finding. `progress` is
+ * called now and then with the tally so far (the long runs report it to their parent).
+ */
+export async function runCases(target: FuzzTarget<unknown>, seed: number, from: number, to: number, progress?: (tally: Tally) => Promise<void>): Promise<Tally> {
+  const tally: Tally = { done: 0, accepted: 0, refused: 0, slowestMs: 0 };
+  let reported = performance.now();
+  for (let i = from; i < to; i++) {
+    const input = target.input(seed, i);
+    const t0 = performance.now();
+    try {
+      await target.run(input);
+      tally.accepted++;
+    } catch (error) {
+      if (!target.typed(error)) {
+        tally.finding = { i, input: target.show(input), error: error instanceof Error ? (error.stack ?? String(error)) : String(error) };
+        tally.done++;
+        return tally;
+      }
+      tally.refused++;
+    }
+    tally.slowestMs = Math.max(tally.slowestMs, performance.now() - t0);
+    tally.done++;
+    if (progress !== undefined && performance.now() - reported > 200) {
+      reported = performance.now();
+      await progress({ ...tally });
+    }
+  }
+  return tally;
+}
