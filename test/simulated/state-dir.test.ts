@@ -249,6 +249,7 @@ t.test('a state.json of the wrong shape is refused naming the field, before the 
     ['not one of', (s) => (s.version = 1) && (s.pool.memory[0].node = -1), /state\.pool\.memory\[0\]\.node is -1/],
     ['an empty name', (s) => (s.instances = [{ id: 1, name: '', status: 'ready', cpus: [], memory: [], devices: [] }]), /state\.instances\[0\]\.name is "", not a file name/],
     ['a name with a slash', (s) => (s.instances = [{ id: 1, name: 'a/b', status: 'ready', cpus: [], memory: [], devices: [] }]), /state\.instances\[0\]\.name is "a\/b", not a file name/],
+    ['a PCI address', (s) => (s.topology.pciDevices = ['0000:00:04']), /state\.topology\.pciDevices\[0\] is "0000:00:04", not a PCI address DDDD:BB:SS\.F/],
     ['a record that is not an object', (s) => (s.hostFiles = 3), /state\.hostFiles is not an object/],
     ['a record entry', (s) => (s.hostFiles['/run/x'].data = 5), /state\.hostFiles\["\/run\/x"\]\.data is 5, not a string/],
     ['null pool fields', (s) => (s.pool.parkChunk = 'x'), /state\.pool\.parkChunk is "x"/],

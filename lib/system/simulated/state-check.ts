@@ -36,6 +36,10 @@ const str: Check = (v, at) => {
 const component: Check = (v, at) => {
   if (typeof v !== 'string' || v === '' || v === '.' || v === '..' || /[/\0]/.test(v)) fail(at, `is ${JSON.stringify(v)}, not a file name`);
 };
+/** a PCI address DDDD:BB:SS.F, as the simulator keeps them */
+const bdf: Check = (v, at) => {
+  if (typeof v !== 'string' || !/^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/i.test(v)) fail(at, `is ${JSON.stringify(v)}, not a PCI address DDDD:BB:SS.F`);
+};
 const bool: Check = (v, at) => {
   if (typeof v !== 'boolean') fail(at, `is ${JSON.stringify(v)}, not true or false`);
 };
@@ -81,17 +85,17 @@ const platformDevice = obj({ name: str }, { hid: str });
 const checkState: Check = obj(
   {
     version: oneOf(1),
-    topology: obj({ cpus: arr(obj({ apicId: int(0, 0xffffffff), node: int(0, 1023) }, { online: bool, package: int(0, 0xffffffff), core: int(0, 0xffffffff) })), memoryBytes: int(), numaNodes: int(1, 1024), pciDevices: arr(str) }),
+    topology: obj({ cpus: arr(obj({ apicId: int(0, 0xffffffff), node: int(0, 1023) }, { online: bool, package: int(0, 0xffffffff), core: int(0, 0xffffffff) })), memoryBytes: int(), numaNodes: int(1, 1024), pciDevices: arr(bdf) }),
     mounted: bool,
     pool: nullable(
       obj(
-        { cpus: arr(int(0, 0xffffffff)), memory: arr(memRange), devices: arr(obj({ pciId: str }, { alias: str })), parkChunk: nullable(int()) },
+        { cpus: arr(int(0, 0xffffffff)), memory: arr(memRange), devices: arr(obj({ pciId: bdf }, { alias: str })), parkChunk: nullable(int()) },
         { devicesValid: bool, platformDevices: arr(platformDevice) },
       ),
     ),
     instances: arr(
       obj(
-        { id: int(1, 2047), name: component, status: oneOf('ready', 'loaded', 'active'), cpus: arr(int(0, 0xffffffff)), memory: arr(memRange), devices: arr(str) },
+        { id: int(1, 2047), name: component, status: oneOf('ready', 'loaded', 'active'), cpus: arr(int(0, 0xffffffff)), memory: arr(memRange), devices: arr(bdf) },
         {
           hung: bool,
           deviceAliases: record(str),
