@@ -77,7 +77,7 @@ t.test('top level: usage, help, unknown commands', async (t) => {
     'pool init', 'pool grow', 'pool shrink', 'pool teardown',
     'create', 'update', 'load', 'start', 'stop', 'restart', 'unload', 'delete',
     'show', 'dump', 'probe', 'watch', 'console', 'exec',
-    'demo', 'selftest', 'completion', 'qemu run',
+    'demo', 'selftest', 'completion', 'daemon', 'qemu run',
   ]);
 });
 
