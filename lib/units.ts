@@ -47,3 +47,45 @@ export function formatBytes(bytes: bigint): string {
   }
   return `${bytes} bytes`;
 }
+
+/** The largest CPU id a list may name (as lib/topology's MAX_LIST_NUMBER; NR_CPUS is at most 8192 today). */
+export const MAX_CPU_ID = 65535;
+
+/**
+ * A CPU list as operators write it, "2-5,8" → [2, 3, 4, 5, 8] (the kernel's cpulist format, with
+ * blanks around the parts allowed and any order): ids and ascending ranges, none named twice, none
+ * above MAX_CPU_ID. Throws a RangeError starting with `what`. (lib/topology parses what the kernel
+ * prints, strictly; this is what people type, for mkctl's --cpus and the spec's `cpus: "2-5"`.)
+ */
+export function parseCpuIds(text: string, what = 'CPU list'): number[] {
+  const ids: number[] = [];
+  for (const part of text.split(',')) {
+    const m = /^(\d+)(?:\s*-\s*(\d+))?$/.exec(part.trim());
+    if (m === null) throw new RangeError(`${what}: ${JSON.stringify(text)} is not a CPU list such as 2-5,8`);
+    const from = Number(m[1]);
+    const to = m[2] === undefined ? from : Number(m[2]);
+    if (to < from) throw new RangeError(`${what}: the range ${part.trim()} runs backwards`);
+    if (to > MAX_CPU_ID) throw new RangeError(`${what}: CPU ${to} is beyond ${MAX_CPU_ID}, the largest id a list may name`);
+    for (let id = from; id <= to; id++) ids.push(id);
+  }
+  if (new Set(ids).size !== ids.length) throw new RangeError(`${what}: ${JSON.stringify(text)} names a CPU twice`);
+  return ids;
+}
+
+const DURATION_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * A duration as the spec file takes it: a safe integer is milliseconds; a string is a whole number
+ * with a unit ms, s, m or h ("500ms", "10s", "5m", "1h"). Throws a RangeError starting with `what`.
+ */
+export function parseDurationMs(value: number | string, what = 'duration'): number {
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${what} must be a whole number of milliseconds, got ${value}`);
+    return value;
+  }
+  const m = /^(\d+)(ms|s|m|h)$/.exec(value);
+  if (m === null) throw new RangeError(`${what} must look like 500ms, 10s, 5m or 1h, got ${JSON.stringify(value)}`);
+  const ms = Number(m[1]) * DURATION_MS[m[2]!]!;
+  if (!Number.isSafeInteger(ms)) throw new RangeError(`${what} is too long: ${value}`);
+  return ms;
+}

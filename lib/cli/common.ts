@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import type { Host } from '../host';
 import type { SimulatedSystem, SimulatedSystemOptions } from '../system/simulated';
 import type { System } from '../system/system';
+import { parseCpuIds } from '../units';
 import { type CliInput, type CliIo, type CliOutput, UsageError } from './command';
 
 /** The version of every `--json` document mkctl prints; it changes only when a field changes meaning or goes away. */
@@ -139,19 +140,13 @@ export function cpuRequest(values: { cpus?: string; 'cpu-count'?: string }): num
   return Number(count);
 }
 
-/** "2-5,8" → [2, 3, 4, 5, 8] (as the kernel's cpulist format). */
+/** "2-5,8" → [2, 3, 4, 5, 8] (lib/units parseCpuIds), or a usage error naming the option. */
 export function parseCpuList(text: string, what = '--cpus'): number[] {
-  const ids: number[] = [];
-  for (const part of text.split(',')) {
-    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
-    if (m === null) throw new UsageError(`${what}: ${JSON.stringify(text)} is not a CPU list such as 2-5,8`);
-    const from = Number(m[1]);
-    const to = m[2] === undefined ? from : Number(m[2]);
-    if (to < from) throw new UsageError(`${what}: the range ${part} runs backwards`);
-    for (let id = from; id <= to; id++) ids.push(id);
+  try {
+    return parseCpuIds(text, what);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
-  if (new Set(ids).size !== ids.length) throw new UsageError(`${what}: ${JSON.stringify(text)} names a CPU twice`);
-  return ids;
 }
 
 /** A size as operators write it ("512M", "2G", "4096"): bytes, or a usage error naming the option. */
