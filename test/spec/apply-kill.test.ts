@@ -1,0 +1,136 @@
+// Crash safety of apply: a process applying a spec to a simulated host (a state directory shared
+// by processes) is killed with SIGKILL at 20 points spread over the whole run; a fresh process
+// then applies again. Each time it must converge with every instance once, no transaction left
+// failed, and a plan made afterwards must be empty.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import t from 'tap';
+import * as ts from 'typescript';
+import { SimulatedSystem } from '../../lib/simulated';
+import { Host } from '../../lib/host';
+import { plan } from '../../lib/spec/engine';
+import { MK_OVERLAYS, txDir, txIds } from '../../lib/kernfs';
+import { specs } from './fixtures/apply-worker';
+import { kernels } from './helpers';
+
+const KILL_POINTS = 20;
+const root = path.join(__dirname, '..', '..');
+
+/**
+ * lib/ and the worker as plain JavaScript beside the repository's build/ and node_modules/: a
+ * process through the TypeScript loader costs ~1.7 s of CPU to start (as state-stress.test.ts).
+ */
+function compile(out: string): string {
+  const emit = (rel: string): void => {
+    const source = fs.readFileSync(path.join(root, rel), 'utf8');
+    const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true }, fileName: rel }).outputText;
+    fs.mkdirSync(path.join(out, path.dirname(rel)), { recursive: true });
+    fs.writeFileSync(path.join(out, rel.replace(/\.ts$/, '.js')), js);
+  };
+  for (const rel of fs.readdirSync(path.join(root, 'lib'), { recursive: true }) as string[]) {
+    if (rel.endsWith('.ts') && !rel.endsWith('.d.ts')) emit(path.join('lib', rel));
+  }
+  emit('test/spec/helpers.ts');
+  emit('test/spec/fixtures/apply-worker.ts');
+  for (const link of ['build', 'node_modules', 'package.json']) fs.symlinkSync(path.join(root, link), path.join(out, link));
+  return path.join(out, 'test/spec/fixtures/apply-worker.js');
+}
+
+interface Outcome {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** ms from "ready" to the exit */
+  ms: number;
+}
+
+/** Runs the worker; with `killAfterMs`, SIGKILLs it that long after it said "ready". */
+function run(worker: string, args: string[], killAfterMs?: number): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    // without tap's NODE_OPTIONS: its process tracking costs each start more than the work
+    const child = spawn(process.execPath, [worker, ...args], { env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let ready = 0;
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (ready === 0 && stdout.startsWith('ready\n')) {
+        ready = Date.now();
+        if (killAfterMs !== undefined) setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, ms: ready === 0 ? 0 : Date.now() - ready }));
+  });
+}
+
+/** What the host shows: pool, instances with status, transactions not applied, kerf's lock. */
+async function state(stateDir: string): Promise<{ pool: boolean; instances: string[]; failedTxs: number[]; kerfLock: boolean }> {
+  const system = new SimulatedSystem({ stateDir });
+  try {
+    const host = await Host.open({ system });
+    const instances: string[] = [];
+    for (const i of await host.instances()) instances.push(`${i.name}:${await i.status()}`);
+    const failedTxs: number[] = [];
+    for (const id of txIds(await system.readdir(MK_OVERLAYS))) {
+      if ((await system.readFile(`${txDir(id)}/status`)).toString().trim() !== 'applied') failedTxs.push(id);
+    }
+    const kerfLock = await system.stat('/var/run/kerf.lock').then(() => true, () => false);
+    return { pool: (await host.pool.snapshot()).exists, instances, failedTxs, kerfLock };
+  } finally {
+    await system.dispose();
+  }
+}
+
+t.test(`apply killed with SIGKILL at ${KILL_POINTS} points, then run again, converges`, async (t) => {
+  const scratch = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/mk-apply-kill-') : t.testdir();
+  t.teardown(() => fs.rmSync(scratch, { recursive: true, force: true }));
+  const worker = compile(path.join(scratch, 'js'));
+  const kernelDir = path.join(scratch, 'kernels');
+  fs.mkdirSync(kernelDir);
+  kernels(kernelDir);
+
+  // how long a whole run takes, undisturbed
+  const full = await run(worker, [path.join(scratch, 'measure', 'sim'), kernelDir, 'full']);
+  t.equal(full.code, 0, full.stderr);
+  t.match(full.stdout, /\ndone \{"converged":\[true,true\],"errors":\[\]\}\n$/);
+  t.comment(`an undisturbed run: ${full.ms} ms after "ready"`);
+
+  const seen = new Map<string, number[]>();
+  let leftKerfLock = 0;
+  for (let i = 0; i < KILL_POINTS; i++) {
+    const delay = Math.round((full.ms * 1.1 * i) / (KILL_POINTS - 1));
+    const stateDir = path.join(scratch, `kill-${i}`, 'sim');
+    const killed = await run(worker, [stateDir, kernelDir, 'full'], delay);
+    t.ok(killed.signal === 'SIGKILL' || killed.code === 0, `kill point ${i} (${delay} ms): killed or finished: ${killed.stderr}`);
+    const after = await state(stateDir);
+    const key = `${killed.signal === 'SIGKILL' ? 'killed' : 'finished'}: pool ${after.pool ? 'yes' : 'no'}; ${after.instances.join(' ') || 'no instances'}${after.failedTxs.length > 0 ? `; failed tx ${after.failedTxs.join(',')}` : ''}${after.kerfLock ? "; kerf's lock left" : ''}`;
+    seen.set(key, [...(seen.get(key) ?? []), delay]);
+    t.same(after.failedTxs, [], `kill point ${i}: no transaction left failed`);
+    if (after.kerfLock) {
+      // Killed between creating kerf's lock file and removing it: kerf (and this library) then
+      // wait for it, since kerf writes no pid into it and staleness cannot be proven. The
+      // operator removes it, as ERR_MK_LOCKED says; this is that operator.
+      leftKerfLock += 1;
+      const system = new SimulatedSystem({ stateDir });
+      await system.unlink('/var/run/kerf.lock');
+      await system.dispose();
+    }
+    const again = await run(worker, [stateDir, kernelDir, 'recover']);
+    t.equal(again.code, 0, `kill point ${i}: the second apply ran: ${again.stderr}`);
+    t.match(again.stdout, /\ndone \{"converged":\[true\],"errors":\[\]\}\n$/, `kill point ${i}: converged`);
+    const end = await state(stateDir);
+    t.same(end.instances, ['web:active', 'db:active'], `kill point ${i}: each instance once, running`);
+    t.same(end.failedTxs, []);
+    const system = new SimulatedSystem({ stateDir });
+    const host = await Host.open({ system });
+    t.same(await plan(host, specs(kernelDir).specB, { prune: true }), { steps: [], drift: [], unmanaged: [], converged: true }, `kill point ${i}: nothing left to plan`);
+    await system.dispose();
+  }
+  t.comment(`states left by the kills (${leftKerfLock} with kerf's lock left behind):`);
+  for (const [key, delays] of seen) t.comment(`  ${key}  <- ${delays.join(', ')} ms`);
+  t.ok(seen.size >= 5, `the kills fell in ${seen.size} different states`);
+});
