@@ -160,7 +160,7 @@ export interface MetricsServer {
 /** Serves GET /metrics (and nothing else) with node:http at `address`. */
 export async function serveMetrics(metrics: DaemonMetrics, address: MetricsAddress): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://metrics');
+    const url = new URL(req.url!, 'http://metrics');
     if (url.pathname !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: the metrics are at /metrics\n');
       return;

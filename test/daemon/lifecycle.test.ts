@@ -4,7 +4,7 @@
 import t from 'tap';
 import * as fs from 'node:fs';
 import { FakeClock, harness, spec, until } from './fixture';
-import { formatMs, journalLine, livenessOf, PRIORITY } from '../../lib/daemon';
+import { DAEMON_EXIT, formatMs, journalLine, livenessOf, PRIORITY } from '../../lib/daemon';
 
 const instance = (name: string, body = '') => `  ${name}:\n    cpus: 1\n    memory: 256M\n    kernel: vmlinux\n${body}`;
 
@@ -25,7 +25,7 @@ t.test('journal lines, durations, liveness settings', async (t) => {
 
 t.test('a spec that cannot be loaded at start: every issue logged, STATUS says so, exit 2', async (t) => {
   let h = await harness(t, 'version: 2\ninstances:\n  web:\n    memory: 512X\n', { ready: false });
-  t.equal(await h.done, 2);
+  t.equal(await h.done, DAEMON_EXIT.spec);
   const errors = h.logs.filter((l) => l.startsWith('<3>'));
   t.ok(errors.length >= 3, 'one line per issue and a summary');
   t.match(errors[0], new RegExp(`^<3>${h.specPath}:1:\\d+: /version: `));

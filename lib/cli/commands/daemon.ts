@@ -95,7 +95,7 @@ export const daemon: Command = {
           const m = await import('../../daemon/metrics');
           metrics = new m.DaemonMetrics(host);
           server = await m.serveMetrics(metrics, address);
-          log(6, `metrics: http://${server.address.startsWith('unix:') ? `localhost (${server.address})` : server.address}/metrics`);
+          log(6, `metrics: ${server.address} (GET /metrics)`);
         }
         const d = new Daemon({
           host,
