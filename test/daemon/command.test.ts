@@ -70,12 +70,13 @@ t.test('help and usage errors', async (t) => {
     [['-c', 'x', '--metrics', '0.0.0.0:9464'], /not a loopback address/],
     [['-c', 'x', '--metrics', 'nowhere'], /takes HOST:PORT/],
     [['-c', 'x', '--json'], /Unknown option '--json'/],
+    [['-c', 'x', '-f', 'y'], /-c and -f both name the spec/],
   ] as const) {
     const r = await inProcess(['daemon', ...args], sim.env);
     t.equal(r.code, EXIT.usage, args.join(' '));
     t.match(r.stdout + r.stderr, message);
   }
-  const bad = await inProcess(['daemon', '-c', path.join(sim.dir, 'missing.yaml')], sim.env);
+  const bad = await inProcess(['daemon', '-f', path.join(sim.dir, 'missing.yaml')], sim.env);
   t.equal(bad.code, EXIT.usage, 'a spec that cannot be loaded: exit 2');
   t.match(bad.stderr, /^<6>starting: spec .*missing\.yaml\n<3>spec .*missing\.yaml: ENOENT/);
 });

@@ -34,7 +34,7 @@ Exit status: 0 after a clean stop, 2 when SPEC cannot be loaded at start, 1 when
 cannot be opened.
 
 options:
-  -c, --config SPEC         the host spec file (required)
+  -c, --config SPEC         the host spec file (required; -f SPEC too, as mkctl plan and apply)
   --prune                   delete instances the spec does not name (default: leave them)
   --metrics ADDR            serve Prometheus metrics on GET /metrics at HOST:PORT (loopback
                             only, e.g. 127.0.0.1:9464) or unix:/PATH
@@ -59,6 +59,7 @@ export const daemon: Command = {
       options: {
         ...HOST,
         config: { type: 'string', short: 'c' },
+        file: { type: 'string', short: 'f' },
         prune: { type: 'boolean' },
         metrics: { type: 'string' },
         'metrics-public': { type: 'boolean' },
@@ -68,12 +69,14 @@ export const daemon: Command = {
       strict: true,
     });
     positionalArgs(positionals, []);
-    if (values.config === undefined) throw new UsageError('missing -c SPEC: the host spec to apply');
+    if (values.config !== undefined && values.file !== undefined) throw new UsageError('-c and -f both name the spec: give one');
+    const config = values.config ?? values.file;
+    if (config === undefined) throw new UsageError('missing -c SPEC: the host spec to apply');
     const stopTimeout = values['stop-timeout'] ?? '20';
     if (!/^\d+(?:\.\d+)?$/.test(stopTimeout)) throw new UsageError(`--stop-timeout takes seconds, got ${JSON.stringify(stopTimeout)}`);
     if (values['metrics-public'] === true && values.metrics === undefined) throw new UsageError('--metrics-public goes with --metrics');
     const path = await import('node:path');
-    const specPath = path.resolve(io.cwd, values.config);
+    const specPath = path.resolve(io.cwd, config);
     const { Daemon, journalLine } = await import('../../daemon/daemon');
     let address: import('../../daemon/metrics').MetricsAddress | undefined;
     if (values.metrics !== undefined) {
