@@ -358,6 +358,7 @@ export class Daemon {
     const intervalMs = Math.max(1, Math.floor(usec / 2000));
     this.#log(PRIORITY.info, `watchdog: a ping every ${formatMs(intervalMs)}`);
     const tick = async (): Promise<void> => {
+      const began = this.#clock.now();
       let timer: unknown;
       const late = new Promise<'late'>((resolve) => (timer = this.#clock.setTimeout(() => resolve('late'), intervalMs)));
       const answer = await Promise.race([
@@ -371,7 +372,8 @@ export class Daemon {
       if (this.#stopping) return;
       if (answer === 'ok') await this.#send('WATCHDOG=1');
       else this.#log(PRIORITY.warning, `watchdog: no ping, the host did not answer: ${answer === 'late' ? `no answer within ${formatMs(intervalMs)}` : messageOf(answer)}`);
-      if (!this.#stopping) this.#watchdog = this.#clock.setTimeout(() => void tick(), intervalMs);
+      // timed from this tick's start: the read does not stretch the interval
+      if (!this.#stopping) this.#watchdog = this.#clock.setTimeout(() => void tick(), Math.max(0, intervalMs - (this.#clock.now() - began)));
     };
     this.#watchdog = this.#clock.setTimeout(() => void tick(), 0);
   }

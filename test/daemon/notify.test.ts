@@ -82,10 +82,11 @@ instances:
     const from = receiver.datagrams.length;
     await new Promise((r) => setTimeout(r, 2000));
     const pings = receiver.datagrams.slice(from).filter((d) => d.state === 'WATCHDOG=1');
-    t.ok(pings.length >= 8 && pings.length <= 11, `${pings.length} pings in 2 s (10 expected)`);
+    // 10 expected; a loaded machine delays timers (never hastens them)
+    t.ok(pings.length >= 6 && pings.length <= 11, `${pings.length} pings in 2 s (10 expected)`);
     const gaps = pings.slice(1).map((p, i) => (p.t - pings[i]!.t) * 1000).sort((a, b) => a - b);
     const median = gaps[Math.floor(gaps.length / 2)]!;
-    t.ok(median >= 180 && median <= 260, `median interval ${median.toFixed(1)} ms (200 expected)`);
+    t.ok(median >= 190 && median <= 300, `median interval ${median.toFixed(1)} ms (200 expected)`);
     t.comment(`watchdog: ${pings.length} pings in 2 s, intervals ${gaps.map((g) => g.toFixed(0)).join(' ')} ms`);
 
     // SIGHUP: RELOADING=1 with MONOTONIC_USEC (CLOCK_MONOTONIC, as the receiver's clock), then READY=1
