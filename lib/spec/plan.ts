@@ -20,7 +20,7 @@ import type { Host } from '../host';
 import { ACTIVE_MEMORY_ALIGN, type Instance, type InstanceInfo, type InstanceUpdate } from '../instance';
 import { formatCpuList } from '../kernfs';
 import { pciIds } from '../readback';
-import { hostReport } from '../report';
+import { hostReport, type HostReport } from '../report';
 import { wholePieces, type CpuRequest } from '../select';
 import { LINUX_REBOOT_CMD_MULTIKERNEL_HALT_FORCE } from '../uapi';
 import { formatBytes } from '../units';
@@ -98,7 +98,14 @@ function issue(entry: InstanceSpecEntry, field: string, message: string): SpecIs
  * Checks the spec against the host before any change: what the pool (the spec's, or the live
  * one when the spec does not manage it) cannot give is refused whole, naming instance and field.
  */
-function validate(spec: HostSpec, prune: boolean, named: Set<string>, pool: { exists: boolean; cpus: number[]; memoryBytes: bigint; devices: string[] }, hostCpus: number[], taken: Map<number, string>): void {
+function validate(
+  spec: HostSpec,
+  prune: boolean,
+  named: Set<string>,
+  pool: { exists: boolean; cpus: number[]; memoryBytes: bigint; devices: string[] },
+  hostCpus: { all: number[]; boot: number[] },
+  taken: Map<number, string>,
+): void {
   const issues: SpecIssue[] = [];
   const at = { file: spec.source, line: 1, column: 1 };
   const poolIssue = (field: string, message: string) => issues.push({ pointer: `/pool/${field}`, at, message: `pool: ${field}: ${message}` });
@@ -106,8 +113,10 @@ function validate(spec: HostSpec, prune: boolean, named: Set<string>, pool: { ex
     issues.push({ pointer: '/pool', at, message: 'the spec does not manage the pool and the host has none: add a pool section, or create the pool first (mkctl pool init)' });
   }
   if (spec.pool !== undefined && 'physical' in spec.pool.cpus) {
-    const unknown = spec.pool.cpus.physical.filter((id) => !hostCpus.includes(id));
-    if (unknown.length > 0) poolIssue('cpus', `the host has no CPU with physical id ${formatCpuList(unknown)} (it has ${formatCpuList(sorted(hostCpus))})`);
+    const unknown = spec.pool.cpus.physical.filter((id) => !hostCpus.all.includes(id));
+    if (unknown.length > 0) poolIssue('cpus', `the host has no CPU with physical id ${formatCpuList(unknown)} (it has ${formatCpuList(sorted(hostCpus.all))})`);
+    const boot = spec.pool.cpus.physical.filter((id) => hostCpus.boot.includes(id));
+    if (boot.length > 0) poolIssue('cpus', `physical CPU ${formatCpuList(boot)} is the host's boot CPU, which never joins a pool`);
   }
   // what instances can take: the pool as the spec will make it, or as it is
   const poolCpus = spec.pool === undefined ? pool.cpus : 'physical' in spec.pool.cpus ? spec.pool.cpus.physical : undefined;
@@ -159,16 +168,32 @@ async function tagOf(entry: InstanceSpecEntry & { kernel: string }): Promise<str
   }
 }
 
+/**
+ * The host as hostReport reads it. An instance deleted by another process between the listing
+ * and the reading of its details makes the reading fail (ERR_MK_INSTANCE_NOT_FOUND): read again.
+ */
+async function readHost(host: Host, signal: AbortSignal | undefined): Promise<HostReport> {
+  for (let attempt = 1; attempt < 3; attempt++) {
+    try {
+      return await hostReport(host, { signal });
+    } catch (err) {
+      if (!(err instanceof MultikernelError && err.code === 'ERR_MK_INSTANCE_NOT_FOUND')) throw err;
+    }
+  }
+  return hostReport(host, { signal });
+}
+
 /** Computes the plan and what runs each step (apply's view; plan() returns the first part). */
 export async function computePlan(host: Host, spec: HostSpec, options: PlanOptions = {}): Promise<ComputedPlan> {
   const signal = options.signal;
   signal?.throwIfAborted();
-  const report = await hostReport(host, { signal });
+  const report = await readHost(host, signal);
   const live = new Map(report.instances.map((i) => [i.name, i]));
   const named = new Set(spec.instances.map((e) => e.name));
   const poolDevices = [...new Set([...pciIds(report.pool.devices), ...report.instances.flatMap((i) => pciIds(i.devices))])];
   const poolCpuIds = report.pool.cpus.map((c) => c.physicalId);
-  const hostCpus = [...new Set([...(await host.topology()).cpus.map((c) => c.physicalId), ...poolCpuIds])];
+  const topology = await host.topology();
+  const hostCpus = { all: [...new Set([...topology.cpus.map((c) => c.physicalId), ...poolCpuIds])], boot: topology.cpus.filter((c) => c.boot).map((c) => c.physicalId) };
   validate(spec, options.prune === true, named, { exists: report.pool.exists, cpus: poolCpuIds, memoryBytes: report.pool.memoryBytes, devices: poolDevices }, hostCpus, new Map(report.instances.map((i) => [i.id, i.name])));
 
   const first: PlannedStep[] = [];
@@ -467,10 +492,20 @@ export async function computePlan(host: Host, spec: HostSpec, options: PlanOptio
   }
 
   // ---------------------------------------------------------------- what apply does not fix
-  for (const a of report.attention) {
-    if (a.kind === 'transaction-failed') drift.push({ subject: a.subject, expected: 'no failed transaction', actual: 'failed', message: a.message });
-    if (a.kind === 'kerf-lock') drift.push({ subject: a.subject, expected: 'no kerf lock left behind', actual: 'present', message: a.message });
+  for (const tx of report.transactions.filter((x) => x.status === 'failed')) {
+    // Not removed by apply: without the view from before it (which only its writer had), its
+    // rollback cannot be checked, and it runs the inverse of every operation against the host as
+    // it is now, which apply has converged since (docs/spec-apply.md, "Crash safety").
+    drift.push({
+      subject: `tx_${tx.id}`,
+      expected: 'no failed transaction',
+      actual: 'failed',
+      message:
+        `transaction ${tx.id} (resources "${tx.resources}") is left "failed": its writer stopped before rolling it back (killed?), or the rollback failed. ` +
+        'What it did is part of what plan reads; apply leaves it, since its rollback (rmdir) would run the inverse of its operations against the host as it is now: read dmesg before removing it',
+    });
   }
+  for (const a of report.attention.filter((x) => x.kind === 'kerf-lock')) drift.push({ subject: a.subject, expected: 'no kerf lock left behind', actual: 'present', message: a.message });
 
   const planned = [...first, ...existing, ...created, ...pruned, ...deletes, ...last];
   const steps = planned.map((p) => p.step);

@@ -46,19 +46,22 @@ interface Outcome {
   ms: number;
 }
 
-/** Runs the worker; with `killAfterMs`, SIGKILLs it that long after it said "ready". */
-function run(worker: string, args: string[], killAfterMs?: number): Promise<Outcome> {
+/** Runs the worker; with `kill`, SIGKILLs it `ms` after it printed "step <afterStep>" ("ready" for 0). */
+function run(worker: string, args: string[], kill?: { afterStep: number; ms: number }): Promise<Outcome> {
   return new Promise((resolve, reject) => {
     // without tap's NODE_OPTIONS: its process tracking costs each start more than the work
     const child = spawn(process.execPath, [worker, ...args], { env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let ready = 0;
+    let armed = false;
     child.stdout.on('data', (d: Buffer) => {
       stdout += d.toString();
-      if (ready === 0 && stdout.startsWith('ready\n')) {
-        ready = Date.now();
-        if (killAfterMs !== undefined) setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+      if (ready === 0 && stdout.startsWith('ready\n')) ready = Date.now();
+      const mark = kill === undefined ? undefined : kill.afterStep === 0 ? 'ready\n' : `\nstep ${kill.afterStep}\n`;
+      if (!armed && mark !== undefined && stdout.includes(mark)) {
+        armed = true;
+        setTimeout(() => child.kill('SIGKILL'), kill!.ms);
       }
     });
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -85,27 +88,33 @@ async function state(stateDir: string): Promise<{ pool: boolean; instances: stri
   }
 }
 
-t.test(`apply killed with SIGKILL at ${KILL_POINTS} points, then run again, converges`, async (t) => {
-  const scratch = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/mk-apply-kill-') : t.testdir();
-  t.teardown(() => fs.rmSync(scratch, { recursive: true, force: true }));
-  const worker = compile(path.join(scratch, 'js'));
-  const kernelDir = path.join(scratch, 'kernels');
-  fs.mkdirSync(kernelDir);
-  kernels(kernelDir);
+const scratch = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/mk-apply-kill-') : t.testdir();
+t.teardown(() => fs.rmSync(scratch, { recursive: true, force: true }));
+const worker = compile(path.join(scratch, 'js'));
+const kernelDir = path.join(scratch, 'kernels');
+fs.mkdirSync(kernelDir);
+kernels(kernelDir);
 
-  // how long a whole run takes, undisturbed
+t.test(`apply killed with SIGKILL at ${KILL_POINTS} points, then run again, converges`, async (t) => {
+
+  // an undisturbed run: how many steps, and how long
   const full = await run(worker, [path.join(scratch, 'measure', 'sim'), kernelDir, 'full']);
   t.equal(full.code, 0, full.stderr);
   t.match(full.stdout, /\ndone \{"converged":\[true,true\],"errors":\[\]\}\n$/);
-  t.comment(`an undisturbed run: ${full.ms} ms after "ready"`);
+  const steps = full.stdout.split('\n').filter((l) => l.startsWith('step ')).length;
+  const perStep = full.ms / (steps + 1);
+  t.comment(`an undisturbed run: ${steps} steps in ${full.ms} ms after "ready"`);
 
-  const seen = new Map<string, number[]>();
+  const seen = new Map<string, string[]>();
   let leftKerfLock = 0;
   for (let i = 0; i < KILL_POINTS; i++) {
-    const delay = Math.round((full.ms * 1.1 * i) / (KILL_POINTS - 1));
+    // spread over the steps (killed after step k, or after "ready"), and at 0, 1/3 or 2/3 of a step's time
+    const afterStep = Math.floor((i * steps) / KILL_POINTS);
+    const ms = Math.round(((i % 3) * perStep) / 3);
+    const delay = `${afterStep === 0 ? 'ready' : `step ${afterStep}`} + ${ms} ms`;
     const stateDir = path.join(scratch, `kill-${i}`, 'sim');
-    const killed = await run(worker, [stateDir, kernelDir, 'full'], delay);
-    t.ok(killed.signal === 'SIGKILL' || killed.code === 0, `kill point ${i} (${delay} ms): killed or finished: ${killed.stderr}`);
+    const killed = await run(worker, [stateDir, kernelDir, 'full'], { afterStep, ms });
+    t.ok(killed.signal === 'SIGKILL' || killed.code === 0, `kill point ${i} (${delay}): killed or finished: ${killed.stderr}`);
     const after = await state(stateDir);
     const key = `${killed.signal === 'SIGKILL' ? 'killed' : 'finished'}: pool ${after.pool ? 'yes' : 'no'}; ${after.instances.join(' ') || 'no instances'}${after.failedTxs.length > 0 ? `; failed tx ${after.failedTxs.join(',')}` : ''}${after.kerfLock ? "; kerf's lock left" : ''}`;
     seen.set(key, [...(seen.get(key) ?? []), delay]);
@@ -131,6 +140,31 @@ t.test(`apply killed with SIGKILL at ${KILL_POINTS} points, then run again, conv
     await system.dispose();
   }
   t.comment(`states left by the kills (${leftKerfLock} with kerf's lock left behind):`);
-  for (const [key, delays] of seen) t.comment(`  ${key}  <- ${delays.join(', ')} ms`);
+  for (const [key, delays] of seen) t.comment(`  ${key}  <- ${delays.join('; ')}`);
   t.ok(seen.size >= 5, `the kills fell in ${seen.size} different states`);
+});
+
+t.test('killed while a failed transaction waits for its rollback: the record stays, reported as drift', async (t) => {
+  const stateDir = path.join(scratch, 'failtx', 'sim');
+  const killed = await run(worker, [stateDir, kernelDir, 'failtx'], { afterStep: 0, ms: 2000 });
+  t.equal(killed.signal, 'SIGKILL', killed.stderr);
+  const left = await state(stateDir);
+  t.same(left.instances, ['web:ready'], 'the create did its first (and only) operation before it failed');
+  t.equal(left.failedTxs.length, 1, 'and its transaction is left failed');
+  // the rollback runs under the writers' locks: kerf's lock file is left too, removed as by an operator
+  t.equal(left.kerfLock, true, "kerf's lock is left behind");
+  const cleaner = new SimulatedSystem({ stateDir });
+  await cleaner.unlink('/var/run/kerf.lock');
+  await cleaner.dispose();
+  const again = await run(worker, [stateDir, kernelDir, 'recover']);
+  t.match(again.stdout, /\ndone \{"converged":\[true\],"errors":\[\]\}\n$/, again.stderr);
+  const end = await state(stateDir);
+  t.same(end.instances, ['web:active', 'db:active'], 'the instance it made is adopted by name: no duplicate');
+  t.same(end.failedTxs, left.failedTxs, 'the record is left alone');
+  const system = new SimulatedSystem({ stateDir });
+  const host = await Host.open({ system });
+  const p = await plan(host, specs(kernelDir).specB, { prune: true });
+  t.same(p.steps, []);
+  t.match(p.drift, [{ subject: `tx_${left.failedTxs[0]}`, actual: 'failed', message: /create web"\) is left "failed": its writer stopped before rolling it back/ }]);
+  await system.dispose();
 });

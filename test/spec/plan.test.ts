@@ -249,7 +249,7 @@ t.test('the failed state, failed transactions and kerf\'s lock left behind', asy
   p = await plan(host, spec([entry('db')]));
   t.same(p.steps, []);
   t.match(p.drift, [
-    { subject: /^tx_\d+$/, expected: 'no failed transaction', actual: 'failed', message: /failed and its partial effects may remain/ },
+    { subject: /^tx_\d+$/, expected: 'no failed transaction', actual: 'failed', message: /^transaction \d+ \(resources "multikernel-js pid=\d+ tx=[0-9a-f]+: create x"\) is left "failed": its writer stopped before rolling it back/ },
     { subject: '/var/run/kerf.lock', actual: 'present', message: /kerf's lock/ },
   ]);
   t.equal(p.converged, true, 'drift only');
@@ -273,22 +273,23 @@ t.test('the spec against the host: refused whole, before anything changes', asyn
   const e = await check(
     spec(
       [
-        entry('a', { cpus: { physical: [8, 3] }, memoryBytes: 1n << 30n, devices: ['0000:00:09.0'] }),
+        entry('a', { cpus: { physical: [8, 3, 12] }, memoryBytes: 1n << 30n, devices: ['0000:00:09.0'] }),
         entry('b', { cpus: { physical: [8, 10] }, memoryBytes: 1n << 30n, devices: ['0000:00:04.0', '0000:00:04.0'] }),
       ],
-      { cpus: { physical: [8, 10, 99] }, memoryBytes: 1n << 30n, devices: ['0000:00:04.0'] },
+      { cpus: { physical: [0, 8, 10, 99] }, memoryBytes: 1n << 30n, devices: ['0000:00:04.0'] },
     ),
     [
       /^pool: cpus: the host has no CPU with physical id 99 \(it has 0,2,4,6,8,10,12,14\)$/,
-      /^instance "a": cpus: physical CPU 3 is not in the pool \(pool CPUs: 8,10,99\)$/,
+      /^pool: cpus: physical CPU 0 is the host's boot CPU, which never joins a pool$/,
+      /^instance "a": cpus: physical CPU 3,12 is not in the pool \(pool CPUs: 0,8,10,99\)$/,
       /^instance "a": devices: 0000:00:09\.0 is not in the pool \(pool devices: 0000:00:04\.0\)$/,
       /^instance "b": cpus: physical CPU 8 is given to instance "a" too$/,
-      /^instance "b": cpus: the instances up to this one want 4 CPUs; the pool has 3$/,
+      /^instance "b": cpus: the instances up to this one want 5 CPUs; the pool has 4$/,
       /^instance "b": memory: the instances up to this one want 2 GiB; the pool has 1 GiB$/,
       /^instance "b": devices: 0000:00:04\.0 is given to instance "b" too$/,
     ],
   );
-  t.match(e.details.issues[1], { pointer: '/instances/a/cpus', at: { file: 'host.yaml', line: 3 } });
+  t.match(e.details.issues[2], { pointer: '/instances/a/cpus', at: { file: 'host.yaml', line: 3 } });
   t.match(e.message, /^host\.yaml: the host cannot give what the spec asks:\n {2}pool: cpus/);
   await check(spec([entry('a', { devices: ['0000:00:04.0'] })], { cpus: { count: 2 }, memoryBytes: 1n << 30n, devices: [] }), [/pool devices: none/]);
 
@@ -321,4 +322,28 @@ t.test('a step runs against what the kernel shows when it runs', async (t) => {
   await computed.planned[0]!.run();
   t.same(await plan(host, spec([entry('web', { kernel: k.kernel2, autostart: false })])), { steps: [], drift: [], unmanaged: [], converged: true });
   await t.rejects(plan(host, spec([]), { signal: AbortSignal.abort(new Error('stop')) }), { message: 'stop' });
+});
+
+t.test('an instance deleted while the host is read: read again', async (t) => {
+  const base = new SimulatedSystem();
+  let vanish = 0;
+  const system = wrap(base, {
+    readFile: async (p: string) => {
+      // instances() lists b by its id; info() then reads its status: gone by then
+      if (p === '/sys/fs/multikernel/instances/b/status' && vanish > 0) {
+        vanish -= 1;
+        throw Object.assign(new Error(`ENOENT: no such file or directory, open '${p}'`), { code: 'ENOENT', errno: -2, syscall: 'open', path: p });
+      }
+      return base.readFile(p);
+    },
+  });
+  const { host } = await simHost({ system });
+  await converge(host, spec([entry('a'), entry('b')]));
+  vanish = 2;
+  t.same((await plan(host, spec([entry('a'), entry('b')]))).steps, [], 'read again, twice');
+  vanish = 3;
+  await t.rejects(plan(host, spec([entry('a'), entry('b')])), { code: 'ERR_MK_INSTANCE_NOT_FOUND' }, 'not a third time');
+  base.faults.add({ op: 'read', path: '/proc/iomem', times: 1, action: { errno: 'EIO' } });
+  base.faults.add({ op: 'readdir', path: '/sys/fs/multikernel/instances', times: 1, action: { errno: 'EIO' } });
+  await t.rejects(plan(host, spec([entry('a'), entry('b')])), { code: 'EIO' }, 'other errors at once');
 });
