@@ -185,7 +185,8 @@ export class Daemon {
   #notifyFailed = false;
   #queue: Promise<void> = Promise.resolve();
   #watchdog: unknown;
-  #consumers: Promise<void>[] = [];
+  /** the loops reading the watchers' events (a reload may replace the watcher) */
+  readonly #consumers = new Set<Promise<void>>();
 
   constructor(options: DaemonOptions) {
     this.#host = options.host;
@@ -440,7 +441,9 @@ export class Daemon {
     const watcher = this.#host.watch({ ...this.#watchOptions, ...(this.#liveness ? { liveness: this.#liveness } : {}), signal: this.#signal });
     watcher.on('probe', (report: ProbeReport) => this.#metrics.probe(report));
     this.#watcher = watcher;
-    this.#consumers.push(this.#consume(watcher));
+    const consumer = this.#consume(watcher);
+    this.#consumers.add(consumer);
+    void consumer.then(() => this.#consumers.delete(consumer));
   }
 
   async #consume(watcher: HostWatcher): Promise<void> {
@@ -663,7 +666,7 @@ export class Daemon {
     for (const sup of this.#supervision.values()) this.#forget(sup);
     this.#watcher?.close();
     await this.#queue;
-    await Promise.all(this.#consumers);
+    await Promise.all([...this.#consumers]);
     // what ran meanwhile (a hung instance's forced halt) may have planned a restart
     for (const sup of this.#supervision.values()) this.#forget(sup);
     const spec = this.#spec!;
