@@ -76,6 +76,16 @@ t.test('help and usage errors', async (t) => {
     t.equal(r.code, EXIT.usage, args.join(' '));
     t.match(r.stdout + r.stderr, message);
   }
+  // a state directory that cannot be one: one line at error priority, exit 1
+  const file = path.join(sim.dir, 'not-a-dir');
+  fs.writeFileSync(file, '');
+  const broken = await inProcess(['daemon', '-c', 'host.yaml', '--state-dir', file], sim.env);
+  t.equal(broken.code, EXIT.failure);
+  t.match(broken.stderr, /^<3>cannot run: .*\n$/);
+  t.equal(broken.stderr.split('\n').length, 2, 'one line');
+  // interrupted while the host is opened: the interruption, not an error
+  const interrupted = await inProcess(['daemon', '-c', 'host.yaml'], sim.env, { signal: AbortSignal.abort(new Error('SIGTERM')) });
+  t.equal(interrupted.code, EXIT.interrupted);
   const bad = await inProcess(['daemon', '-f', path.join(sim.dir, 'missing.yaml')], sim.env);
   t.equal(bad.code, EXIT.usage, 'a spec that cannot be loaded: exit 2');
   t.match(bad.stderr, /^<6>starting: spec .*missing\.yaml\n<3>spec .*missing\.yaml: ENOENT/);

@@ -31,7 +31,7 @@ signals:
 The log goes to stderr, one line per event, with the journald priority prefix (<3> error,
 <4> warning, <5> notice, <6> info, <7> debug) and no timestamps (journald adds them).
 Exit status: 0 after a clean stop, 2 when SPEC cannot be loaded at start, 1 when the host
-cannot be opened.
+cannot be opened (said in one <3> line).
 
 options:
   -c, --config SPEC         the host spec file (required; -f SPEC too, as mkctl plan and apply)
@@ -88,6 +88,8 @@ export const daemon: Command = {
       }
     }
     const log = (priority: Parameters<typeof journalLine>[0], message: string) => io.stderr.write(journalLine(priority, message));
+    // a host that cannot be opened (or a state directory that cannot be used) ends the daemon
+    // with one line at error priority, as journald should file it; an interruption is no error
     return withHost(
       values,
       io,
@@ -120,6 +122,10 @@ export const daemon: Command = {
         }
       },
       { simulated: { forwardNotify: true } },
-    );
+    ).catch((err: unknown) => {
+      if (io.signal.aborted) throw err;
+      log(3, `cannot run: ${(err as Error).message}`);
+      return EXIT.failure;
+    });
   },
 };
