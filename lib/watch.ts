@@ -42,6 +42,17 @@ export type WatchEvent =
   /** an instance reported `hung` answers again; with `liveness` */
   | { type: 'responsive'; name: string; id: number };
 
+/**
+ * One liveness probe done (with `liveness`), emitted as a `probe` event only, not queued for the
+ * iterator: how long the instance took to answer or to count as hung (a daemon's latency metric).
+ */
+export interface ProbeReport {
+  name: string;
+  id: number;
+  answer: 'alive' | 'hung';
+  durationMs: number;
+}
+
 export interface LivenessWatchOptions {
   /** how often every `active` instance is probed, ms (default 1000) */
   intervalMs?: number;
@@ -287,8 +298,10 @@ export class HostWatcher extends EventEmitter implements AsyncIterable<WatchEven
     const active = [...this.#seen!.instances].filter(([, i]) => i.status === 'active');
     await Promise.all(
       active.map(async ([name, { id }]) => {
+        const began = performance.now();
         const answer = await probeLiveness(this.#system, id, { attempts: live.attempts, attemptMs: live.attemptMs, signal: this.#stop.signal }).catch(() => undefined);
         if (this.#closed || answer === undefined) return;
+        this.emit('probe', { name, id, answer, durationMs: performance.now() - began } satisfies ProbeReport);
         if (answer === 'alive') {
           this.#answered.add(id);
           if (this.#hung.delete(id)) this.#push({ type: 'responsive', name, id });

@@ -37,6 +37,11 @@ export interface CliIo {
   stdin?: CliInput;
   /** aborted on SIGINT/SIGTERM: commands stop their work and clean up */
   signal: AbortSignal;
+  /**
+   * Listens for a signal the process otherwise dies of (SIGHUP: `mkctl daemon` reloads on it);
+   * returns the function that stops listening. Absent when there is no process to listen on.
+   */
+  onSignal?(name: 'SIGHUP', listener: () => void): () => void;
 }
 
 export interface Command {
@@ -56,6 +61,11 @@ export interface CommandSpec {
   path: readonly string[];
   summary: string;
   load(): Promise<Command>;
+  /**
+   * SIGINT and SIGTERM are the command's ordinary stop, not an interruption: its own exit code
+   * stands (`mkctl daemon` exits 0 once it stopped cleanly, as systemd expects of a stopped service).
+   */
+  ownsSignals?: boolean;
 }
 
 /** Exit codes shared by all commands. */

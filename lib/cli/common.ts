@@ -8,7 +8,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Host } from '../host';
-import type { SimulatedSystem } from '../system/simulated';
+import type { SimulatedSystem, SimulatedSystemOptions } from '../system/simulated';
 import type { System } from '../system/system';
 import { parseCpuIds } from '../units';
 import { type CliInput, type CliIo, type CliOutput, UsageError } from './command';
@@ -68,8 +68,16 @@ export interface HostContext {
   backend: Backend;
 }
 
-/** Opens the Host of the chosen backend, runs `fn`, and lets the simulated host go. */
-export async function withHost<T>(values: HostValues, io: CliIo, fn: (ctx: HostContext) => Promise<T>): Promise<T> {
+/**
+ * Opens the Host of the chosen backend, runs `fn`, and lets the simulated host go. `simulated`:
+ * more options for the simulated system (`mkctl daemon` forwards notify() to the real systemd).
+ */
+export async function withHost<T>(
+  values: HostValues,
+  io: CliIo,
+  fn: (ctx: HostContext) => Promise<T>,
+  options: { simulated?: Pick<SimulatedSystemOptions, 'forwardNotify'> } = {},
+): Promise<T> {
   const which = backend(values, io);
   const { Host } = await import('../host');
   let system: System;
@@ -79,7 +87,7 @@ export async function withHost<T>(values: HostValues, io: CliIo, fn: (ctx: HostC
     const fs = await import('node:fs');
     // a fresh user's state directory: its parents may not exist yet (the directory itself is made 0700)
     fs.mkdirSync(path.dirname(which.stateDir!), { recursive: true, mode: 0o700 });
-    simulated = new Sim({ stateDir: which.stateDir! });
+    simulated = new Sim({ ...options.simulated, stateDir: which.stateDir! });
     system = simulated;
   } else {
     const { LinuxSystem } = await import('../system/linux');

@@ -10,7 +10,7 @@
 import type { CliIo, Command, CommandSpec } from './command';
 import { EXIT, UsageError } from './command';
 
-const lazy = (path: string[], summary: string, load: () => Promise<Command>): CommandSpec => ({ path, summary, load });
+const lazy = (path: string[], summary: string, load: () => Promise<Command>, more: { ownsSignals?: true } = {}): CommandSpec => ({ path, summary, load, ...more });
 
 export const COMMANDS: readonly CommandSpec[] = [
   lazy(['status'], 'the host, its pool and its instances, and what needs attention', async () => (await import('./commands/status')).status),
@@ -38,6 +38,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   lazy(['demo'], 'the whole story on a fresh simulated host, in memory', async () => (await import('./commands/demo')).demo),
   lazy(['selftest'], 'take one instance through its whole life and show what the kernel says', async () => (await import('./commands/selftest')).selftest),
   lazy(['completion'], 'a completion script for bash or zsh', async () => (await import('./commands/completion')).completion),
+  lazy(['daemon'], 'apply a host spec, then supervise its instances under systemd (Type=notify)', async () => (await import('./commands/daemon')).daemon, { ownsSignals: true }),
   lazy(['qemu', 'run'], 'boot a kernel under QEMU (TCG) and run one command inside', async () => (await import('./commands/qemu-run')).qemuRun),
 ];
 
@@ -70,16 +71,18 @@ export function exitCodeOf(error: unknown, signal?: AbortSignal): number {
   return EXIT.failure;
 }
 
+/** The command `argv` names: the longest command path that prefixes it. */
+function findCommand<C extends Command | CommandSpec>(argv: readonly string[], commands: readonly C[]): C | undefined {
+  return [...commands].sort((a, b) => b.path.length - a.path.length).find((c) => c.path.every((w, i) => argv[i] === w));
+}
+
 /** Runs mkctl with `argv` (without node and the script) and resolves with the exit code. */
 export async function main(argv: readonly string[], io: CliIo, commands: readonly (Command | CommandSpec)[] = COMMANDS): Promise<number> {
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     (argv.length === 0 ? io.stderr : io.stdout).write(usage(commands));
     return argv.length === 0 ? EXIT.usage : EXIT.ok;
   }
-  // the longest command path that prefixes argv
-  const match = [...commands]
-    .sort((a, b) => b.path.length - a.path.length)
-    .find((c) => c.path.every((w, i) => argv[i] === w));
+  const match = findCommand(argv, commands);
   if (match === undefined) {
     // a group such as "pool" without its subcommand: name the subcommands
     const group = commands.filter((c) => c.path.length > 1 && c.path[0] === argv[0]);
@@ -136,13 +139,19 @@ export async function runProcess(proc: NodeJS.Process = process): Promise<number
       env: proc.env,
       cwd: proc.cwd(),
       signal: controller.signal,
+      onSignal: (name, listener) => {
+        proc.on(name, listener);
+        return () => proc.removeListener(name, listener);
+      },
       // process.stdin is made when first read: commands that do not read it do not pay for it
       get stdin() {
         return proc.stdin;
       },
     };
-    const code = await main(proc.argv.slice(2), io);
-    return signalled === undefined ? code : signalled === 'SIGINT' ? EXIT.interrupted : 128 + 15;
+    const argv = proc.argv.slice(2);
+    const code = await main(argv, io);
+    const owned = findCommand(argv, COMMANDS) as CommandSpec | undefined;
+    return signalled === undefined || owned?.ownsSignals === true ? code : signalled === 'SIGINT' ? EXIT.interrupted : 128 + 15;
   } finally {
     proc.removeListener('SIGINT', onSignal);
     proc.removeListener('SIGTERM', onSignal);

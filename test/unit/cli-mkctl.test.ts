@@ -76,8 +76,9 @@ t.test('top level: usage, help, unknown commands', async (t) => {
     'status', 'list',
     'pool init', 'pool grow', 'pool shrink', 'pool teardown',
     'create', 'update', 'load', 'start', 'stop', 'restart', 'unload', 'delete',
+    'plan', 'apply',
     'show', 'dump', 'probe', 'watch', 'console', 'exec',
-    'demo', 'selftest', 'completion', 'qemu run',
+    'demo', 'selftest', 'completion', 'daemon', 'qemu run',
   ]);
 });
 

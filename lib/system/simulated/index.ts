@@ -56,6 +56,13 @@ export interface SimulatedSystemOptions {
   /** notify() resolves true, as under a supervisor that set $NOTIFY_SOCKET (default false) */
   notifyTarget?: boolean;
   /**
+   * notify() also sends the state to the real $NOTIFY_SOCKET (sd_notify through the native addon)
+   * and resolves with its answer (default false). The kernel is simulated, the supervisor is not:
+   * `mkctl daemon --simulate` under systemd must still tell systemd it is ready, alive and
+   * stopping, or systemd kills it for a missed READY=1 or watchdog ping.
+   */
+  forwardNotify?: boolean;
+  /**
    * Host directories (of /run, /var/run, /tmp) this process may not write to, as for a user who
    * is not root: createExclusive and unlink there fail EACCES (default none). Per process: another
    * process on the same state directory has its own.
@@ -70,6 +77,9 @@ export interface SimulatedSystemOptions {
 }
 
 const M = MULTIKERNEL_MOUNT_POINT;
+
+/** How many notify() states the simulated host keeps (the newest). */
+export const NOTIFIED_KEPT = 100;
 
 const KERNFS_FILE_MODE: Record<string, number> = { id: 0o444, status: 0o444, device_tree: 0o444, instance: 0o444, resources: 0o444, dtbo: 0o444 };
 const TX_FILES = ['id', 'status', 'instance', 'resources', 'dtbo'];
@@ -137,6 +147,7 @@ export class SimulatedSystem implements System {
       haltTimeoutMs: options.haltTimeoutMs ?? 30_000,
       resourceAckTimeoutMs: options.resourceAckTimeoutMs ?? 10_000,
       notifyTarget: options.notifyTarget ?? false,
+      forwardNotify: options.forwardNotify ?? false,
       txReason: options.txReason ?? false,
     };
     this.#readOnlyHostDirs = new Set((options.readOnlyHostDirs ?? []).map((d) => path.posix.normalize(d).replace(/(.)\/$/, '$1')));
@@ -536,7 +547,10 @@ export class SimulatedSystem implements System {
     await this.faults.hit('notify', { syscall: 'sendmsg' });
     await this.#withState(true, (k) => {
       k.s.notified.push(state);
+      // a daemon sends WATCHDOG=1 forever: the state file keeps the newest ones only
+      if (k.s.notified.length > NOTIFIED_KEPT) k.s.notified.splice(0, k.s.notified.length - NOTIFIED_KEPT);
     });
+    if (this.#opts.forwardNotify) return (await import('../../binding')).loadBinding().sdNotify(state);
     return this.#opts.notifyTarget;
   }
 
@@ -547,7 +561,7 @@ export class SimulatedSystem implements System {
     return this.#withState(false, (k) => k.s.dmesg.slice());
   }
 
-  /** The states passed to notify(), oldest first. */
+  /** The states passed to notify(), oldest first (the newest NOTIFIED_KEPT). */
   async notified(): Promise<string[]> {
     return this.#withState(false, (k) => k.s.notified.slice());
   }
