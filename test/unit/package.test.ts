@@ -34,6 +34,7 @@ const SUBPATHS: Record<string, string[]> = {
   qemu: ['runQemu', 'readKernelCache'],
   selftest: ['runSelftest'],
   spec: ['parseSpec', 'loadSpecFile', 'SpecError', 'plan', 'apply'],
+  daemon: ['Daemon', 'journalLine', 'loadMetrics'],
 };
 
 t.test('the root exports exactly the lifecycle API, from an ES module, without loading native code', async (t) => {
