@@ -74,6 +74,13 @@ export interface SimulatedSystemOptions {
    * transaction, or an empty line (docs/kernel-interface.md, "Overlays").
    */
   txReason?: boolean;
+  /**
+   * Forget applied transactions beyond this many, oldest first (default: keep them all, as the
+   * kernel does: a tx_N stays until it is rolled back). Not a kernel rule: for long soak runs
+   * (scripts/soak.ts), where the records of thousands of transactions would otherwise be what
+   * grows.
+   */
+  keepAppliedTransactions?: number;
 }
 
 const M = MULTIKERNEL_MOUNT_POINT;
@@ -125,7 +132,7 @@ export class SimulatedSystem implements System {
   /** make any step fail, stall or stop half way (docs/kernel-interface.md lists the step names) */
   readonly faults = new FaultInjector();
 
-  readonly #opts: Required<Omit<SimulatedSystemOptions, 'stateDir' | 'topology' | 'readOnlyHostDirs'>>;
+  readonly #opts: Required<Omit<SimulatedSystemOptions, 'stateDir' | 'topology' | 'readOnlyHostDirs' | 'keepAppliedTransactions'>> & Pick<SimulatedSystemOptions, 'keepAppliedTransactions'>;
   readonly #readOnlyHostDirs: ReadonlySet<string>;
   readonly #topology: SimTopology;
   #memState: SimState | undefined;
@@ -149,6 +156,7 @@ export class SimulatedSystem implements System {
       notifyTarget: options.notifyTarget ?? false,
       forwardNotify: options.forwardNotify ?? false,
       txReason: options.txReason ?? false,
+      keepAppliedTransactions: options.keepAppliedTransactions,
     };
     this.#readOnlyHostDirs = new Set((options.readOnlyHostDirs ?? []).map((d) => path.posix.normalize(d).replace(/(.)\/$/, '$1')));
     this.#topology = options.topology ?? DEFAULT_TOPOLOGY;
@@ -197,6 +205,7 @@ export class SimulatedSystem implements System {
           stockKernel: this.#opts.stockKernel,
           haltTimeoutMs: this.#opts.haltTimeoutMs,
           resourceAckTimeoutMs: this.#opts.resourceAckTimeoutMs,
+          ...(this.#opts.keepAppliedTransactions !== undefined ? { keepAppliedTransactions: this.#opts.keepAppliedTransactions } : {}),
           sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
           later: (step) => this.#withState(true, step),
           events: {

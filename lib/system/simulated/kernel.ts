@@ -27,6 +27,8 @@ export interface KernelEnv {
   haltTimeoutMs: number;
   /** how long a resource change to a running instance waits for its acknowledgement (kernel: 10 s) */
   resourceAckTimeoutMs: number;
+  /** forget applied transactions beyond this many, oldest first (SimulatedSystemOptions) */
+  keepAppliedTransactions?: number;
   sleep(ms: number): Promise<void>;
   /** runs `fn` on the state as it is then, under the state lock: for a step that ends after the call that began it returned */
   later(fn: (k: Kernel) => void): Promise<void>;

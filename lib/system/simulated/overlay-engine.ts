@@ -352,6 +352,12 @@ export class OverlayEngine {
       this.k.log(`Failed to apply overlay transaction ${tx.id}: ${neg(code)}`);
     }
     this.k.s.txs.push(tx);
+    // a harness setting, not a kernel rule (SimulatedSystemOptions.keepAppliedTransactions)
+    const keep = this.k.env.keepAppliedTransactions;
+    if (keep !== undefined) {
+      const applied = this.k.s.txs.filter((t) => t.status === 'applied');
+      for (const old of applied.slice(0, Math.max(0, applied.length - keep))) this.k.s.txs.splice(this.k.s.txs.indexOf(old), 1);
+    }
     return data.length;
   }
 
