@@ -84,6 +84,9 @@ function invalid(message: string): never {
   throw new MultikernelError('ERR_MK_INVALID_SPEC', message);
 }
 
+/** how many times createInstance chooses CPUs afresh when another writer took those it chose */
+const CREATE_ATTEMPTS = 4;
+
 async function exists(system: System, path: string): Promise<boolean> {
   return system.stat(path).then(
     () => true,
@@ -264,38 +267,77 @@ export class Host {
     if (await exists(this.system, instanceDir(name))) {
       throw new MultikernelError('ERR_MK_INSTANCE_EXISTS', `an instance named "${name}" exists already`, { details: { name } });
     }
-    const pool = await this.pool.snapshot();
-    if (!pool.exists) throw new MultikernelError('ERR_MK_NO_POOL', 'there is no pool to take resources from: host.pool.init() first');
-    if (memoryBytes > pool.freeMemoryBytes) {
-      throw new MultikernelError('ERR_MK_RESOURCES', `instance "${name}" wants ${formatBytes(memoryBytes)}; the pool has ${formatBytes(pool.freeMemoryBytes)} free`, {
-        details: { wanted: memoryBytes, free: pool.freeMemoryBytes },
-      });
+    // The CPUs are chosen from a reading taken before the writers' lock, so a writer that takes
+    // them first makes the kernel create the instance without them: CPUs this call chose (not
+    // named by the caller) are chosen again from a new reading, a few times.
+    const chosen = typeof spec.cpus === 'number' || 'count' in spec.cpus || 'cores' in spec.cpus;
+    let attempt = 1;
+    let lost = await this.#createOnce(name, spec, memoryBytes, devices, options.signal);
+    while (lost !== undefined && chosen && lost.missingDevices.length === 0 && attempt < CREATE_ATTEMPTS) {
+      attempt += 1;
+      lost = await this.#createOnce(name, spec, memoryBytes, devices, options.signal);
     }
-    // one reading of the topology serves both the free CPUs and the logical-number lookup
-    const known = await this.#knownCpus();
-    const free = await this.#freePoolCpus(known);
-    const preferred = spec.numaNode === undefined ? free : [...free.filter((c) => c.node === spec.numaNode), ...free.filter((c) => c.node !== spec.numaNode)];
-    const cpus = selectCpus('cpus', spec.cpus, preferred, known);
-    const freeDevices = pciIds(pool.devices);
-    const absent = devices.filter((d) => !freeDevices.includes(d));
-    if (absent.length > 0) {
-      throw new MultikernelError('ERR_MK_RESOURCES', `device ${absent.join(', ')} is not free in the pool (free: ${freeDevices.join(', ') || 'none'}): grow the pool with it first`, {
-        details: { absent },
-      });
-    }
-    const ops: OverlayOp[] = [
-      {
-        op: 'instance-create',
-        name,
-        ...(spec.id !== undefined ? { id: spec.id } : {}),
-        memoryBytes,
-        cpus,
-        ...(spec.numaNode !== undefined ? { numaNodes: [spec.numaNode] } : {}),
-        ...(spec.virtio ? { virtio: spec.virtio } : {}),
+    if (lost === undefined) return this.#byName(name);
+    throw new MultikernelError(
+      'ERR_MK_RESOURCES',
+      `the kernel created "${name}" without all it was asked for (CPUs missing: [${lost.missingCpus.join(', ')}], devices missing: [${lost.missingDevices.join(', ')}], ` +
+        `memory ${formatBytes(lost.memoryBytes)} of ${formatBytes(memoryBytes)}): another writer took them meanwhile; the instance was removed again` +
+        (chosen && lost.missingDevices.length === 0 ? ` (${attempt} attempts, each with CPUs chosen afresh)` : ''),
+      { details: { ...lost, attempts: attempt } },
+    );
+  }
+
+  /**
+   * One attempt of createInstance from a fresh reading of the pool: undefined when the kernel
+   * granted everything, else what it did not (the instance is removed again).
+   */
+  async #createOnce(
+    name: string,
+    spec: InstanceSpec,
+    memoryBytes: bigint,
+    devices: string[],
+    signal: AbortSignal | undefined,
+  ): Promise<{ missingCpus: number[]; missingDevices: string[]; memoryBytes: bigint } | undefined> {
+    // chosen under the writers' locks, from what the kernel shows then
+    let cpus: number[] = [];
+    await this.#applyPlanned(
+      async () => {
+        const pool = await this.pool.snapshot();
+        if (!pool.exists) throw new MultikernelError('ERR_MK_NO_POOL', 'there is no pool to take resources from: host.pool.init() first');
+        if (memoryBytes > pool.freeMemoryBytes) {
+          throw new MultikernelError('ERR_MK_RESOURCES', `instance "${name}" wants ${formatBytes(memoryBytes)}; the pool has ${formatBytes(pool.freeMemoryBytes)} free`, {
+            details: { wanted: memoryBytes, free: pool.freeMemoryBytes },
+          });
+        }
+        // one reading of the topology serves both the free CPUs and the logical-number lookup
+        const known = await this.#knownCpus();
+        const free = await this.#freePoolCpus(known);
+        const preferred = spec.numaNode === undefined ? free : [...free.filter((c) => c.node === spec.numaNode), ...free.filter((c) => c.node !== spec.numaNode)];
+        cpus = selectCpus('cpus', spec.cpus, preferred, known);
+        const freeDevices = pciIds(pool.devices);
+        const absent = devices.filter((d) => !freeDevices.includes(d));
+        if (absent.length > 0) {
+          throw new MultikernelError('ERR_MK_RESOURCES', `device ${absent.join(', ')} is not free in the pool (free: ${freeDevices.join(', ') || 'none'}): grow the pool with it first`, {
+            details: { absent },
+          });
+        }
+        const ops: OverlayOp[] = [
+          {
+            op: 'instance-create',
+            name,
+            ...(spec.id !== undefined ? { id: spec.id } : {}),
+            memoryBytes,
+            cpus,
+            ...(spec.numaNode !== undefined ? { numaNodes: [spec.numaNode] } : {}),
+            ...(spec.virtio ? { virtio: spec.virtio } : {}),
+          },
+          ...devices.map((pciId) => ({ op: 'device-add' as const, target: { instance: name }, pciId })),
+        ];
+        return ops;
       },
-      ...devices.map((pciId) => ({ op: 'device-add' as const, target: { instance: name }, pciId })),
-    ];
-    await this.#apply(ops, `create ${name}`, options.signal);
+      `create ${name}`,
+      signal,
+    );
     const instance = await this.#byName(name);
     const tree = parseInstance(await this.system.readFile(`${instanceDir(name)}/device_tree`));
     const heldDevices = pciIds(tree.devices);
@@ -303,14 +345,9 @@ export class Host {
     const missingDevices = devices.filter((d) => !heldDevices.includes(d));
     if (missingCpus.length > 0 || missingDevices.length > 0 || tree.memoryBytes < memoryBytes) {
       await instance.delete().catch(() => undefined);
-      throw new MultikernelError(
-        'ERR_MK_RESOURCES',
-        `the kernel created "${name}" without all it was asked for (CPUs missing: [${missingCpus.join(', ')}], devices missing: [${missingDevices.join(', ')}], ` +
-          `memory ${formatBytes(tree.memoryBytes)} of ${formatBytes(memoryBytes)}): another writer took them meanwhile; the instance was removed again`,
-        { details: { missingCpus, missingDevices, memoryBytes: tree.memoryBytes } },
-      );
+      return { missingCpus, missingDevices, memoryBytes: tree.memoryBytes };
     }
-    return instance;
+    return undefined;
   }
 
   /**
@@ -336,6 +373,11 @@ export class Host {
       }
     }
     return undefined;
+  }
+
+  async #applyPlanned(plan: () => Promise<OverlayOp[]>, description: string, signal?: AbortSignal): Promise<TxResult> {
+    const { applyPlannedOverlay } = await import('./transaction');
+    return applyPlannedOverlay(this.system, plan, { ...this.#txOptions, description, signal });
   }
 
   async #apply(ops: OverlayOp[], description: string, signal?: AbortSignal): Promise<TxResult> {

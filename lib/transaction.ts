@@ -106,6 +106,27 @@ export async function applyOverlay(system: System, ops: OverlayOp[], options: Ap
 }
 
 /**
+ * As `applyOverlay`, with the operations made by `plan` once the writers' locks are held: for a
+ * change chosen from what the kernel shows (free CPUs), so that no writer that takes the locks
+ * can take the same resources between the reading and the write. Not exported from the package
+ * root (Host uses it).
+ */
+export async function applyPlannedOverlay(system: System, plan: () => Promise<OverlayOp[]>, options: ApplyOverlayOptions = {}): Promise<TxResult> {
+  const resources = transactionTag(options.description);
+  let ops: OverlayOp[] = [];
+  const { id } = await withWriterLocks(
+    system,
+    options,
+    async () => {
+      ops = await plan();
+      return writeAndConfirm(system, encodeOverlay(ops, { resources }), options.signal, { ops, resources });
+    },
+    (r) => `tx_${r.id} applied`,
+  );
+  return { id, status: 'applied', ops, resources };
+}
+
+/**
  * As `applyOverlay`, for a DTBO built elsewhere (at most MAX_OVERLAY_WRITE_BYTES). Its
  * transaction is found by content too: two identical blobs written at the same time cannot be
  * told apart (ERR_MK_TX_FAILED naming both), so give each a unique `mk,resources`.

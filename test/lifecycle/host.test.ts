@@ -9,7 +9,7 @@ import { Host, Instance, MultikernelError } from '../../lib';
 import { systemError } from '../../lib/errors';
 import { placeholderImage } from '../../lib/simulated';
 import { wrap } from './helpers';
-import { encodeOverlay } from '../../lib/model';
+import { encodeOverlay, parseOverlay } from '../../lib/model';
 import { SimulatedSystem } from '../../lib/system/simulated';
 import type { System } from '../../lib/system/system';
 
@@ -231,21 +231,43 @@ t.test('createInstance: refusals before the kernel is asked, and what it did not
   await t.rejects(host.createInstance({ name: 'y', cpus: 1, memory: '1M', devices: ['0000:00:05.0'] }), { code: 'ERR_MK_RESOURCES', message: /not free in the pool \(free: none\)/ });
 
   // Another writer takes the chosen CPUs between our snapshot and our write: the kernel creates
-  // the instance without them (it only warns), so the library removes it and says so.
-  const free = (await host.pool.snapshot()).freeCpus;
-  let raced = false;
-  const racing = wrap(system, {
-    writeFile: async (p: string, data: Uint8Array) => {
-      if (p.endsWith('/overlays/new') && !raced) {
-        raced = true;
-        await system.writeFile(p, encodeOverlay([{ op: 'instance-create', name: 'thief', memoryBytes: 4096n * 16n, cpus: free }]));
-      }
-      return system.writeFile(p, data);
-    },
-  });
-  const racer = await Host.open({ system: racing, lockPath: path.join(os.tmpdir(), `mk-host-test-${process.pid}.lock`) });
-  await t.rejects(racer.createInstance({ name: 'y', cpus: 2, memory: '64M' }), { code: 'ERR_MK_RESOURCES', message: /CPUs missing: \[.+\].*removed again/ });
-  t.same((await host.instances()).map((i) => i.name).sort(), ['thief', 'x'], 'y was removed again');
+  // the instance without them (it only warns), so the library removes it again; CPUs it chose
+  // (a count) are chosen afresh, CPUs the caller named are not.
+  const lockPath = path.join(os.tmpdir(), `mk-host-test-${process.pid}.lock`);
+  let thieves = 0;
+  /**
+   * A host whose overlay writes are preceded, `times` times, by another writer's taking the CPU
+   * it is about to take; with `recycle` that writer gives it back right after, so the same CPU is
+   * free again for the next attempt.
+   */
+  const racer = async (times: number, recycle = false): Promise<{ host: Host; stole: number[] }> => {
+    const stole: number[] = [];
+    let left = times;
+    const racing = wrap(system, {
+      writeFile: async (p: string, data: Uint8Array) => {
+        const wanted = p.endsWith('/overlays/new') ? parseOverlay(data).ops.find((o) => o.op === 'instance-create') : undefined;
+        if (wanted?.op !== 'instance-create' || left === 0) return system.writeFile(p, data);
+        left -= 1;
+        const thief = `thief${++thieves}`;
+        stole.push(wanted.cpus![0]!);
+        await system.writeFile(p, encodeOverlay([{ op: 'instance-create', name: thief, memoryBytes: 4096n * 16n, cpus: [wanted.cpus![0]!] }]));
+        const written = await system.writeFile(p, data);
+        if (recycle) await system.writeFile(p, encodeOverlay([{ op: 'instance-remove', name: thief }]));
+        return written;
+      },
+    });
+    return { host: await Host.open({ system: racing, lockPath }), stole };
+  };
+  const once = await racer(1);
+  const y = await once.host.createInstance({ name: 'y', cpus: 1, memory: '64M' });
+  t.notOk((await y.info()).cpus.includes(once.stole[0]!), 'chosen afresh: another CPU than the one taken');
+  await y.delete();
+  const always = await racer(4, true);
+  await t.rejects(always.host.createInstance({ name: 'y', cpus: 1, memory: '64M' }), { code: 'ERR_MK_RESOURCES', message: /CPUs missing: \[\d+\].*removed again \(4 attempts, each with CPUs chosen afresh\)$/ }, 'four attempts, then the error');
+  const second = (await host.pool.snapshot()).freeCpus[0]!;
+  const named = await racer(1);
+  await t.rejects(named.host.createInstance({ name: 'z', cpus: { physical: [second] }, memory: '64M' }), { code: 'ERR_MK_RESOURCES', message: /CPUs missing: \[\d+\].*removed again$/ }, 'named CPUs: not chosen again');
+  t.same((await host.instances()).map((i) => i.name).sort(), ['thief1', 'thief6', 'x'], 'y and z were removed again, the other writer\'s kept');
 });
 
 t.test('update: CPUs, memory and devices, live or not, in one transaction', async (t) => {
