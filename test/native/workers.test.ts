@@ -28,13 +28,18 @@ t.test('10 waves of 10 workers', async (t) => {
       Array.from({ length: 10 }, async () => {
         // the worker script is plain CommonJS: no need for tap's loaders in every worker
         const worker = new Worker(script, { execArgv: [], workerData: { helperPath: HELPER_PATH } });
-        const [message] = (await once(worker, 'message')) as [{ status: number; events: number; text: string; fds: number[]; frozen: boolean }];
+        type Report = { status: number; events: number; text: string; fds: number[]; frozen: boolean };
+        let message: Report | undefined;
+        worker.once('message', (m: Report) => {
+          message = m;
+          worker.postMessage('exit'); // the worker exits once its report arrived
+        });
         const [code] = (await once(worker, 'exit')) as [number];
-        return { ...message, code };
+        return { ...(message ?? { missing: 'the worker exited without its report' }), code };
       }),
     );
     for (const r of results) {
-      if (r.code === 0 && r.status === 0 && r.text === 'hello' && r.frozen) ok++;
+      if (r.code === 0 && 'status' in r && r.status === 0 && r.text === 'hello' && r.frozen) ok++;
       else t.fail(`worker result ${JSON.stringify(r)}`);
     }
   }
