@@ -6,6 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import { run as binding } from './binding';
+import { run as daemon } from './daemon';
 import { run as fdt } from './fdt';
 import type { BenchCase } from './results';
 import { run as startup } from './startup';
@@ -16,6 +17,7 @@ const benches: [string, () => BenchCase[] | Promise<BenchCase[]>][] = [
   ['fdt', fdt],
   ['watch', watch],
   ['startup', startup],
+  ['daemon', daemon],
 ];
 
 function verdict(c: BenchCase): string {

@@ -150,6 +150,10 @@ t.test('encode rejects trees it cannot represent', async (t) => {
   t.match(zero.message, /reservation 1 is address 0 size 0/);
   const latin = node('', [prop.empty('\u00e9')], [node('\u00ff')]);
   t.same(plainFdt(decodeFdt(encodeFdt(latin))), plainFdt({ root: latin, reservations: [], bootCpuId: 0 }), 'latin1 names round trip');
+  // node names are read in JS up to 64 bytes, longer ones by Buffer: both give the same names
+  const names = ['a'.repeat(63), 'b'.repeat(64), `c@${'f'.repeat(200)}`, '\u00e9'.repeat(70)];
+  const long = node('', [], names.map((n) => node(n)));
+  t.same(decodeFdt(encodeFdt(long)).root.children.map((c) => c.name), names, 'short and long node names');
 });
 
 t.test('property builders and readers', async (t) => {
