@@ -400,7 +400,7 @@ function parserMessage(code: string, message: string, pointer: string): string {
 
 function parse(text: string, file: string, base: string): HostSpec {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, logLevel: 'error' });
   const issues = new Issues(file, doc, lines);
   for (const e of [...doc.errors, ...doc.warnings]) {
     const pointer = pointerAt(doc.contents, e.pos[0]);

@@ -412,3 +412,13 @@ t.test('docs/spec.md: its example loads, and its error example is what the loade
   const bad = 'version: 1\ninstances:\n  web:\n    id: 3\n    cpus: 2\n    kernel: vmlinuz\n    memory: 512X\n    cmdline: quiet\n    restat: {}\n  api:\n    cpus: 1\n    memory: 1G\n    kernel: vmlinuz\n    id: 3\n';
   t.throws(() => parseSpec(bad, 'host.yaml'), { message: printed });
 });
+
+t.test('a key that is a collection: an issue, and no process warning from the YAML library', async (t) => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error): void => void warnings.push(w.message);
+  process.on('warning', onWarning);
+  t.teardown(() => process.off('warning', onWarning));
+  t.match(issuesOf('version: 1\ninstances:\n  ? [a]\n  : { cpus: 1, memory: 1M }\n'), [{ pointer: '/instances', message: /this key is a list or a mapping/ }]);
+  await new Promise((r) => setImmediate(r));
+  t.same(warnings, []);
+});
