@@ -216,11 +216,19 @@ async function bootId(system: System): Promise<string> {
   return (await system.readFile('/proc/sys/kernel/random/boot_id')).toString('latin1').trim();
 }
 
+/** Owner records read once per System: this process's start time and the boot id do not change. */
+const ownerRecords = new WeakMap<System, Buffer>();
+
 /** This process's owner record, or undefined when /proc cannot tell (then the file is left empty, as kerf's). */
 async function ownerRecord(system: System): Promise<Buffer | undefined> {
+  const known = ownerRecords.get(system);
+  if (known !== undefined) return known;
   try {
     const start = await startTime(system, 'self');
-    return start === undefined ? undefined : Buffer.from(`multikernel pid=${process.pid} start=${start} boot=${await bootId(system)}\n`);
+    if (start === undefined) return undefined;
+    const record = Buffer.from(`multikernel pid=${process.pid} start=${start} boot=${await bootId(system)}\n`);
+    ownerRecords.set(system, record);
+    return record;
   } catch {
     return undefined;
   }
