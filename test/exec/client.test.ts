@@ -140,6 +140,8 @@ t.test('stdin the command never reads: acknowledged or abandoned, never stuck', 
   await tick(20);
   t.notOk(endless.destroyed, 'the caller keeps its stdin stream');
   t.ok(endless.isPaused() && endless.listenerCount('data') === 0, 'and it is let go: paused, no listener left');
+  // the caller's to end: left alone, it would fill its 16 KiB buffer a byte per 5 ms (80 s)
+  endless.destroy();
   const idle = new Readable({ read() {} });
   t.equal((await run(core, { argv: ['true'], stdin: idle })).exitCode, 0);
   t.ok(idle.isPaused() && idle.listenerCount('data') === 0 && idle.listenerCount('end') === 0, 'a stream with nothing to read holds no pending read');
