@@ -5,14 +5,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import * as ts from 'typescript';
 import { SimulatedSystem } from '../../lib/system/simulated';
 import { FORCE_FILE_LOCKS_ENV } from '../../lib/system/simulated/state-dir';
+import { compileWorkers } from '../helpers/compile-workers';
 
 const WORKERS = 8;
 const OPERATIONS = 200;
 const KILLS = 3 * WORKERS;
-const root = path.join(__dirname, '..', '..');
 
 /** Scratch space on tmpfs where there is one: fsync is then free, and the run measures the
  *  locking rather than the disk (an fsync takes ~10 ms on a loaded VM, 1600 of them a minute). */
@@ -20,26 +19,6 @@ function scratch(t: Test, name: string): string {
   const dir = fs.existsSync('/dev/shm') ? fs.mkdtempSync(`/dev/shm/mk-${name}-`) : t.testdir();
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-/**
- * The worker and lib/ as plain JavaScript, with the repository's build/ and node_modules/ beside
- * them (the addon is found from lib/binding's directory): a process through the TypeScript loader
- * costs ~1.7 s of CPU to start, which 24 starts on a loaded 2-core machine cannot afford.
- */
-function compileWorker(out: string): string {
-  const emit = (rel: string): void => {
-    const source = fs.readFileSync(path.join(root, rel), 'utf8');
-    const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true }, fileName: rel }).outputText;
-    fs.mkdirSync(path.join(out, path.dirname(rel)), { recursive: true });
-    fs.writeFileSync(path.join(out, rel.replace(/\.ts$/, '.js')), js);
-  };
-  for (const rel of fs.readdirSync(path.join(root, 'lib'), { recursive: true }) as string[]) {
-    if (rel.endsWith('.ts') && !rel.endsWith('.d.ts')) emit(path.join('lib', rel));
-  }
-  emit('test/simulated/fixtures/state-worker.ts');
-  for (const link of ['build', 'node_modules', 'package.json']) fs.symlinkSync(path.join(root, link), path.join(out, link));
-  return path.join(out, 'test/simulated/fixtures/state-worker.js');
 }
 
 /** The pid in the worker's critical-section marker, if there is one. */
@@ -127,7 +106,7 @@ async function stress(t: Test, worker: string, dir: string, env: NodeJS.ProcessE
 }
 
 t.test('the state lock under contention and SIGKILLs', async (t) => {
-  const worker = compileWorker(scratch(t, 'state-stress-js'));
+  const [worker] = compileWorkers(scratch(t, 'state-stress-js'), ['test/simulated/fixtures/state-worker.ts']);
   for (const protocol of ['flock', 'files'] as const) {
     await t.test(`${WORKERS} processes x ${OPERATIONS} operations with ${KILLS} random SIGKILLs (${protocol})`, async (t) => {
       const dir = path.join(scratch(t, 'state-stress'), 'state');

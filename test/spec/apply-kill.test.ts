@@ -6,7 +6,6 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
-import * as ts from 'typescript';
 import { SimulatedSystem } from '../../lib/simulated';
 import { Host } from '../../lib/host';
 import { plan } from '../../lib/spec/engine';
@@ -14,29 +13,9 @@ import { MK_OVERLAYS, txDir, txIds } from '../../lib/kernfs';
 import { withWriterLocks } from '../../lib/transaction';
 import { specs } from './fixtures/apply-worker';
 import { kernels } from './helpers';
+import { compileWorkers } from '../helpers/compile-workers';
 
 const KILL_POINTS = 20;
-const root = path.join(__dirname, '..', '..');
-
-/**
- * lib/ and the worker as plain JavaScript beside the repository's build/ and node_modules/: a
- * process through the TypeScript loader costs ~1.7 s of CPU to start (as state-stress.test.ts).
- */
-function compile(out: string): string {
-  const emit = (rel: string): void => {
-    const source = fs.readFileSync(path.join(root, rel), 'utf8');
-    const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true }, fileName: rel }).outputText;
-    fs.mkdirSync(path.join(out, path.dirname(rel)), { recursive: true });
-    fs.writeFileSync(path.join(out, rel.replace(/\.ts$/, '.js')), js);
-  };
-  for (const rel of fs.readdirSync(path.join(root, 'lib'), { recursive: true }) as string[]) {
-    if (rel.endsWith('.ts') && !rel.endsWith('.d.ts')) emit(path.join('lib', rel));
-  }
-  emit('test/spec/helpers.ts');
-  emit('test/spec/fixtures/apply-worker.ts');
-  for (const link of ['build', 'node_modules', 'package.json']) fs.symlinkSync(path.join(root, link), path.join(out, link));
-  return path.join(out, 'test/spec/fixtures/apply-worker.js');
-}
 
 interface Outcome {
   code: number | null;
@@ -91,7 +70,7 @@ async function state(stateDir: string): Promise<{ pool: boolean; instances: stri
 
 const scratch = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/mk-apply-kill-') : t.testdir();
 t.teardown(() => fs.rmSync(scratch, { recursive: true, force: true }));
-const worker = compile(path.join(scratch, 'js'));
+const [, worker] = compileWorkers(path.join(scratch, 'js'), ['test/spec/helpers.ts', 'test/spec/fixtures/apply-worker.ts']);
 const kernelDir = path.join(scratch, 'kernels');
 fs.mkdirSync(kernelDir);
 kernels(kernelDir);
