@@ -60,6 +60,12 @@ export interface HostOpenOptions {
   lockPath?: string;
   /** serialise with kerf through its lock file too (default true) */
   kerfLock?: boolean;
+  /**
+   * How long a change waits for the writers' locks, ms (default 30000), then fails with
+   * ERR_MK_LOCKED or ETIMEDOUT. The locks are not queued in order: with many writers changing
+   * the host back to back, one of them can wait longer than the others.
+   */
+  lockTimeoutMs?: number;
   signal?: AbortSignal;
 }
 
@@ -103,14 +109,18 @@ export class Host {
   readonly pool: Pool;
   readonly #context: InstanceHost & PoolHost;
   readonly #opened: HostTopology;
-  readonly #txOptions: { lockPath: string; kerfLock?: false };
+  readonly #txOptions: { lockPath: string; lockTimeoutMs?: number; kerfLock?: false };
   readonly #requests = new RequestLog();
 
   private constructor(system: System, features: HostFeatures, topology: HostTopology, options: HostOpenOptions) {
     this.system = system;
     this.features = features;
     this.#opened = topology;
-    this.#txOptions = { lockPath: options.lockPath ?? DEFAULT_LOCK_PATH, ...(options.kerfLock === false ? { kerfLock: false as const } : {}) };
+    this.#txOptions = {
+      lockPath: options.lockPath ?? DEFAULT_LOCK_PATH,
+      ...(options.lockTimeoutMs !== undefined ? { lockTimeoutMs: options.lockTimeoutMs } : {}),
+      ...(options.kerfLock === false ? { kerfLock: false as const } : {}),
+    };
     this.#context = {
       system,
       arch: topology.arch,
@@ -131,6 +141,10 @@ export class Host {
    */
   static async open(options: HostOpenOptions = {}): Promise<Host> {
     options.signal?.throwIfAborted();
+    const { lockTimeoutMs } = options;
+    if (lockTimeoutMs !== undefined && (!Number.isSafeInteger(lockTimeoutMs) || lockTimeoutMs < 0)) {
+      throw new RangeError(`lockTimeoutMs must be a whole number of milliseconds >= 0, got ${String(lockTimeoutMs)}`);
+    }
     const system = options.system ?? new (await import('./system/linux')).LinuxSystem();
     const report = await probeMultikernelSupport(system);
     if (!report.supported) {

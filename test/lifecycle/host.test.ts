@@ -490,3 +490,28 @@ t.test('instance errors other than ENOENT are not "not found"', async (t) => {
   t.equal((await a.info()).image, undefined);
   t.ok(new MultikernelError('ERR_MK_TIMEOUT', 'x'));
 });
+
+t.test('Host.open: lockTimeoutMs is checked before any kernel call, and bounds the wait for the writers\' locks', async (t) => {
+  const system = new SimulatedSystem();
+  t.teardown(() => system.dispose());
+  let calls = 0;
+  const counted = wrap(system, {
+    readFile: async (p: string) => {
+      calls += 1;
+      return system.readFile(p);
+    },
+  });
+  for (const bad of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+    await t.rejects(Host.open({ system: counted, lockTimeoutMs: bad }), { name: 'RangeError', message: /lockTimeoutMs must be a whole number of milliseconds >= 0/ }, `lockTimeoutMs ${bad}`);
+  }
+  t.equal(calls, 0, 'refused before the kernel was asked anything');
+  const lockPath = path.join(os.tmpdir(), `mk-host-test-timeout-${process.pid}.lock`);
+  const host = await Host.open({ system, lockPath, lockTimeoutMs: 150 });
+  const held = await system.lock(lockPath, { exclusive: true });
+  const t0 = Date.now();
+  await t.rejects(host.pool.init({ cpus: 1, memory: '256M' }), { code: 'ETIMEDOUT' }, 'another writer holds the lock past the timeout');
+  const waited = Date.now() - t0;
+  t.ok(waited >= 140 && waited < 5000, `waited ${waited} ms for a 150 ms timeout`);
+  await held.release();
+  t.equal((await host.pool.init({ cpus: 1, memory: '256M' })).exists, true, 'and goes through once the lock is free');
+});
