@@ -9,33 +9,15 @@ import * as path from 'node:path';
 import { Host, type Instance } from '../../lib';
 import type { FaultAction } from '../../lib/simulated';
 import { placeholderImage, SimulatedSystem } from '../../lib/simulated';
+import { digest as digestOf } from './fixtures/digest';
+
+const digest = (host: Host, system: SimulatedSystem): Promise<string> => digestOf(host, system, { failedIsRecord: true });
 
 const kernel = placeholderImage('x86_64');
 const lockPath = path.join(os.tmpdir(), `mk-faults-test-${process.pid}.lock`);
 
 function openFds(): number {
   return fs.readdirSync('/proc/self/fd').length;
-}
-
-/** Everything the kernel shows that a verb could change. */
-async function digest(host: Host, system: SimulatedSystem): Promise<string> {
-  const instances = [];
-  for (const i of await host.instances()) {
-    const info = await i.info();
-    instances.push({ name: info.name, status: info.status, cpus: info.cpus, memory: info.memory, devices: info.devices, image: info.image });
-  }
-  const txs: string[] = [];
-  for (const e of await system.readdir('/sys/fs/multikernel/overlays')) {
-    if (e === 'new') continue;
-    const status = (await system.readFile(`/sys/fs/multikernel/overlays/${e}/status`)).toString().trim();
-    // a failed transaction whose rollback cannot run stays listed as a record: what matters is that nothing of it is in effect
-    if (status !== 'applied' && status !== 'failed') txs.push(`${e} ${status}`);
-  }
-  const kerfLocks = [...(await system.readdir('/var/run')), ...(await system.readdir('/tmp'))].filter((f) => f === 'kerf.lock');
-  const pool = await host.pool.snapshot();
-  // the free set is a set: a CPU that goes out and comes back moves to its end (mk_cpu_set_add)
-  const sets = { ...pool, cpus: pool.cpus.slice().sort((x, y) => x.physicalId - y.physicalId), freeCpus: pool.freeCpus.slice().sort((x, y) => x - y) };
-  return JSON.stringify({ pool: sets, instances, txs, kerfLocks }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
 }
 
 type Stage = 'none' | 'pool' | 'ready' | 'loaded' | 'active';
