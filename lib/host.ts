@@ -130,6 +130,7 @@ export class Host {
       freePoolCpus: () => this.#freePoolCpus(),
       writeBaseline: (blob, signal) => this.#writeBaseline(blob, signal),
       applyOverlay: (ops, description, signal) => this.#apply(ops, description, signal),
+      applyPlannedOverlay: (plan, description, signal) => this.#applyPlanned(plan, description, signal),
       requested: (id, to) => this.#requests.note(id, to),
     };
     this.pool = new Pool(this.#context);
@@ -389,7 +390,7 @@ export class Host {
     return undefined;
   }
 
-  async #applyPlanned(plan: () => Promise<OverlayOp[]>, description: string, signal?: AbortSignal): Promise<TxResult> {
+  async #applyPlanned(plan: () => Promise<OverlayOp[]>, description: string, signal?: AbortSignal): Promise<TxResult | undefined> {
     const { applyPlannedOverlay } = await import('./transaction');
     return applyPlannedOverlay(this.system, plan, { ...this.#txOptions, description, signal });
   }

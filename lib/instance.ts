@@ -102,6 +102,8 @@ export interface InstanceHost {
   /** which images load: x86_64 and arm64 ones are checked and converted; others go to the kernel as given */
   readonly arch: HostArch;
   applyOverlay(ops: OverlayOp[], description: string, signal?: AbortSignal): Promise<TxResult>;
+  /** one transaction whose operations `plan` makes under the writers' locks (none: nothing written) */
+  applyPlannedOverlay(plan: () => Promise<OverlayOp[]>, description: string, signal?: AbortSignal): Promise<TxResult | undefined>;
   freePoolCpus(): Promise<CpuCandidate[]>;
   /** this process is about to ask for `to` (so a watcher reports the change as `requested`) */
   requested(id: number, to: InstanceStatus): void;
@@ -507,6 +509,18 @@ export class Instance {
    * refusal rolls the whole transaction back.
    */
   async update(change: InstanceUpdate, options: { signal?: AbortSignal } = {}): Promise<void> {
+    // what can be refused without the locks is refused before them
+    await this.#expect('update', 'ready', 'loaded', 'active');
+    const want = change.cpus;
+    if (typeof want === 'number' && (!Number.isSafeInteger(want) || want < 1)) throw new MultikernelError('ERR_MK_INVALID_SPEC', `cpus must be a positive count, got ${want}`);
+    const memory = change.memory === undefined ? undefined : parseBytes(change.memory, 'memory');
+    // Read and chosen under the writers' locks (as createInstance): another writer that takes
+    // them cannot take the same free CPUs, or stop the instance, between the reading and the write.
+    await this.#host.applyPlannedOverlay(async () => this.#updateOps(change, memory), `update ${this.name}`, options.signal);
+  }
+
+  /** The operations of update(), from what the kernel shows now. */
+  async #updateOps(change: InstanceUpdate, memory: bigint | undefined): Promise<OverlayOp[]> {
     const status = await this.#expect('update', 'ready', 'loaded', 'active');
     const info = await this.info();
     const ops: OverlayOp[] = [];
@@ -514,7 +528,6 @@ export class Instance {
     if (change.cpus !== undefined) {
       const want = change.cpus;
       if (typeof want === 'number') {
-        if (!Number.isSafeInteger(want) || want < 1) throw new MultikernelError('ERR_MK_INVALID_SPEC', `cpus must be a positive count, got ${want}`);
         if (want > info.cpus.length) {
           const add = selectCpus(`instance "${this.name}" cpus`, want - info.cpus.length, await this.#host.freePoolCpus());
           ops.push(...add.map((id) => ({ op: 'cpu-add' as const, target, id })));
@@ -531,15 +544,14 @@ export class Instance {
         ops.push(...add.map((id) => ({ op: 'cpu-add' as const, target, id })));
       }
     }
-    if (change.memory !== undefined) ops.push(...(await this.#memoryOps(parseBytes(change.memory, 'memory'), info, status)));
+    if (memory !== undefined) ops.push(...(await this.#memoryOps(memory, info, status)));
     if (change.devices !== undefined) {
       const held = pciIds(info.devices);
       const want = change.devices.map((d) => d.toLowerCase());
       ops.push(...held.filter((d) => !want.includes(d)).map((pciId) => ({ op: 'device-remove' as const, target, pciId })));
       ops.push(...want.filter((d) => !held.includes(d)).map((pciId) => ({ op: 'device-add' as const, target, pciId })));
     }
-    if (ops.length === 0) return;
-    await this.#host.applyOverlay(ops, `update ${this.name}`, options.signal);
+    return ops;
   }
 
   async #memoryOps(want: bigint, info: InstanceInfo, status: InstanceStatus): Promise<OverlayOp[]> {

@@ -25,6 +25,8 @@ export interface PoolHost {
   instanceResources(): Promise<{ name: string; cpus: number[]; memoryBytes: bigint }[]>;
   writeBaseline(blob: Uint8Array, signal?: AbortSignal): Promise<void>;
   applyOverlay(ops: OverlayOp[], description: string, signal?: AbortSignal): Promise<TxResult>;
+  /** one transaction whose operations `plan` makes under the writers' locks (none: nothing written) */
+  applyPlannedOverlay(plan: () => Promise<OverlayOp[]>, description: string, signal?: AbortSignal): Promise<TxResult | undefined>;
 }
 
 export interface PoolCpu {
@@ -215,47 +217,60 @@ export class Pool {
     if (request.cpus !== undefined) checkCpuRequest('cpus', request.cpus);
     const devices = request.devices === undefined ? [] : pciList('devices', request.devices);
     options.signal?.throwIfAborted();
-    const before = await this.snapshot();
-    if (!before.exists) throw new MultikernelError('ERR_MK_NO_POOL', 'there is no pool to grow: init() it first');
-    const { candidates, all } = await this.#hostCandidates();
-    const cpus = request.cpus === undefined ? [] : selectCpus('cpus', request.cpus, candidates, all);
-    const ops: OverlayOp[] = [
-      ...memory.map((m) => ({ op: 'memory-add' as const, target: 'pool' as const, size: m.size, numaNode: m.numaNode })),
-      ...cpus.map((id) => ({ op: 'cpu-add' as const, target: 'pool' as const, id })),
-      ...devices.map((pciId) => ({ op: 'device-add' as const, target: 'pool' as const, pciId })),
-    ];
-    if (ops.length === 0) return before;
-    await this.#host.applyOverlay(ops, 'pool grow', options.signal);
-    return this.snapshot();
+    // read and chosen under the writers' locks: no writer that takes them can take the same host CPUs meanwhile
+    let before: PoolSnapshot | undefined;
+    const tx = await this.#host.applyPlannedOverlay(
+      async () => {
+        before = await this.snapshot();
+        if (!before.exists) throw new MultikernelError('ERR_MK_NO_POOL', 'there is no pool to grow: init() it first');
+        const { candidates, all } = await this.#hostCandidates();
+        const cpus = request.cpus === undefined ? [] : selectCpus('cpus', request.cpus, candidates, all);
+        return [
+          ...memory.map((m) => ({ op: 'memory-add' as const, target: 'pool' as const, size: m.size, numaNode: m.numaNode })),
+          ...cpus.map((id) => ({ op: 'cpu-add' as const, target: 'pool' as const, id })),
+          ...devices.map((pciId) => ({ op: 'device-add' as const, target: 'pool' as const, pciId })),
+        ];
+      },
+      'pool grow',
+      options.signal,
+    );
+    return tx === undefined ? before! : this.snapshot();
   }
 
   /** Gives free CPUs, whole free memory chunks and free devices back to the host, in one transaction. */
   async shrink(request: PoolShrinkRequest, options: { signal?: AbortSignal } = {}): Promise<PoolSnapshot> {
     const devices = request.devices === undefined ? [] : pciList('devices', request.devices);
     options.signal?.throwIfAborted();
-    const before = await this.snapshot();
-    if (!before.exists) throw new MultikernelError('ERR_MK_NO_POOL', 'there is no pool to shrink');
-    const free = before.freeCpus.map((physicalId) => ({ physicalId }));
-    const cpus =
-      request.cpus === undefined
-        ? []
-        : typeof request.cpus === 'number'
-          ? selectCpus('cpus', request.cpus, free.slice().reverse())
-          : selectCpus('cpus', request.cpus, free);
-    const chunks = request.memory === undefined ? [] : this.#chunksToRemove(before, request.memory);
-    const freeDevices = pciIds(before.devices);
-    const notFree = devices.filter((d) => !freeDevices.includes(d));
-    if (notFree.length > 0) {
-      throw new MultikernelError('ERR_MK_RESOURCES', `device ${notFree.join(', ')} is not free in the pool (free: ${freeDevices.join(', ') || 'none'})`, { details: { notFree } });
-    }
-    const ops: OverlayOp[] = [
-      ...cpus.map((id) => ({ op: 'cpu-remove' as const, target: 'pool' as const, id })),
-      ...devices.map((pciId) => ({ op: 'device-remove' as const, target: 'pool' as const, pciId })),
-      ...chunks.map((c) => ({ op: 'memory-remove' as const, target: 'pool' as const, base: c.base, size: c.size, numaNode: c.node })),
-    ];
-    if (ops.length === 0) return before;
-    await this.#host.applyOverlay(ops, 'pool shrink', options.signal);
-    return this.snapshot();
+    // read and chosen under the writers' locks: no writer that takes them can take the same free CPUs meanwhile
+    let before: PoolSnapshot | undefined;
+    const tx = await this.#host.applyPlannedOverlay(
+      async () => {
+        const pool = await this.snapshot();
+        before = pool;
+        if (!pool.exists) throw new MultikernelError('ERR_MK_NO_POOL', 'there is no pool to shrink');
+        const free = pool.freeCpus.map((physicalId) => ({ physicalId }));
+        const cpus =
+          request.cpus === undefined
+            ? []
+            : typeof request.cpus === 'number'
+              ? selectCpus('cpus', request.cpus, free.slice().reverse())
+              : selectCpus('cpus', request.cpus, free);
+        const chunks = request.memory === undefined ? [] : this.#chunksToRemove(pool, request.memory);
+        const freeDevices = pciIds(pool.devices);
+        const notFree = devices.filter((d) => !freeDevices.includes(d));
+        if (notFree.length > 0) {
+          throw new MultikernelError('ERR_MK_RESOURCES', `device ${notFree.join(', ')} is not free in the pool (free: ${freeDevices.join(', ') || 'none'})`, { details: { notFree } });
+        }
+        return [
+          ...cpus.map((id) => ({ op: 'cpu-remove' as const, target: 'pool' as const, id })),
+          ...devices.map((pciId) => ({ op: 'device-remove' as const, target: 'pool' as const, pciId })),
+          ...chunks.map((c) => ({ op: 'memory-remove' as const, target: 'pool' as const, base: c.base, size: c.size, numaNode: c.node })),
+        ];
+      },
+      'pool shrink',
+      options.signal,
+    );
+    return tx === undefined ? before! : this.snapshot();
   }
 
   #chunksToRemove(pool: PoolSnapshot, memory: NonNullable<PoolShrinkRequest['memory']>): PoolChunk[] {

@@ -107,23 +107,24 @@ export async function applyOverlay(system: System, ops: OverlayOp[], options: Ap
 
 /**
  * As `applyOverlay`, with the operations made by `plan` once the writers' locks are held: for a
- * change chosen from what the kernel shows (free CPUs), so that no writer that takes the locks
- * can take the same resources between the reading and the write. Not exported from the package
- * root (Host uses it).
+ * change chosen from what the kernel shows (free CPUs, an instance's status), so that no writer
+ * that takes the locks can change it between the reading and the write. A plan with no
+ * operations writes nothing (undefined). Not exported from the package root (Host uses it).
  */
-export async function applyPlannedOverlay(system: System, plan: () => Promise<OverlayOp[]>, options: ApplyOverlayOptions = {}): Promise<TxResult> {
+export async function applyPlannedOverlay(system: System, plan: () => Promise<OverlayOp[]>, options: ApplyOverlayOptions = {}): Promise<TxResult | undefined> {
   const resources = transactionTag(options.description);
   let ops: OverlayOp[] = [];
-  const { id } = await withWriterLocks(
+  const written = await withWriterLocks(
     system,
     options,
     async () => {
       ops = await plan();
+      if (ops.length === 0) return undefined;
       return writeAndConfirm(system, encodeOverlay(ops, { resources }), options.signal, { ops, resources });
     },
-    (r) => `tx_${r.id} applied`,
+    (r) => (r === undefined ? 'nothing to change' : `tx_${r.id} applied`),
   );
-  return { id, status: 'applied', ops, resources };
+  return written === undefined ? undefined : { id: written.id, status: 'applied', ops, resources };
 }
 
 /**

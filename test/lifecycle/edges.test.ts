@@ -106,7 +106,14 @@ t.test('odd kernel answers: an unknown status, a status that did not change, a r
   await t.rejects(b.start(), { code: 'ERR_MK_TX_FAILED', message: /after start, instance "a" is "loaded", not "active"/ });
   await a.unload();
   const stuck = new Instance(
-    { system, arch: 'x86_64', applyOverlay: async () => ({ id: 0, status: 'applied', ops: [], resources: '' }), freePoolCpus: async () => [], requested: () => undefined },
+    {
+      system,
+      arch: 'x86_64',
+      applyOverlay: async () => ({ id: 0, status: 'applied', ops: [], resources: '' }),
+      applyPlannedOverlay: async () => Promise.reject(new Error('unused')),
+      freePoolCpus: async () => [],
+      requested: () => undefined,
+    },
     'a',
     a.id,
   );
@@ -120,7 +127,8 @@ t.test('a host of another architecture: images go to the kernel as given', async
   const { system, host } = await withPool();
   t.teardown(() => system.dispose());
   const a = await host.createInstance({ name: 'a', cpus: 1, memory: '128M' });
-  const riscv = new Instance({ system, arch: 'riscv64', applyOverlay: async () => Promise.reject(new Error('unused')), freePoolCpus: async () => [], requested: () => undefined }, 'a', a.id);
+  const unused = async (): Promise<never> => Promise.reject(new Error('unused'));
+  const riscv = new Instance({ system, arch: 'riscv64', applyOverlay: unused, applyPlannedOverlay: unused, freePoolCpus: async () => [], requested: () => undefined }, 'a', a.id);
   await riscv.load(kernel);
   t.equal(await riscv.status(), 'loaded', 'no conversion: the kernel\'s loader took it');
   await riscv.unload();

@@ -515,3 +515,33 @@ t.test('Host.open: lockTimeoutMs is checked before any kernel call, and bounds t
   await held.release();
   t.equal((await host.pool.init({ cpus: 1, memory: '256M' })).exists, true, 'and goes through once the lock is free');
 });
+
+t.test('two writers growing an instance, the pool, or shrinking it at once choose under the locks: both succeed', async (t) => {
+  const system = new SimulatedSystem({ haltTimeoutMs: 200, resourceAckTimeoutMs: 200 });
+  t.teardown(() => system.dispose());
+  const lockPath = path.join(os.tmpdir(), `mk-host-test-race-${process.pid}.lock`);
+  const one = await Host.open({ system, lockPath });
+  const two = await Host.open({ system, lockPath });
+  await one.pool.init({ cpus: 4, memory: '2G' });
+  await one.createInstance({ name: 'a', cpus: 1, memory: '128M' });
+  await one.createInstance({ name: 'b', cpus: 1, memory: '128M' });
+  // two CPUs free: each writer adds one to its instance; a choice made before the locks picks the same one twice
+  await Promise.all([(await one.instance('a')).update({ cpus: 2 }), (await two.instance('b')).update({ cpus: 2 })]);
+  const cpusOf = async (name: string) => (await (await one.instance(name)).info()).cpus;
+  const [a, b] = [await cpusOf('a'), await cpusOf('b')];
+  t.equal(a.length + b.length, 4, 'both updates applied');
+  t.same(a.filter((c) => b.includes(c)), [], 'no CPU in both');
+  t.same((await one.pool.snapshot()).freeCpus, [], 'the pool gave both its free CPUs');
+  // host CPUs into the pool, from two writers at once
+  const before = (await one.pool.snapshot()).cpus.length;
+  await Promise.all([one.pool.grow({ cpus: 1 }), two.pool.grow({ cpus: 1 })]);
+  t.equal((await one.pool.snapshot()).cpus.length, before + 2, 'both grows applied, each with its own host CPU');
+  // and back out
+  await Promise.all([one.pool.shrink({ cpus: 1 }), two.pool.shrink({ cpus: 1 })]);
+  t.same((await one.pool.snapshot()).freeCpus, [], 'both shrinks applied, each with its own free CPU');
+  t.same(await txLeft(system), [], 'no transaction failed');
+  // an update with nothing to change writes nothing
+  const txs = (await system.readdir('/sys/fs/multikernel/overlays')).length;
+  await (await one.instance('a')).update({ cpus: 2 });
+  t.equal((await system.readdir('/sys/fs/multikernel/overlays')).length, txs, 'no transaction for an update that changes nothing');
+});
