@@ -10,6 +10,7 @@ import { run as daemon } from './daemon';
 import { run as fdt } from './fdt';
 import type { BenchCase } from './results';
 import { run as startup } from './startup';
+import { run as vsock } from './vsock';
 import { run as watch } from './watch';
 
 const benches: [string, () => BenchCase[] | Promise<BenchCase[]>][] = [
@@ -18,6 +19,7 @@ const benches: [string, () => BenchCase[] | Promise<BenchCase[]>][] = [
   ['watch', watch],
   ['startup', startup],
   ['daemon', daemon],
+  ['vsock', vsock],
 ];
 
 function verdict(c: BenchCase): string {

@@ -136,6 +136,7 @@ export class FdDuplex extends Duplex {
         }
         // A mostly full buffer is handed over; a short read is copied out and the buffer
         // reused, so small chunks neither pin nor reallocate a whole read buffer.
+        const short = n < buffer.length;
         let chunk: Buffer;
         if (n * 2 >= buffer.length) {
           chunk = buffer.subarray(0, n);
@@ -148,6 +149,11 @@ export class FdDuplex extends Duplex {
           this.#wantRead = false;
           break;
         }
+        // A short read from a stream socket took all it had: wait for READABLE (the watch is
+        // level-triggered, so data that came meanwhile wakes it at once) instead of a read(2)
+        // that would only say EAGAIN. libuv's streams stop after a short read the same way; for
+        // a ping-pong this is one system call in four.
+        if (short) break;
       }
     } catch (error) {
       this.destroy(error as Error);
