@@ -189,14 +189,17 @@ export class SimulatedSystem implements System {
   // ------------------------------------------------------------------ state handling
 
   /**
-   * Runs `fn` on the current state under the state lock (in-process queue + the cross-process
-   * lock of the state directory), saving it afterwards when `write`. Kernel errors become
-   * system errors of `syscall`.
+   * Runs `fn` on the current state, after this process's earlier calls (an in-process queue);
+   * when `write`, under the cross-process lock of the state directory, saving the state
+   * afterwards. Kernel errors become system errors of `syscall`. A call that only reads takes no
+   * lock: state.json is replaced whole by rename (StateDir.save), so a reader finds the state
+   * before a write or after it, as under the lock, and what a reading call changes is never
+   * saved. (Each read took a flock pair before: 88 of them for one `mkctl status`.)
    */
   async #withState<T>(write: boolean, fn: (k: Kernel) => Promise<T> | T, syscall = 'sim', errPath?: string): Promise<T> {
     const run = async (): Promise<T> => {
       const dir = this.#stateDir;
-      const release = dir ? await dir.lock() : () => undefined;
+      const release = dir && write ? await dir.lock() : () => undefined;
       try {
         const s = dir?.load(() => initialState(this.#topology)) ?? this.#memState!;
         const k = new Kernel(s, {

@@ -83,7 +83,10 @@ export class StateDir {
     return this.locks.acquire('state', { exclusive: true, wait: true, errorPath: this.statePath });
   }
 
-  /** Under the state lock: the saved state, or `fresh()` when there is none yet. */
+  /**
+   * The saved state, or `fresh()` when there is none yet: under the state lock for a call that
+   * writes; without it for one that only reads (save() replaces the file whole, by rename).
+   */
   load(fresh: () => SimState): SimState {
     let text: string;
     try {
