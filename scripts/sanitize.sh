@@ -94,7 +94,7 @@ teardown_all() {
       printf '  teardown %-19s %3s rounds  ok    %4ss\n' "$name" "$rounds" "$(cat "$LOGS/$name.seconds")"
     else
       printf '  teardown %-19s %3s rounds  FAIL  exit %s  (see %s/%s.err)\n' "$name" "$rounds" "$rc" "$LOGS" "$name"
-      sed 's/^/    /' "$LOGS/$name.err" | tail -n 20
+      { sed 's/^/    /' "$LOGS/$name.err" | tail -n 20; } 2>/dev/null || true
       [[ -n $report ]] && echo "    report: $report"
       failures+=("teardown $name")
     fi
@@ -115,7 +115,7 @@ run_exercise() {
   else
     echo FAIL >"$LOGS/exercise.status"
     printf '  exercise %-19s %3s rounds  FAIL  exit %s\n' "(API calls)" "$rounds" "$rc"
-    sed 's/^/    /' "$LOGS/exercise.err" | tail -n 20
+    { sed 's/^/    /' "$LOGS/exercise.err" | tail -n 20; } 2>/dev/null || true
     [[ -n $report ]] && echo "    report: $report"
   fi
 }
