@@ -19,6 +19,8 @@ class Addon : public Napi::Addon<Addon> {
   Napi::FunctionReference errnoErrorFactory;
   // The FdHandle class (not exported: only the addon creates handles).
   Napi::FunctionReference fdHandleClass;
+  // Raised by FdHandle::Create() around its one construction: any other `new` of the class fails.
+  bool creatingFdHandle = false;
 
   // errors.cc
   Napi::Value SetErrnoErrorFactory(const Napi::CallbackInfo& info);

@@ -45,6 +45,8 @@ class BlockingCall : public Resource {
   static void OnDone(uv_async_t* async);
   static void OnClosed(uv_handle_t* handle);
   void Settle();
+  // napi_async_destroy + napi_delete_reference of the call's async context (idempotent).
+  void ReleaseContext();
 
   Registry* registry_ = nullptr;
   napi_env env_ = nullptr;
