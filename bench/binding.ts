@@ -15,7 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { loadBinding } from '../lib/binding';
-import { type BenchCase, median, notRun } from './results';
+import { type BenchCase, buildC, median, notRun } from './results';
 
 const NAME = 'binding overhead: flock lock+unlock pairs';
 const PAIRS = 200_000;
@@ -24,9 +24,9 @@ const ROUNDS = 7;
 export function run(): BenchCase[] {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mk-bench-binding-'));
   try {
-    const exe = path.join(dir, 'flock-pairs');
-    const cc = spawnSync('cc', ['-O2', '-o', exe, path.join(__dirname, 'c', 'flock-pairs.c')], { encoding: 'utf8' });
-    if (cc.error !== undefined || cc.status !== 0) return [notRun(NAME, 'x C', '<= 1.2', `cc failed: ${cc.error?.message ?? cc.stderr}`)];
+    const built = buildC(dir, 'flock-pairs.c');
+    if ('why' in built) return [notRun(NAME, 'x C', '<= 1.2', built.why)];
+    const exe = built.exe;
     const file = path.join(dir, 'lock');
     const binding = loadBinding();
     const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
@@ -104,9 +104,9 @@ function pageTables(): string {
  */
 function anatomy(dir: string): string {
   const include = path.join(path.dirname(process.execPath), '..', 'include', 'node');
-  const lib = path.join(dir, 'napi-syscall.node');
-  const cc = spawnSync('cc', ['-O2', '-shared', '-fPIC', `-I${include}`, '-o', lib, path.join(__dirname, 'c', 'napi-syscall.c')], { encoding: 'utf8' });
-  if (cc.error !== undefined || cc.status !== 0) return `no breakdown (cc napi-syscall.c with ${include} failed: ${(cc.error?.message ?? cc.stderr).trim().split('\n')[0]}); ${pageTables()}`;
+  const built = buildC(dir, 'napi-syscall.c', { args: ['-shared', '-fPIC', `-I${include}`], out: 'napi-syscall.node', hint: `Node's headers in ${include}` });
+  if ('why' in built) return `no breakdown (${built.why}); ${pageTables()}`;
+  const lib = built.exe;
   const m = { exports: {} as { noop(): void; sys(): void; loop(n: number): void } };
   process.dlopen(m, lib);
   const napi = m.exports;

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { encodeFdt, node, prop, type FdtNode } from '../lib/fdt';
-import { type BenchCase, median, notRun } from './results';
+import { type BenchCase, buildC, median, notRun } from './results';
 
 /** A realistic tree of about `targetBytes`: CPUs, memory, PCI-like devices with u32/u64/string props. */
 export function buildTree(targetBytes: number): FdtNode {
@@ -34,14 +34,6 @@ export function buildTree(targetBytes: number): FdtNode {
     size += 356;
   }
   return root;
-}
-
-/** Builds a C program of bench/c with cc -O2 (and `libs`); undefined with the reason when it cannot. */
-function buildC(dir: string, source: string, libs: string[]): { exe?: string; why?: string } {
-  const exe = join(dir, source.replace(/\.c$/, ''));
-  const r = spawnSync('cc', ['-O2', '-o', exe, join(__dirname, 'c', source), ...libs], { encoding: 'utf8' });
-  if (r.error !== undefined || r.status !== 0) return { why: `cc ${source} failed (${(r.error?.message ?? r.stderr).trim().split('\n')[0]}; apt-get install libfdt-dev)` };
-  return { exe };
 }
 
 const LIBFDT = 'device trees: decode+encode of a 1 MiB DTB vs libfdt in-process';
@@ -87,9 +79,9 @@ export function run(): BenchCase[] {
     const ours = rounds(file, n, []);
     const roomy = rounds(file, n, [`--max-semi-space-size=${ROOMY}`]);
     const mine = ours.total;
-    const c = buildC(dir, 'fdt-roundtrip.c', ['-lfdt']);
-    if (c.exe === undefined) {
-      cases.push(notRun(LIBFDT, 'x libfdt', '<= 3', c.why!));
+    const c = buildC(dir, 'fdt-roundtrip.c', { args: ['-lfdt'], hint: 'apt-get install libfdt-dev' });
+    if ('why' in c) {
+      cases.push(notRun(LIBFDT, 'x libfdt', '<= 3', c.why));
     } else {
       const r = spawnSync(c.exe, [file, String(n)], { encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`fdt-roundtrip: ${r.stderr}`);

@@ -5,18 +5,14 @@
  * test/qemu/stock-x86.test.ts). bench/guest/vsock.mjs alternates rounds (ours, C, ours, C, ...)
  * and reports every sample; here the medians become two cases: throughput with 64 KiB writes (at
  * least 0.9 of C) and the 1-byte round trip (at most 1.5 times C). The host never runs the C
- * program nor opens a vsock socket: it only builds the program (gcc -static) into the initramfs.
+ * program nor opens a vsock socket: it only builds the program (cc -static) into the initramfs.
  */
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import type { KernelCache } from '../lib/qemu';
 import { addonFor, boot, type Boot, fetchKernel, missingPrerequisite, ROOT } from '../test/qemu/harness';
-import { type BenchCase, median, notRun } from './results';
-
-const execFileAsync = promisify(execFile);
+import { type BenchCase, buildC, median, notRun } from './results';
 
 const TPUT = 'vsock streams: throughput, 64 KiB writes';
 const RTT = 'vsock streams: 1-byte round trip';
@@ -60,12 +56,9 @@ export async function run(): Promise<BenchCase[]> {
   if (addonFor('x86_64') === undefined) return notRunBoth('the native addon is not built (npm run build:native)');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mk-bench-vsock-'));
   try {
-    const exe = path.join(dir, 'vsock-stream');
-    try {
-      await execFileAsync('gcc', ['-static', '-O2', '-Wall', '-o', exe, path.join(__dirname, 'c', 'vsock-stream.c')]);
-    } catch (error) {
-      return notRunBoth(`gcc -static failed: ${(error as Error).message}`);
-    }
+    const built = buildC(dir, 'vsock-stream.c', { args: ['-static', '-Wall'], hint: 'a static C library (libc6-dev)' });
+    if ('why' in built) return notRunBoth(built.why);
+    const exe = built.exe;
     let kernel: KernelCache;
     let b: Boot;
     try {

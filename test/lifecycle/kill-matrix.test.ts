@@ -16,7 +16,7 @@ import { atStage, instanceA, killCases, openHost, openSystem } from './fixtures/
 
 const scratch = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/mk-kill-matrix-') : t.testdir();
 t.teardown(() => fs.rmSync(scratch, { recursive: true, force: true }));
-const [, , worker] = compileWorkers(path.join(scratch, 'js'), ['test/lifecycle/fixtures/digest.ts', 'test/lifecycle/fixtures/kill-cases.ts', 'test/lifecycle/fixtures/kill-worker.ts']);
+const [, , , worker] = compileWorkers(path.join(scratch, 'js'), ['test/helpers/run-worker.ts', 'test/lifecycle/fixtures/digest.ts', 'test/lifecycle/fixtures/kill-cases.ts', 'test/lifecycle/fixtures/kill-worker.ts']);
 
 interface Run {
   code: number | null;

@@ -70,7 +70,7 @@ async function state(stateDir: string): Promise<{ pool: boolean; instances: stri
 
 const scratch = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/mk-apply-kill-') : t.testdir();
 t.teardown(() => fs.rmSync(scratch, { recursive: true, force: true }));
-const [, worker] = compileWorkers(path.join(scratch, 'js'), ['test/spec/helpers.ts', 'test/spec/fixtures/apply-worker.ts']);
+const [, , worker] = compileWorkers(path.join(scratch, 'js'), ['test/helpers/run-worker.ts', 'test/spec/helpers.ts', 'test/spec/fixtures/apply-worker.ts']);
 const kernelDir = path.join(scratch, 'kernels');
 fs.mkdirSync(kernelDir);
 kernels(kernelDir);
