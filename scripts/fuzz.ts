@@ -9,7 +9,8 @@
  * (default 5000) has hung on a case: it is killed, and the cases since its last report are run
  * again one by one to name the one that hangs. A finding (an exception the target's contract does
  * not allow, or a hang) prints the seed and case number that reproduce it and makes the exit
- * status 1. Prints per target: cases, accepted, refused, slowest case, rate.
+ * status 1. Prints per target: cases, accepted, refused, slowest case, rate; and, on stderr, how far
+ * it is once a minute.
  */
 import { fork } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
@@ -35,7 +36,7 @@ async function child(name: string, seed: number, from: number, to: number): Prom
 }
 
 /** Runs cases [from, to) in a child; resolves with its last progress, `hung` when it went silent. */
-function runChild(name: string, seed: number, from: number, to: number, caseMs: number): Promise<{ progress: Progress; hung: boolean }> {
+function runChild(name: string, seed: number, from: number, to: number, caseMs: number, onProgress?: (p: Progress) => void): Promise<{ progress: Progress; hung: boolean }> {
   return new Promise((resolve, reject) => {
     const c = fork(__filename, ['--child', name, String(seed), String(from), String(to)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     let last: Progress = { done: 0, accepted: 0, refused: 0, slowestMs: 0 };
@@ -47,7 +48,10 @@ function runChild(name: string, seed: number, from: number, to: number, caseMs: 
       resolve({ progress: last, hung: true });
     };
     c.on('message', (m: ToParent) => {
-      if (m.type !== 'ready') last = m.progress;
+      if (m.type !== 'ready') {
+        last = m.progress;
+        onProgress?.(last);
+      }
       clearTimeout(timer);
       timer = setTimeout(onSilence, caseMs);
       if (m.type === 'end') {
@@ -78,8 +82,18 @@ async function main(): Promise<number> {
     const t0 = performance.now();
     const total: Progress = { done: 0, accepted: 0, refused: 0, slowestMs: 0 };
     let from = 0;
+    // A long run says how far it is once a minute (on stderr, so the closing line stays alone on stdout).
+    let said = t0;
+    const onProgress = (p: Progress): void => {
+      const now = performance.now();
+      if (now - said < 60_000) return;
+      said = now;
+      const done = from + p.done;
+      const rate = done / ((now - t0) / 1000);
+      process.stderr.write(`${name}: ${done} of ${cases} cases, ${rate.toFixed(0)} cases/s, about ${Math.ceil((cases - done) / rate / 60)} min left\n`);
+    };
     while (from < cases) {
-      const { progress, hung } = await runChild(name, seed, from, cases, caseMs);
+      const { progress, hung } = await runChild(name, seed, from, cases, caseMs, onProgress);
       total.done += progress.done;
       total.accepted += progress.accepted;
       total.refused += progress.refused;
