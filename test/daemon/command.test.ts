@@ -95,7 +95,7 @@ async function run(t: Test, extra: string[]): Promise<{ proc: FakeProcess; code:
   const sim = host(t);
   const proc = new FakeProcess(['node', 'mkctl', 'daemon', '-c', 'host.yaml', '--stop-timeout', '1', ...extra], { ...sim.env, HOME: sim.dir }, sim.dir);
   const done = runProcess(proc as unknown as NodeJS.Process);
-  await until(() => proc.stderr.text.includes('<5>ready: 1/1 instances running'), 10_000, `ready; got ${proc.stderr.text}`);
+  await until(() => proc.stderr.text.includes('<5>ready: 1/1 instances running'), 30_000, `ready; got ${proc.stderr.text}`);
   if (extra.includes('--metrics')) {
     const url = `http://${/<6>metrics: (\S+) \(GET \/metrics\)/.exec(proc.stderr.text)![1]!}/metrics`;
     const body = await new Promise<string>((resolve, reject) =>
@@ -108,7 +108,7 @@ async function run(t: Test, extra: string[]): Promise<{ proc: FakeProcess; code:
     t.match(body, 'multikernel_instance_status{instance="web",status="active"} 1');
   }
   proc.emit('SIGHUP');
-  await until(() => proc.stderr.text.includes('<5>reloaded: 1/1 instances running'), 10_000, 'the reload');
+  await until(() => proc.stderr.text.includes('<5>reloaded: 1/1 instances running'), 30_000, 'the reload');
   proc.emit('SIGTERM', 'SIGTERM');
   const code = await done;
   t.equal(proc.listenerCount('SIGHUP') + proc.listenerCount('SIGTERM'), 0, 'handlers removed');

@@ -82,7 +82,7 @@ t.test('hangs: restart force-halts and starts again, stop force-halts, preserve 
   await h.logged(/^<4>a hangs: 2 probes unanswered \(policy restart\)$/);
   await h.logged(/^<5>a force-halted$/);
   await h.logged(/^<5>restarting a \(attempt 1\/5, after a hang\)$/);
-  await until(async () => (await h.status('a')) === 'active', 5000, 'a running again');
+  await until(async () => (await h.status('a')) === 'active', 30_000, 'a running again');
   await h.logged(/^<4>b hangs: 2 probes unanswered \(policy stop\)$/);
   await h.logged(/^<5>b force-halted$/);
   await h.logged(/^<5>c left hanging for a post-mortem \(restart policy preserve\)$/);

@@ -40,8 +40,12 @@ export class FakeClock implements Clock {
   }
 }
 
-/** Polls `check` until it holds (every 5 ms, up to `ms`). */
-export async function until(check: () => boolean | Promise<boolean>, ms = 5000, what = 'the condition'): Promise<void> {
+/**
+ * Polls `check` until it holds (every 5 ms, up to `ms`). The bound only names a hang: a passing
+ * test returns as soon as the condition holds, so it is set for a loaded CI machine, where tap runs
+ * two files at once under coverage and a daemon's start can take seconds.
+ */
+export async function until(check: () => boolean | Promise<boolean>, ms = 30_000, what = 'the condition'): Promise<void> {
   const end = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);

@@ -54,7 +54,7 @@ t.test('reload: RELOADING=1 with MONOTONIC_USEC, READY=1; an invalid spec keeps 
   const usec = BigInt(reloading.split('MONOTONIC_USEC=')[1]!);
   const now = process.hrtime.bigint() / 1000n;
   t.ok(usec <= now && now - usec < 10_000_000n, 'CLOCK_MONOTONIC in microseconds');
-  await until(() => h.notes.filter((n) => n.startsWith('READY=1')).length === 2, 5000, 'READY=1 after the reload');
+  await until(() => h.notes.filter((n) => n.startsWith('READY=1')).length === 2, 30_000, 'READY=1 after the reload');
   await h.logged(/^<6>apply: the host matches the spec, nothing to do$/);
 
   let from = h.notes.length;
@@ -126,10 +126,10 @@ t.test('watchdog: WATCHDOG=1 every WATCHDOG_USEC/2 after a host read; none for a
   t.ok(h.logs.includes('<6>watchdog: a ping every 1 s'));
   const pings = () => h.notes.filter((n) => n === 'WATCHDOG=1').length;
   clock.advance(0);
-  await until(() => pings() === 1, 5000, 'the first ping');
+  await until(() => pings() === 1, 30_000, 'the first ping');
   for (let i = 2; i <= 4; i++) {
     clock.advance(1000);
-    await until(() => pings() === i, 5000, `ping ${i}`);
+    await until(() => pings() === i, 30_000, `ping ${i}`);
   }
   h.sim.faults.add({ op: 'readdir', path: '/sys/fs/multikernel/instances', times: 1, action: { errno: 'EIO' } });
   clock.advance(1000);
@@ -142,7 +142,7 @@ t.test('watchdog: WATCHDOG=1 every WATCHDOG_USEC/2 after a host read; none for a
   await h.logged(/^<4>watchdog: no ping, the host did not answer: no answer within 1 s$/);
   await new Promise((r) => setTimeout(r, 150));
   clock.advance(0); // the next tick is due at once (timed from the late one's start), within its own limit
-  await until(() => pings() === 5, 5000, 'pings again once the host answers');
+  await until(() => pings() === 5, 30_000, 'pings again once the host answers');
   // a tick whose read is under way when the stop comes: no ping after STOPPING=1
   h.sim.faults.add({ op: 'readdir', path: '/sys/fs/multikernel/instances', times: 1, action: { stallMs: 100 } });
   clock.advance(1000);
@@ -181,7 +181,7 @@ t.test('sd_notify that fails is said once, until it works again', async (t) => {
   t.equal(h.logs.filter((l) => l.startsWith('<4>sd_notify failed: ECONNREFUSED')).length, 1);
   fail = false;
   await h.sim.panic(await h.id('web'));
-  await until(() => sent.some((s) => s.startsWith('STATUS=')), 5000, 'a status once notify works');
+  await until(() => sent.some((s) => s.startsWith('STATUS=')), 30_000, 'a status once notify works');
   fail = true;
   await h.sim.panic(await h.id('web')).catch(() => undefined);
   t.equal(await h.stop(), 0);

@@ -73,7 +73,7 @@ export class NotifyReceiver {
   }
 
   /** Waits for a datagram matching `re` at index >= from; resolves with its index. */
-  async waitFor(re: RegExp, from = 0, ms = 15_000): Promise<number> {
+  async waitFor(re: RegExp, from = 0, ms = 30_000): Promise<number> {
     let found = -1;
     await until(
       () => (found = this.datagrams.findIndex((d, i) => i >= from && re.test(d.state))) >= 0,

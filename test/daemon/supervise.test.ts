@@ -29,12 +29,12 @@ t.test('a panic under restart: restarted after the backoff, doubling, up to the 
   const h = await harness(t, spec(instance('web', restart('restart'))), { clock });
   const id = await h.id('web');
   // the daemon saw it running (a panic before the watcher's next reading would look like no change)
-  const up = (n: number) => until(() => h.logs.filter((l) => /^<7>web: loaded -> active$|^<5>web was started behind/.test(l)).length >= n, 5000, `the daemon to see start ${n}`);
+  const up = (n: number) => until(() => h.logs.filter((l) => /^<7>web: loaded -> active$|^<5>web was started behind/.test(l)).length >= n, 30_000, `the daemon to see start ${n}`);
   const crash = async (n: number) => {
     await up(n - 1);
     const before = h.logs.length;
     await h.sim.panic(id);
-    await until(() => h.logs.slice(before).some((l) => /restarting in|gave up/.test(l)), 5000, `the daemon to see crash ${n}`);
+    await until(() => h.logs.slice(before).some((l) => /restarting in|gave up/.test(l)), 30_000, `the daemon to see crash ${n}`);
     return h.logs.slice(before);
   };
   let lines = await crash(1);
@@ -45,7 +45,7 @@ t.test('a panic under restart: restarted after the backoff, doubling, up to the 
   await new Promise((r) => setTimeout(r, 30));
   t.equal(await h.status('web'), 'loaded');
   clock.advance(1);
-  await until(async () => (await h.status('web')) === 'active', 5000, 'the restart');
+  await until(async () => (await h.status('web')) === 'active', 30_000, 'the restart');
   await h.logged(/^<5>restarting web \(attempt 1\/3, after it crashed\)$/);
   await h.notified(/^STATUS=1\/1 instances running$/);
 
@@ -73,7 +73,7 @@ t.test('a panic under restart: restarted after the backoff, doubling, up to the 
   t.match(lines.at(-1), '<5>web restarting in 4 s (attempt 1/3)', 'the window moved on; the backoff is still at its max');
   clock.advance(4000);
   await until(async () => (await h.status('web')) === 'active');
-  await until(() => [...clock.timers.values()].some((x) => x.at === clock.t + 8000), 5000, 'the stability timer');
+  await until(() => [...clock.timers.values()].some((x) => x.at === clock.t + 8000), 30_000, 'the stability timer');
   clock.advance(8000);
   await h.logged(/^<7>web stayed up 8 s: its restart backoff starts again from 1 s$/);
   lines = await crash(6);

@@ -104,7 +104,8 @@ export async function rawSession(core: FakeCore, localPort = 1000) {
     write(bytes: Uint8Array) {
       stream.write(bytes);
     },
-    async until(what: () => boolean, ms = 2000) {
+    // (a bound for a hang only: a passing test returns as soon as `what` holds)
+    async until(what: () => boolean, ms = 10_000) {
       for (let waited = 0; !what(); waited += 5) {
         if (waited > ms) throw new Error(`timed out; frames ${frames.map((f) => f.type).join(',')} ended ${ended}`);
         await tick(5);
