@@ -43,6 +43,8 @@ interface RunOptions {
   signal?: AbortSignal;
   /** called with the growing stdout text as it is written */
   onOutput?: (text: string) => void;
+  /** called with the growing stderr text as it is written */
+  onStderr?: (text: string) => void;
 }
 
 /** main() in this process, stdout kept as bytes. */
@@ -70,7 +72,13 @@ async function run(args: string[], env: Record<string, string>, options: RunOpti
   };
   const io: CliIo = {
     stdout,
-    stderr: { write: (s: string | Uint8Array) => (err += String(s)) },
+    stderr: {
+      write: (s: string | Uint8Array) => {
+        err += String(s);
+        options.onStderr?.(err);
+        return true;
+      },
+    },
     env: { ...env, HOME: '/tmp' },
     cwd: process.cwd(),
     signal: options.signal ?? new AbortController().signal,
@@ -226,8 +234,11 @@ t.test('watch: lines and JSON lines until interrupted (130)', async (t) => {
   for (const json of [false, true]) {
     const controller = new AbortController();
     let seen = '';
-    const done = run(['watch', ...(json ? ['--json'] : []), '--liveness'], env, { signal: controller.signal, onOutput: (s) => (seen = s) });
-    await new Promise((r) => setTimeout(r, 300));
+    let said = '';
+    const done = run(['watch', ...(json ? ['--json'] : []), '--liveness'], env, { signal: controller.signal, onOutput: (s) => (seen = s), onStderr: (s) => (said = s) });
+    // the change must come after the watcher's first reading, or it is not a change to it: wait for
+    // the line it prints then (a fixed 300 ms was not always enough on a loaded CI machine)
+    await until(() => said.includes('watching the host'));
     if (!json) await system.panic(web.id);
     else {
       await web.start();
